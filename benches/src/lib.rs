@@ -1,0 +1,2 @@
+//! Benches and end-to-end harnesses. The criterion benches live in `benches/benches/`.
+#![forbid(unsafe_code)]

@@ -1,0 +1,446 @@
+//! H.264 video: `appsrc ! <encoder> ! h264parse ! appsink`, one frame in, one access unit out.
+
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use super::{
+    EncodeError, EncoderKind, add_and_link, build_error, capsfilter, clock_time, init, make,
+    pending_error, require, running_time, start, stop, try_set, wait_eos,
+};
+
+/// Default bound on [`VideoEncoder::encode`]'s wait for the access unit.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `Drop` waits for the pipeline to drain after EOS.
+const DROP_DRAIN: Duration = Duration::from_millis(500);
+/// Pull in slices this long so that a pipeline error ends the wait early.
+const PULL_SLICE: Duration = Duration::from_millis(50);
+/// x264's `key-int-max` for "keyframes only on request" (its range ends at `i32::MAX`).
+const X264_KEYINT_INFINITE: u32 = 2_147_483_647;
+
+/// What to encode and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VideoConfig {
+    /// Picture width in pixels: a multiple of 4 (so NV12 rows are unpadded).
+    pub width: u32,
+    /// Picture height in pixels: even.
+    pub height: u32,
+    /// Frames per second (the tick rate); sets frame durations and the rate control's budget.
+    pub fps: u32,
+    /// Target bitrate in kbit/s; change it while running with [`VideoEncoder::set_bitrate`].
+    pub bitrate_kbps: u32,
+    /// Encoder from [`super::probe`].
+    pub encoder: EncoderKind,
+    /// Frames between keyframes; 0 = keyframes only on request (and the first frame).
+    pub keyframe_interval: u32,
+    /// x264 sliced threads; 0 = one per core. Ignored by NVENC.
+    pub threads: u32,
+}
+
+impl VideoConfig {
+    /// Bytes of one NV12 picture: `width * height * 3 / 2`.
+    #[must_use]
+    pub fn nv12_size(&self) -> usize {
+        let pixels = u64::from(self.width) * u64::from(self.height);
+        usize::try_from(pixels * 3 / 2).unwrap_or(usize::MAX)
+    }
+
+    fn validate(&self) -> Result<(), EncodeError> {
+        let reason = if self.width == 0 || self.height == 0 {
+            "width and height must not be 0"
+        } else if self.width % 4 != 0 || self.height % 2 != 0 {
+            "width must be a multiple of 4 and height even (unpadded NV12)"
+        } else if self.width > 4096 || self.height > 4096 {
+            "width and height must be at most 4096"
+        } else if self.fps == 0 {
+            "fps must not be 0"
+        } else if self.bitrate_kbps == 0 {
+            "bitrate_kbps must not be 0"
+        } else {
+            return Ok(());
+        };
+        Err(EncodeError::InvalidConfig {
+            reason: format!(
+                "{reason} (got {}x{} @ {} fps, {} kbit/s)",
+                self.width, self.height, self.fps, self.bitrate_kbps
+            ),
+        })
+    }
+}
+
+/// One H.264 access unit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodedFrame {
+    /// Annex-B access unit (start codes; SPS and PPS precede every keyframe).
+    pub data: Vec<u8>,
+    /// Presentation time, as passed to [`VideoEncoder::encode`].
+    pub pts: Duration,
+    /// An IDR picture: decodable on its own.
+    pub keyframe: bool,
+    /// Time from pushing the picture to receiving its access unit.
+    pub encode_time: Duration,
+}
+
+/// Counters since the encoder was created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EncoderStats {
+    /// Access units produced.
+    pub frames: u64,
+    /// Bytes produced.
+    pub bytes: u64,
+    /// Keyframes produced.
+    pub keyframes: u64,
+    /// Keyframes requested (by [`VideoEncoder::request_keyframe`] or `force_keyframe`).
+    pub keyframe_requests: u64,
+    /// Sum of [`EncodedFrame::encode_time`].
+    pub encode_time_total: Duration,
+    /// Last [`EncodedFrame::encode_time`].
+    pub encode_time_last: Duration,
+    /// Largest [`EncodedFrame::encode_time`].
+    pub encode_time_max: Duration,
+    /// Current target bitrate.
+    pub bitrate_kbps: u32,
+}
+
+impl EncoderStats {
+    /// Mean encode time per frame.
+    #[must_use]
+    pub fn encode_time_mean(&self) -> Duration {
+        u32::try_from(self.frames)
+            .ok()
+            .filter(|&n| n > 0)
+            .map_or(Duration::ZERO, |n| self.encode_time_total / n)
+    }
+}
+
+/// A running H.264 encoder pipeline. See the [module docs](super) for the calling contract.
+#[derive(Debug)]
+pub struct VideoEncoder {
+    pipeline: gst::Pipeline,
+    src: gst_app::AppSrc,
+    sink: gst_app::AppSink,
+    encoder: gst::Element,
+    pool: gst::BufferPool,
+    kind: EncoderKind,
+    frame_duration: gst::ClockTime,
+    timeout: Duration,
+    keyframe_pending: bool,
+    stats: EncoderStats,
+}
+
+impl VideoEncoder {
+    /// Builds and starts the pipeline.
+    ///
+    /// # Errors
+    /// [`EncodeError::InvalidConfig`], [`EncodeError::MissingElement`], or
+    /// [`EncodeError::Pipeline`] when the pipeline does not start.
+    pub fn new(cfg: &VideoConfig) -> Result<Self, EncodeError> {
+        init()?;
+        cfg.validate()?;
+        require("h264parse")?;
+        let (width, height, fps) = (
+            i32::try_from(cfg.width).unwrap_or(i32::MAX),
+            i32::try_from(cfg.height).unwrap_or(i32::MAX),
+            i32::try_from(cfg.fps).unwrap_or(i32::MAX),
+        );
+        let raw_caps = gst::Caps::builder("video/x-raw")
+            .field("format", "NV12")
+            .field("width", width)
+            .field("height", height)
+            .field("framerate", gst::Fraction::new(fps, 1))
+            .build();
+
+        let pipeline = gst::Pipeline::with_name("video-encoder");
+        let src = gst_app::AppSrc::builder()
+            .name("src")
+            .caps(&raw_caps)
+            .format(gst::Format::Time)
+            .is_live(true)
+            .do_timestamp(false)
+            .block(false)
+            // Unbounded: `encode` pulls each frame before pushing the next, so it holds ≤ 1.
+            .max_bytes(0)
+            .build();
+        let (encoder, encoder_caps) = make_encoder(cfg)?;
+        let parse = make("h264parse")?;
+        parse.set_property("config-interval", -1i32);
+        let sink = gst_app::AppSink::builder()
+            .name("sink")
+            .caps(
+                &gst::Caps::builder("video/x-h264")
+                    .field("stream-format", "byte-stream")
+                    .field("alignment", "au")
+                    .build(),
+            )
+            .sync(false)
+            .max_buffers(4)
+            .drop(false)
+            .build();
+        add_and_link(
+            &pipeline,
+            &[
+                src.upcast_ref(),
+                &encoder,
+                &capsfilter(&encoder_caps)?,
+                &parse,
+                sink.upcast_ref(),
+            ],
+        )?;
+
+        // Input pictures come from a pool: a buffer returns to it when the encoder releases it,
+        // so steady state allocates nothing.
+        let pool = gst::BufferPool::new();
+        let mut config = pool.config();
+        let size = u32::try_from(cfg.nv12_size()).map_err(|_| EncodeError::InvalidConfig {
+            reason: "picture too large".to_owned(),
+        })?;
+        config.set_params(Some(&raw_caps), size, 2, 0);
+        pool.set_config(config)
+            .map_err(|e| build_error("buffer pool", &e))?;
+        pool.set_active(true)
+            .map_err(|e| build_error("buffer pool", &e))?;
+
+        start(&pipeline)?;
+        tracing::debug!(
+            encoder = %cfg.encoder,
+            width = cfg.width,
+            height = cfg.height,
+            fps = cfg.fps,
+            bitrate_kbps = cfg.bitrate_kbps,
+            "video encoder started"
+        );
+        Ok(Self {
+            pipeline,
+            src,
+            sink,
+            encoder,
+            pool,
+            kind: cfg.encoder.clone(),
+            frame_duration: gst::ClockTime::SECOND / u64::from(cfg.fps),
+            timeout: DEFAULT_TIMEOUT,
+            keyframe_pending: false,
+            stats: EncoderStats {
+                bitrate_kbps: cfg.bitrate_kbps,
+                ..EncoderStats::default()
+            },
+        })
+    }
+
+    /// Encodes one picture. `fill` receives the pooled NV12 buffer (`width * height * 3 / 2`
+    /// bytes: the Y plane, then the interleaved UV plane, rows unpadded; its old content is
+    /// stale) and writes the picture into it; its result is handed back with the access unit.
+    ///
+    /// Blocks until the access unit for this picture arrives (at most the timeout, 2 s by
+    /// default). `force_keyframe` makes this picture an IDR, as [`Self::request_keyframe`] does.
+    ///
+    /// # Errors
+    /// [`EncodeError::Timeout`] when no access unit arrives in time, [`EncodeError::Pipeline`]
+    /// when an element fails.
+    pub fn encode<R>(
+        &mut self,
+        pts: Duration,
+        force_keyframe: bool,
+        fill: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<(EncodedFrame, R), EncodeError> {
+        let mut buffer = self
+            .pool
+            .acquire_buffer(None)
+            .map_err(|e| build_error("buffer pool", &e))?;
+        let result = {
+            let Some(buf) = buffer.get_mut() else {
+                return Err(build_error("buffer pool", &"pooled buffer is shared"));
+            };
+            buf.set_pts(clock_time(pts));
+            buf.set_duration(self.frame_duration);
+            let mut map = buf
+                .map_writable()
+                .map_err(|e| build_error("buffer pool", &e))?;
+            fill(map.as_mut_slice())
+        };
+
+        if force_keyframe || self.keyframe_pending {
+            self.keyframe_pending = false;
+            self.stats.keyframe_requests += 1;
+            // appsrc queues serialized events in order with its buffers, so the encoder sees the
+            // request just before this picture and makes it an IDR.
+            if !self.src.send_event(force_key_unit_event()) {
+                tracing::warn!("force-key-unit event was not accepted");
+            }
+        }
+
+        let pushed = Instant::now();
+        self.src
+            .push_buffer(buffer)
+            .map_err(|e| self.error_or(build_error("src", &e)))?;
+        let frame = self.pull(pts, pushed)?;
+        Ok((frame, result))
+    }
+
+    /// Makes the next encoded picture a keyframe (IDR with SPS and PPS).
+    pub fn request_keyframe(&mut self) {
+        self.keyframe_pending = true;
+    }
+
+    /// Changes the target bitrate of the running encoder; takes effect on the next picture.
+    pub fn set_bitrate(&mut self, kbps: u32) {
+        let kbps = kbps.max(1);
+        self.encoder.set_property("bitrate", kbps);
+        self.stats.bitrate_kbps = kbps;
+        tracing::debug!(kbps, "video bitrate changed");
+    }
+
+    /// The encoder in use.
+    #[must_use]
+    pub fn kind(&self) -> &EncoderKind {
+        &self.kind
+    }
+
+    /// Counters since creation.
+    #[must_use]
+    pub fn stats(&self) -> EncoderStats {
+        self.stats
+    }
+
+    /// Bounds [`Self::encode`]'s wait for an access unit (default 2 s).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Waits for the access unit of the picture pushed at `pushed`.
+    fn pull(&mut self, pts: Duration, pushed: Instant) -> Result<EncodedFrame, EncodeError> {
+        loop {
+            let waited = pushed.elapsed();
+            if waited >= self.timeout {
+                return Err(self.error_or(EncodeError::Timeout {
+                    what: "an encoded access unit",
+                    waited,
+                }));
+            }
+            let slice = PULL_SLICE.min(self.timeout - waited);
+            if let Some(sample) = self.sink.try_pull_sample(clock_time(slice)) {
+                let encode_time = pushed.elapsed();
+                let Some(buffer) = sample.buffer() else {
+                    continue;
+                };
+                let out_pts = running_time(&sample, buffer.pts()).unwrap_or(pts);
+                if out_pts != pts {
+                    tracing::warn!(
+                        ?pts,
+                        ?out_pts,
+                        "access unit does not match the picture pushed"
+                    );
+                }
+                let map = buffer.map_readable().map_err(|e| build_error("sink", &e))?;
+                let frame = EncodedFrame {
+                    data: map.as_slice().to_vec(),
+                    pts: out_pts,
+                    keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+                    encode_time,
+                };
+                self.count(&frame);
+                return Ok(frame);
+            }
+            if let Some(err) = pending_error(&self.pipeline) {
+                return Err(err);
+            }
+            if self.sink.is_eos() {
+                return Err(EncodeError::Finished { what: "video" });
+            }
+        }
+    }
+
+    fn count(&mut self, frame: &EncodedFrame) {
+        let s = &mut self.stats;
+        s.frames += 1;
+        s.bytes += frame.data.len() as u64;
+        s.keyframes += u64::from(frame.keyframe);
+        s.encode_time_total += frame.encode_time;
+        s.encode_time_last = frame.encode_time;
+        s.encode_time_max = s.encode_time_max.max(frame.encode_time);
+    }
+
+    /// The pipeline's pending error if there is one, else `fallback`.
+    fn error_or(&self, fallback: EncodeError) -> EncodeError {
+        pending_error(&self.pipeline).unwrap_or(fallback)
+    }
+}
+
+impl Drop for VideoEncoder {
+    fn drop(&mut self) {
+        // EOS lets the encoder close its session cleanly; NULL then releases everything even if
+        // the drain did not finish.
+        if self.src.end_of_stream().is_ok() {
+            while self.sink.try_pull_sample(gst::ClockTime::ZERO).is_some() {}
+            if let Err(e) = wait_eos(&self.pipeline, DROP_DRAIN) {
+                tracing::debug!(error = %e, "video encoder did not drain");
+            }
+        }
+        stop(&self.pipeline);
+        let _ = self.pool.set_active(false);
+    }
+}
+
+/// The `GstForceKeyUnit` downstream event (as `gst_video_event_new_downstream_force_key_unit`
+/// builds it, with no running time: "the next picture").
+fn force_key_unit_event() -> gst::Event {
+    let structure = gst::Structure::builder("GstForceKeyUnit")
+        .field("all-headers", true)
+        .field("count", 0u32)
+        .build();
+    gst::event::CustomDownstream::new(structure)
+}
+
+/// The configured encoder element and the caps to ask of its output.
+fn make_encoder(cfg: &VideoConfig) -> Result<(gst::Element, gst::Caps), EncodeError> {
+    match &cfg.encoder {
+        EncoderKind::X264 => {
+            let enc = make("x264enc")?;
+            enc.set_property_from_str("tune", "zerolatency");
+            enc.set_property_from_str("speed-preset", "ultrafast");
+            enc.set_property("bframes", 0u32);
+            enc.set_property("sliced-threads", true);
+            enc.set_property("threads", cfg.threads);
+            enc.set_property(
+                "key-int-max",
+                if cfg.keyframe_interval == 0 {
+                    X264_KEYINT_INFINITE
+                } else {
+                    cfg.keyframe_interval
+                },
+            );
+            enc.set_property("bitrate", cfg.bitrate_kbps);
+            enc.set_property("byte-stream", true);
+            // Constrained baseline: what every WebRTC H.264 decoder takes; ultrafast uses no
+            // CABAC or 8x8 transforms anyway, so this costs nothing.
+            let caps = gst::Caps::builder("video/x-h264")
+                .field("profile", "constrained-baseline")
+                .build();
+            Ok((enc, caps))
+        }
+        EncoderKind::Nvenc { element } => {
+            let enc = gst::ElementFactory::make(element).build().map_err(|_| {
+                EncodeError::NvencUnavailable {
+                    reason: format!("{element} not registered"),
+                }
+            })?;
+            // Property sets differ between nvh264enc and the newer nvcuda/nvautogpu encoders;
+            // set what exists.
+            try_set(&enc, "preset", "low-latency-hq");
+            try_set(&enc, "rc-mode", "cbr");
+            try_set(&enc, "zerolatency", "true");
+            try_set(&enc, "bframes", "0");
+            try_set(&enc, "rc-lookahead", "0");
+            try_set(&enc, "repeat-sequence-header", "true");
+            let gop = if cfg.keyframe_interval == 0 {
+                "-1".to_owned()
+            } else {
+                cfg.keyframe_interval.to_string()
+            };
+            try_set(&enc, "gop-size", &gop);
+            enc.set_property("bitrate", cfg.bitrate_kbps);
+            Ok((enc, gst::Caps::new_empty_simple("video/x-h264")))
+        }
+    }
+}

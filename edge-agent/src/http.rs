@@ -1,0 +1,413 @@
+//! The edge's HTTP side in `--dev`: health, metrics and a loopback session API.
+//!
+//! Built the mini-redis/axum way: [`app`] is a plain `Router` (tested without a socket),
+//! [`serve_dev`] binds it and stops when the `shutdown` future resolves, ending every session
+//! first so that open media streams close and the server can drain.
+//!
+//! Dev session API (loopback only; the broker replaces it in production):
+//! - `POST /v1/dev/sessions` `{"resolution":"1280x720","fps":60,"seed":1,"bitrate_kbps":6000}`
+//!   (every field optional) → `201 {"id", "video_url", "input_url"}`;
+//! - `GET /v1/dev/sessions/{id}/video.h264`: the live Annex-B stream from the next keyframe
+//!   (`ffplay -f h264 URL` plays it); the game runs while at least one stream is open;
+//! - `POST /v1/dev/sessions/{id}/input` `{"seq":1,"event":{...}}` → `202 {"applied","committed"}`;
+//! - `GET /v1/dev/sessions/{id}`: frames and per-stage latency; `DELETE` ends the session.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use edgeplay_protocol::input::InputEvent;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use tracing::{info, warn};
+
+use crate::encode::EncoderKind;
+use crate::gpu::Gpu;
+use crate::metrics::Metrics;
+use crate::pipeline::PipelineConfig;
+use crate::session::{Control, MediaPacket, Session, SessionConfig, SessionError, SessionHandle};
+use crate::stats::{Stage, ms};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Settings of the dev server.
+#[derive(Clone, Debug)]
+pub struct DevServerConfig {
+    /// Listen address (loopback in `--dev`).
+    pub listen: SocketAddr,
+    /// Most sessions at once; more get 503.
+    pub max_sessions: usize,
+    /// The encoder the probe chose.
+    pub encoder: EncoderKind,
+}
+
+#[derive(Debug)]
+struct AppState {
+    cfg: DevServerConfig,
+    gpu: Gpu,
+    metrics: Arc<Metrics>,
+    sessions: Mutex<HashMap<String, SessionHandle>>,
+}
+
+impl AppState {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionHandle>> {
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// An error a client sees: a status and a sentence saying what was wrong and what to do.
+#[derive(Debug)]
+pub struct AppError(StatusCode, String);
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<JsonRejection> for AppError {
+    fn from(r: JsonRejection) -> Self {
+        let status = match r {
+            JsonRejection::BytesRejection(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        AppError(status, r.body_text())
+    }
+}
+
+fn not_found(id: &str) -> AppError {
+    AppError(
+        StatusCode::NOT_FOUND,
+        format!("no session `{id}` on this edge: create one with POST /v1/dev/sessions"),
+    )
+}
+
+/// The router of the dev server.
+pub fn app(cfg: DevServerConfig, gpu: Gpu, metrics: Arc<Metrics>) -> Router {
+    let state = Arc::new(AppState {
+        cfg,
+        gpu,
+        metrics,
+        sessions: Mutex::new(HashMap::new()),
+    });
+    router(state)
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/v1/dev/sessions", post(create_session))
+        .route(
+            "/v1/dev/sessions/{id}",
+            get(session_stats).delete(delete_session),
+        )
+        .route("/v1/dev/sessions/{id}/video.h264", get(video_stream))
+        .route("/v1/dev/sessions/{id}/input", post(send_input))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    resolution: Option<String>,
+    fps: Option<u32>,
+    seed: Option<u64>,
+    bitrate_kbps: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+struct CreateResponse {
+    id: String,
+    video_url: String,
+    input_url: String,
+}
+
+async fn create_session(
+    State(s): State<Arc<AppState>>,
+    body: Option<Json<CreateRequest>>,
+) -> Result<(StatusCode, Json<CreateResponse>), AppError> {
+    let req = body.map(|Json(r)| r).unwrap_or_default();
+    let (width, height) = match req.resolution.as_deref() {
+        None => (1280, 720),
+        Some(r) => r
+            .split_once('x')
+            .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+            .ok_or_else(|| {
+                AppError(
+                    StatusCode::BAD_REQUEST,
+                    format!("resolution `{r}` is not WIDTHxHEIGHT: use 1280x720 or 1920x1080"),
+                )
+            })?,
+    };
+    let pipeline = PipelineConfig {
+        width,
+        height,
+        fps: req.fps.unwrap_or(60),
+        bitrate_kbps: req.bitrate_kbps.unwrap_or(6000),
+        encoder: s.cfg.encoder.clone(),
+        keyframe_interval: 0,
+        threads: 0,
+        audio: true,
+    };
+    pipeline
+        .validate()
+        .map_err(|e| AppError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    if s.sessions().len() >= s.cfg.max_sessions {
+        return Err(AppError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "this edge serves at most {} sessions and all are in use: end one or retry later",
+                s.cfg.max_sessions
+            ),
+        ));
+    }
+    let id = random_id().map_err(|e| {
+        AppError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot draw a session id: {e}"),
+        )
+    })?;
+    let cfg = SessionConfig::new(id.clone(), pipeline, req.seed.unwrap_or(1));
+    let (gpu, metrics) = (s.gpu.clone(), Arc::clone(&s.metrics));
+    // Building a render target and encoder pipelines blocks for a while: off the runtime.
+    let handle = tokio::task::spawn_blocking(move || Session::start(&gpu, cfg, metrics))
+        .await
+        .map_err(|e| AppError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| {
+            AppError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot start the session: {e}"),
+            )
+        })?;
+    s.sessions().insert(id.clone(), handle);
+    info!(%id, width, height, "dev session created");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreateResponse {
+            video_url: format!("/v1/dev/sessions/{id}/video.h264"),
+            input_url: format!("/v1/dev/sessions/{id}/input"),
+            id,
+        }),
+    ))
+}
+
+async fn video_stream(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let rx = {
+        let sessions = s.sessions();
+        let handle = sessions.get(&id).ok_or_else(|| not_found(&id))?;
+        let rx = handle.subscribe();
+        // A viewer that joins mid-stream needs an IDR to start decoding.
+        let _ = handle.send(Control::RequestKeyframe);
+        rx
+    };
+    let stream = futures_util::stream::unfold((rx, false), |(mut rx, mut started)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(MediaPacket::Video(v)) => {
+                    started |= v.keyframe;
+                    if started {
+                        let chunk = Ok::<_, std::io::Error>(v.data.clone());
+                        return Some((chunk, (rx, started)));
+                    }
+                }
+                Ok(MediaPacket::Audio(_)) => {}
+                // A slow reader lost frames: wait for the next keyframe to resume cleanly.
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(
+                        lost = n,
+                        "dev video stream fell behind; resyncing at a keyframe"
+                    );
+                    started = false;
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "video/h264")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputRequest {
+    seq: u64,
+    event: InputEvent,
+}
+
+async fn send_input(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Result<Json<InputRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
+    let Json(req) = body?;
+    if req.seq == 0 {
+        return Err(AppError(
+            StatusCode::BAD_REQUEST,
+            "seq starts at 1 and increases by one per input".into(),
+        ));
+    }
+    let sessions = s.sessions();
+    let handle = sessions.get(&id).ok_or_else(|| not_found(&id))?;
+    handle
+        .send(Control::Input {
+            seq: req.seq,
+            event: req.event,
+        })
+        .map_err(|e| match e {
+            SessionError::Congested(_) => AppError(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
+            _ => AppError(StatusCode::GONE, e.to_string()),
+        })?;
+    let ack = *handle.acks().borrow();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "applied": ack.applied, "committed": ack.committed })),
+    ))
+}
+
+async fn session_stats(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let sessions = s.sessions();
+    let handle = sessions.get(&id).ok_or_else(|| not_found(&id))?;
+    let stats = handle.stats();
+    let ack = *handle.acks().borrow();
+    let mut latency = serde_json::Map::new();
+    for (stage, summary) in stats.latency.0 {
+        latency.insert(
+            stage.name().to_owned(),
+            serde_json::json!({
+                "p50_ms": ms(summary.p50), "p95_ms": ms(summary.p95), "p99_ms": ms(summary.p99)
+            }),
+        );
+    }
+    debug_assert_eq!(Stage::ALL.len(), latency.len());
+    Ok(Json(serde_json::json!({
+        "id": id,
+        "running": handle.is_running(),
+        "frames": stats.frames,
+        "inputs_applied": ack.applied,
+        "latency": latency,
+    })))
+}
+
+async fn delete_session(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    let handle = s.sessions().remove(&id).ok_or_else(|| not_found(&id))?;
+    let summary = tokio::task::spawn_blocking(move || handle.end()).await;
+    match summary {
+        Ok(Ok(summary)) => info!(%id, frames = summary.frames, "dev session ended"),
+        Ok(Err(e)) => warn!(%id, error = %e, "dev session had failed"),
+        Err(e) => warn!(%id, error = %e, "ending the dev session panicked"),
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Serves the dev API on `cfg.listen` until `shutdown` resolves, then ends every session and
+/// waits for open requests to finish.
+///
+/// # Errors
+/// The address cannot be bound or the server fails.
+pub async fn serve_dev(
+    cfg: DevServerConfig,
+    gpu: Gpu,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot listen on {}: {e}; pick another with --listen",
+                    cfg.listen
+                ),
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(AppState {
+        cfg,
+        gpu,
+        metrics,
+        sessions: Mutex::new(HashMap::new()),
+    });
+    println!("edge-agent --dev serving on http://{addr}");
+    println!("  create a session: curl -s -X POST http://{addr}/v1/dev/sessions");
+    println!("  watch it:         ffplay -f h264 http://{addr}/v1/dev/sessions/ID/video.h264");
+    println!("  metrics:          http://{addr}/metrics");
+    let drain = Arc::clone(&state);
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let handles: Vec<SessionHandle> = drain.sessions().drain().map(|(_, h)| h).collect();
+            info!(sessions = handles.len(), "shutting down: ending sessions");
+            let _ = tokio::task::spawn_blocking(move || {
+                for h in handles {
+                    let _ = h.end();
+                }
+            })
+            .await;
+        })
+        .await
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// 128 random bits from the OS, hex: unguessable session ids.
+fn random_id() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}

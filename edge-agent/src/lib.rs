@@ -1,0 +1,18 @@
+//! The edgeplay edge agent.
+//!
+//! An edge renders each session's game with Vulkan ([`gpu`], [`render`]), converts the picture
+//! to NV12 on the GPU ([`convert`]), encodes it with GStreamer ([`encode`]: NVENC when a real
+//! encoder session opens, x264 otherwise) together with the game's sound as Opus, and hands the
+//! timestamped media to the transports through the live session runtime ([`session`]).
+//! [`pipeline`] is one session's media path; [`stats`] and [`metrics`] measure it.
+//!
+//! `unsafe` lives only in [`gpu`], the one module that talks to Vulkan.
+pub mod convert;
+pub mod encode;
+pub mod gpu;
+pub mod http;
+pub mod metrics;
+pub mod pipeline;
+pub mod render;
+pub mod session;
+pub mod stats;

@@ -1,0 +1,173 @@
+//! Prometheus metrics of the edge, served as text on `/metrics`.
+//!
+//! One [`Metrics`] per process, shared (`Arc`) by every session; the handles inside are atomics,
+//! so updating them on the frame path takes no lock and allocates nothing once a label set exists.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::stats::{FrameTimings, Stage};
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Every metric the edge exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Encoded video frames (the encoder is named by `encoder_info`).
+    pub frames: Counter,
+    /// Encoded video bytes.
+    pub video_bytes: Counter,
+    /// Keyframes produced (requested or periodic).
+    pub keyframes: Counter,
+    /// Keyframe requests refused by the rate limit.
+    pub keyframes_limited: Counter,
+    /// Encoded audio packets.
+    pub audio_packets: Counter,
+    /// Sessions being served now.
+    pub sessions_active: Gauge,
+    /// Sessions started since the process began.
+    pub sessions_started: Counter,
+    /// 1 for the encoder in use, labelled by its name.
+    pub encoder_info: Family<Labels, Gauge>,
+    /// Inputs applied to a game.
+    pub inputs_applied: Counter,
+    /// Inputs dropped, by reason (duplicate, too far ahead, queue full).
+    pub inputs_dropped: Family<Labels, Counter>,
+    /// Per-stage latency of the media path, in [`Stage::ALL`] order (label `stage`).
+    stage_seconds: [Histogram; 6],
+    /// Frames whose deadline had passed before they started (the loop fell behind).
+    pub frames_late: Counter,
+}
+
+impl Metrics {
+    /// Registers every metric under the `edgeplay_edge` prefix.
+    #[must_use]
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("edgeplay_edge");
+        let frames = Counter::default();
+        let video_bytes = Counter::default();
+        let keyframes = Counter::default();
+        let keyframes_limited = Counter::default();
+        let audio_packets = Counter::default();
+        let sessions_active = Gauge::default();
+        let sessions_started = Counter::default();
+        let encoder_info = Family::<Labels, Gauge>::default();
+        let inputs_applied = Counter::default();
+        let inputs_dropped = Family::<Labels, Counter>::default();
+        let stage_family = Family::<Labels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.000_25, 1.6, 16))) as fn() -> Histogram,
+        );
+        // Handles taken once, so the frame path neither looks up nor allocates a label set.
+        let stage_seconds = Stage::ALL.map(|s| {
+            stage_family
+                .get_or_create(&vec![("stage", s.name().to_owned())])
+                .clone()
+        });
+        let frames_late = Counter::default();
+        registry.register("video_frames", "Encoded video frames", frames.clone());
+        registry.register("video_bytes", "Encoded video bytes", video_bytes.clone());
+        registry.register("keyframes", "Keyframes produced", keyframes.clone());
+        registry.register(
+            "keyframe_requests_limited",
+            "Keyframe requests refused by the rate limit",
+            keyframes_limited.clone(),
+        );
+        registry.register(
+            "audio_packets",
+            "Encoded Opus packets",
+            audio_packets.clone(),
+        );
+        registry.register(
+            "sessions_active",
+            "Sessions being served now",
+            sessions_active.clone(),
+        );
+        registry.register(
+            "sessions_started",
+            "Sessions started since the process began",
+            sessions_started.clone(),
+        );
+        registry.register(
+            "encoder_info",
+            "The video encoder in use (value 1), by name",
+            encoder_info.clone(),
+        );
+        registry.register(
+            "inputs_applied",
+            "Inputs applied to a game",
+            inputs_applied.clone(),
+        );
+        registry.register(
+            "inputs_dropped",
+            "Inputs dropped, by reason",
+            inputs_dropped.clone(),
+        );
+        registry.register(
+            "stage_seconds",
+            "Latency of each stage of the media path",
+            stage_family,
+        );
+        registry.register(
+            "frames_late",
+            "Frames started after their deadline",
+            frames_late.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            frames,
+            video_bytes,
+            keyframes,
+            keyframes_limited,
+            audio_packets,
+            sessions_active,
+            sessions_started,
+            encoder_info,
+            inputs_applied,
+            inputs_dropped,
+            stage_seconds,
+            frames_late,
+        })
+    }
+
+    /// Marks `encoder` as the one in use.
+    pub fn set_encoder(&self, encoder: &str) {
+        self.encoder_info
+            .get_or_create(&vec![("encoder", encoder.to_owned())])
+            .set(1);
+    }
+
+    /// Records one frame's stage timings.
+    pub fn record_timings(&self, t: &FrameTimings) {
+        for (stage, h) in Stage::ALL.iter().zip(&self.stage_seconds) {
+            h.observe(secs(t.get(*stage)));
+        }
+    }
+
+    /// Counts an input dropped for `reason`.
+    pub fn input_dropped(&self, reason: &'static str) {
+        self.inputs_dropped
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}

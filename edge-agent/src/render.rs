@@ -1,0 +1,383 @@
+//! Renders a session's game on the GPU and reads it back as NV12, ready for the encoder.
+//!
+//! One [`RenderTarget`] per session, made by [`Gpu::create_target`]; each frame:
+//!
+//! ```no_run
+//! # fn main() -> Result<(), edgeplay_edge::gpu::GpuError> {
+//! use edgeplay_edge::gpu::Gpu;
+//! use edgeplay_protocol::{game::Scene, stamp::Stamp};
+//!
+//! let gpu = Gpu::new()?; // once per process, shared by the sessions
+//! let mut target = gpu.create_target(1280, 720)?;
+//! let mut nv12 = vec![0u8; target.nv12_len()]; // pooled by the caller, not per frame
+//! let times = target.render_nv12(&Scene::default(), &Stamp::default(), &mut nv12)?;
+//! println!("render {:?} convert {:?} readback {:?}", times.render, times.convert, times.readback);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The CPU turns the scene into pixel-space integer geometry (1/16 px fixed point, see
+//! `FrameUniform`), and `shaders/render.comp` only does integer tests on it, so a scene gives
+//! bit-identical pixels wherever it is drawn.
+
+use std::f64::consts::TAU;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use edgeplay_protocol::game::{ARENA_H, ARENA_W, MAX_BODIES, Scene};
+use edgeplay_protocol::stamp::{STAMP_CELL_PX, STAMP_COLS, STAMP_ROWS, Stamp};
+
+use crate::convert::nv12_len;
+use crate::gpu::{Gpu, GpuError, Target};
+
+/// The production resolutions.
+pub const SUPPORTED_RESOLUTIONS: [(u32, u32); 2] = [(1280, 720), (1920, 1080)];
+
+/// Fixed-point steps per pixel in the uniform's geometry (`SUB` in render.comp).
+const SUB: i64 = 16;
+/// Largest body radius drawn, in pixels: keeps the shader's squares within `i32`.
+const MAX_BODY_RADIUS_PX: i64 = 1024;
+/// Largest ship radius drawn, in pixels: keeps the triangle edge functions within `i32`.
+const MAX_SHIP_RADIUS_PX: i64 = 512;
+/// Positions are clamped to ±this many 1/16 px, far off screen but safe from overflow.
+const COORD_LIMIT: i64 = 1 << 20;
+/// Words of `FrameUniform` (see render.comp's `Frame` block).
+const UNIFORM_WORDS: usize = 40 + 4 * MAX_BODIES + 8;
+const UNIFORM_BYTES: usize = UNIFORM_WORDS * 4;
+
+/// Time spent in each stage of one frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StageTimes {
+    /// Drawing the scene (GPU time from timestamps, or submit-to-fence time).
+    pub render: Duration,
+    /// RGBA → NV12 on the GPU (as `render`).
+    pub convert: Duration,
+    /// Copying the NV12 picture from host-visible GPU memory into the caller's buffer.
+    pub readback: Duration,
+}
+
+/// Checks a render target size: the production sizes, or for tests any width multiple of 16
+/// and height multiple of 8, at least 64x64 (whole 4x2 conversion blocks, whole stamp cells).
+///
+/// # Errors
+/// [`GpuError::UnsupportedResolution`].
+pub fn check_resolution(width: u32, height: u32) -> Result<(), GpuError> {
+    let production = SUPPORTED_RESOLUTIONS.contains(&(width, height));
+    let test_size = width.is_multiple_of(16)
+        && height.is_multiple_of(8)
+        && width >= 64
+        && height >= 64
+        && width <= 4096
+        && height <= 4096;
+    if production || test_size {
+        Ok(())
+    } else {
+        Err(GpuError::UnsupportedResolution { width, height })
+    }
+}
+
+impl Gpu {
+    /// Makes a session's render target of `width` x `height`.
+    ///
+    /// # Errors
+    /// [`GpuError::UnsupportedResolution`] (see [`check_resolution`]), or a Vulkan failure
+    /// (out of memory, device lost).
+    pub fn create_target(&self, width: u32, height: u32) -> Result<RenderTarget, GpuError> {
+        check_resolution(width, height)?;
+        Ok(RenderTarget {
+            target: Target::new(self, width, height, UNIFORM_BYTES)?,
+            uniform: FrameUniform::default(),
+            width,
+            height,
+        })
+    }
+}
+
+/// One session's render target: GPU buffers and pre-recorded commands reused every frame.
+pub struct RenderTarget {
+    target: Target,
+    uniform: FrameUniform,
+    width: u32,
+    height: u32,
+}
+
+impl fmt::Debug for RenderTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RenderTarget")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RenderTarget {
+    /// Width in pixels.
+    #[must_use]
+    pub fn width(&self) -> u32 {
+        self.width
+    }
+
+    /// Height in pixels.
+    #[must_use]
+    pub fn height(&self) -> u32 {
+        self.height
+    }
+
+    /// Bytes of one NV12 frame: the length `render_nv12` wants for `out`.
+    #[must_use]
+    pub fn nv12_len(&self) -> usize {
+        nv12_len(self.width, self.height)
+    }
+
+    /// Draws `scene` with `stamp`, converts it to NV12 on the GPU and copies it into `out`
+    /// ([`RenderTarget::nv12_len`] bytes: Y plane, then interleaved UV plane, both with a
+    /// stride of `width`). Blocks until the GPU is done.
+    ///
+    /// # Errors
+    /// [`GpuError::BufferSize`] if `out` has the wrong length; [`GpuError::DeviceLost`],
+    /// [`GpuError::Timeout`] or another Vulkan failure.
+    pub fn render_nv12(
+        &mut self,
+        scene: &Scene,
+        stamp: &Stamp,
+        out: &mut [u8],
+    ) -> Result<StageTimes, GpuError> {
+        if out.len() != self.nv12_len() {
+            return Err(GpuError::BufferSize {
+                what: "NV12 output",
+                expected: self.nv12_len(),
+                actual: out.len(),
+            });
+        }
+        self.uniform.fill(scene, stamp, self.width, self.height);
+        let passes = self.target.execute(self.uniform.as_bytes())?;
+        let start = Instant::now();
+        out.copy_from_slice(self.target.nv12()?);
+        Ok(StageTimes {
+            render: passes.render,
+            convert: passes.convert,
+            readback: start.elapsed(),
+        })
+    }
+
+    /// Copies the RGBA picture (R first, `width * height * 4` bytes) of the last frame into
+    /// `out`. For tests and debugging: it costs an extra GPU copy and wait.
+    ///
+    /// # Errors
+    /// [`GpuError::BufferSize`] if `out` has the wrong length, or a Vulkan failure.
+    pub fn read_rgba(&mut self, out: &mut [u8]) -> Result<(), GpuError> {
+        self.target.read_rgba(out)
+    }
+}
+
+/// The `Frame` uniform block of render.comp, std140: `ivec4`s only, so it is a flat array of
+/// little-endian 32-bit words. Indices below are words.
+#[derive(Clone)]
+struct FrameUniform {
+    words: [u32; UNIFORM_WORDS],
+    bytes: [u8; UNIFORM_BYTES],
+}
+
+impl Default for FrameUniform {
+    fn default() -> Self {
+        Self {
+            words: [0; UNIFORM_WORDS],
+            bytes: [0; UNIFORM_BYTES],
+        }
+    }
+}
+
+mod slot {
+    pub const DIMS: usize = 0;
+    pub const HUD: usize = 4;
+    pub const DIGIT_BOX: usize = 8;
+    pub const DIGIT_GEO: usize = 12;
+    pub const SHIP: usize = 16;
+    pub const FLAME: usize = 28;
+    pub const BODIES: usize = 40;
+    pub const STAMP: usize = 40 + 4 * super::MAX_BODIES;
+}
+
+/// Game units → 1/16 px along an axis of `pixels` covering `arena` units.
+fn to_fixed(units: i32, pixels: u32, arena: i32) -> i64 {
+    (i64::from(units) * i64::from(pixels) * SUB / i64::from(arena)).clamp(-COORD_LIMIT, COORD_LIMIT)
+}
+
+/// Clamped to i32 for the uniform (every value is already far inside it).
+fn word(v: i64) -> u32 {
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "two's complement bits of an i32, as the shader reads them"
+    )]
+    let w = v.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32 as u32;
+    w
+}
+
+/// A triangle in 1/16 px, counter-clockwise on screen (as render.comp's edge test wants), and
+/// its conservative pixel bounding box (an empty box draws nothing), laid out as the shader's
+/// three `ivec4`s: a.xy b.xy, c.xy (pad), box.
+fn triangle(v: [(f64, f64); 3]) -> [i64; 12] {
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_precision_loss,
+        reason = "clamped to COORD_LIMIT (2^20) before the cast"
+    )]
+    let fixed = |x: f64| x.round().clamp(-(COORD_LIMIT as f64), COORD_LIMIT as f64) as i64;
+    let [a, mut b, mut c] = v.map(|(x, y)| (fixed(x), fixed(y)));
+    let area = (b.0 - a.0) * (c.1 - a.1) - (b.1 - a.1) * (c.0 - a.0);
+    if area < 0 {
+        std::mem::swap(&mut b, &mut c);
+    }
+    let bounds = if area == 0 {
+        [1, 1, 0, 0]
+    } else {
+        [
+            a.0.min(b.0).min(c.0).div_euclid(SUB) - 1,
+            a.1.min(b.1).min(c.1).div_euclid(SUB) - 1,
+            a.0.max(b.0).max(c.0).div_euclid(SUB) + 1,
+            a.1.max(b.1).max(c.1).div_euclid(SUB) + 1,
+        ]
+    };
+    [
+        a.0, a.1, b.0, b.1, c.0, c.1, 0, 0, bounds[0], bounds[1], bounds[2], bounds[3],
+    ]
+}
+
+impl FrameUniform {
+    fn set(&mut self, at: usize, values: &[i64]) {
+        for (w, &v) in self.words[at..at + values.len()].iter_mut().zip(values) {
+            *w = word(v);
+        }
+    }
+
+    /// Lays `scene` and `stamp` out for a `width` x `height` picture.
+    fn fill(&mut self, scene: &Scene, stamp: &Stamp, width: u32, height: u32) {
+        let (w, h) = (i64::from(width), i64::from(height));
+        let body_count = scene.body_count.min(MAX_BODIES);
+        self.set(
+            slot::DIMS,
+            &[w, h, body_count as i64, i64::from(scene.flash)],
+        );
+
+        // Score: right-aligned 7-segment digits, clear of the border.
+        let score = scene.score.min(999_999);
+        let digits = score.checked_ilog10().map_or(1, |d| d + 1);
+        let border = (w / 320).max(2);
+        let digit_h = (h / 15).max(8);
+        let digit_w = digit_h / 2;
+        let gap = digit_h / 4;
+        let pitch = digit_w + gap;
+        let margin = border + digit_h / 3;
+        let left = w - margin - (i64::from(digits) * pitch - gap);
+        self.set(
+            slot::HUD,
+            &[
+                i64::from(score),
+                i64::from(digits),
+                border,
+                i64::from(scene.ship.thrust),
+            ],
+        );
+        self.set(slot::DIGIT_BOX, &[left, margin, digit_w, digit_h]);
+        // Grid: one line per 1000 game units.
+        let grid_x = (w * 1000 / i64::from(ARENA_W)).max(1);
+        let grid_y = (h * 1000 / i64::from(ARENA_H)).max(1);
+        self.set(
+            slot::DIGIT_GEO,
+            &[pitch, (digit_h / 8).max(2), grid_x, grid_y],
+        );
+
+        // Ship and flame: triangles along the heading (y grows downwards, so "up" is -y).
+        let ship = scene.ship;
+        let cx = to_fixed(ship.x, width, ARENA_W) as f64;
+        let cy = to_fixed(ship.y, height, ARENA_H) as f64;
+        let r = to_fixed(ship.r, width, ARENA_W).clamp(0, MAX_SHIP_RADIUS_PX * SUB) as f64;
+        let angle = f64::from(ship.heading) * TAU / 65_536.0;
+        let (dx, dy) = (angle.cos(), -angle.sin());
+        let (nx, ny) = (-dy, dx);
+        let at = |along: f64, across: f64| {
+            (
+                cx + dx * along * r + nx * across * r,
+                cy + dy * along * r + ny * across * r,
+            )
+        };
+        self.set(
+            slot::SHIP,
+            &triangle([at(1.0, 0.0), at(-0.7, 0.6), at(-0.7, -0.6)]),
+        );
+        // The flame flickers between two lengths, a function of the tick only.
+        let flame = if (scene.tick / 3).is_multiple_of(2) {
+            1.25
+        } else {
+            1.5
+        };
+        self.set(
+            slot::FLAME,
+            &triangle([at(-flame, 0.0), at(-0.55, 0.35), at(-0.55, -0.35)]),
+        );
+
+        for i in 0..MAX_BODIES {
+            let at = slot::BODIES + 4 * i;
+            match scene.bodies.get(i).filter(|_| i < body_count) {
+                Some(b) => {
+                    let radius = to_fixed(b.r, width, ARENA_W).clamp(0, MAX_BODY_RADIUS_PX * SUB);
+                    self.set(
+                        at,
+                        &[
+                            to_fixed(b.x, width, ARENA_W),
+                            to_fixed(b.y, height, ARENA_H),
+                            radius,
+                            i64::from(b.colour % 8),
+                        ],
+                    );
+                }
+                None => self.set(at, &[0, 0, 0, 0]),
+            }
+        }
+        self.words[slot::STAMP..slot::STAMP + 8].copy_from_slice(&stamp.to_bits());
+
+        for (bytes, w) in self.bytes.chunks_exact_mut(4).zip(self.words) {
+            bytes.copy_from_slice(&w.to_le_bytes());
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+// The stamp geometry render.comp hard-codes.
+const _: () = assert!(STAMP_CELL_PX == 16 && STAMP_COLS == 32 && STAMP_ROWS == 8);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolutions() {
+        assert!(check_resolution(1280, 720).is_ok());
+        assert!(check_resolution(1920, 1080).is_ok());
+        assert!(check_resolution(64, 64).is_ok());
+        assert!(check_resolution(1281, 720).is_err());
+        assert!(check_resolution(1280, 721).is_err());
+        assert!(check_resolution(48, 64).is_err());
+    }
+
+    #[test]
+    fn triangles_are_counter_clockwise_with_a_box() {
+        let t = triangle([(0.0, 0.0), (0.0, 160.0), (160.0, 0.0)]);
+        let (a, b, c) = ((t[0], t[1]), (t[2], t[3]), (t[4], t[5]));
+        let area = (b.0 - a.0) * (c.1 - a.1) - (b.1 - a.1) * (c.0 - a.0);
+        assert!(area > 0);
+        assert_eq!(&t[8..], &[-1, -1, 11, 11]);
+        let flat = triangle([(0.0, 0.0), (16.0, 16.0), (32.0, 32.0)]);
+        assert!(flat[8] > flat[10], "degenerate triangles get an empty box");
+    }
+
+    #[test]
+    fn uniform_layout_matches_the_shader() {
+        assert_eq!(UNIFORM_BYTES, 448);
+        assert_eq!(slot::STAMP * 4, 416);
+    }
+}

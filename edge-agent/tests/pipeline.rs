@@ -1,0 +1,296 @@
+//! The `edge-agent encode` command end to end: real Vulkan (lavapipe here), real GStreamer.
+//! Each output is decoded again and every frame's stamp is read back and checked against a run
+//! of the game without rendering.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use edgeplay_edge::encode::{decode_annexb_file, decode_annexb_file_scaled};
+use edgeplay_protocol::game::{GameConfig, simulate};
+use edgeplay_protocol::input::parse_script;
+use edgeplay_protocol::stamp::read_luma;
+
+fn edge_agent() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_edge-agent"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pipeline-tests");
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir.join(name)
+}
+
+fn demo_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/input.jsonl")
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("edge-agent runs");
+    assert!(
+        out.status.success(),
+        "edge-agent failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    out
+}
+
+fn ffprobe_frames(path: &Path) -> u64 {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs (cargo xtask setup installs ffmpeg)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "ffprobe reports: {stderr}"
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("ffprobe prints a frame count")
+}
+
+#[test]
+fn encode_600_frames_every_stamp_matches_the_game_without_rendering() {
+    let out = scratch("full.h264");
+    let printed = run_ok(
+        edge_agent()
+            .args([
+                "encode",
+                "--resolution",
+                "1280x720",
+                "--fps",
+                "60",
+                "--frames",
+                "600",
+                "--pace",
+                "max",
+                "--no-audio",
+                "--input-script",
+            ])
+            .arg(demo_script())
+            .arg("--out")
+            .arg(&out),
+    );
+    let stdout = String::from_utf8_lossy(&printed.stdout);
+    for stage in ["tick", "render", "convert", "readback", "encode", "total"] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(stage)),
+            "latency table lacks {stage}:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("p99 ms"), "{stdout}");
+
+    assert_eq!(ffprobe_frames(&out), 600);
+
+    let script_text = std::fs::read_to_string(demo_script()).expect("demo script");
+    let script = parse_script(&script_text).expect("demo script parses");
+    let expected = simulate(1, GameConfig { tick_hz: 60 }, &script, 600).expect("simulate");
+
+    let frames = decode_annexb_file(&out).expect("decode");
+    assert_eq!(frames.len(), 600);
+    let mut last_seq = 0;
+    for (n, f) in frames.iter().enumerate() {
+        let stamp = read_luma(
+            &f.luma,
+            f.width as usize,
+            f.height as usize,
+            f.width as usize,
+        )
+        .unwrap_or_else(|e| panic!("frame {n}: stamp unreadable: {e}"));
+        assert_eq!(stamp.frame as usize, n, "frames out of order or missing");
+        assert_eq!(stamp.tick as usize, n + 1, "frame {n} shows the wrong tick");
+        assert_eq!(
+            stamp.state_hash, expected[n],
+            "frame {n}: state hash differs from the game run without rendering"
+        );
+        assert!(stamp.input_seq >= last_seq, "input sequence went backwards");
+        last_seq = stamp.input_seq;
+    }
+    assert_eq!(
+        u64::from(last_seq),
+        script.iter().filter(|i| i.tick < 600).count() as u64,
+        "every scripted input due before tick 600 is in the picture"
+    );
+}
+
+#[test]
+fn stamps_survive_500_kbits_and_a_half_scale_downscale() {
+    let out = scratch("low.h264");
+    run_ok(
+        edge_agent()
+            .args([
+                "encode",
+                "--resolution",
+                "1280x720",
+                "--fps",
+                "60",
+                "--frames",
+                "180",
+                "--pace",
+                "max",
+                "--no-audio",
+                "--bitrate-kbps",
+                "500",
+                "--input-script",
+            ])
+            .arg(demo_script())
+            .arg("--out")
+            .arg(&out),
+    );
+    let frames = decode_annexb_file_scaled(&out, (640, 360)).expect("decode at 0.5x");
+    assert_eq!(frames.len(), 180);
+    for (n, f) in frames.iter().enumerate() {
+        assert_eq!((f.width, f.height), (640, 360));
+        let stamp = read_luma(&f.luma, 640, 360, 640)
+            .unwrap_or_else(|e| panic!("frame {n} at 500 kbit/s, 0.5x: {e}"));
+        assert_eq!(stamp.frame as usize, n);
+    }
+}
+
+#[test]
+fn mkv_carries_video_and_opus_audio() {
+    let out = scratch("av.mkv");
+    run_ok(
+        edge_agent()
+            .args([
+                "encode", "--fps", "30", "--frames", "60", "--pace", "max", "--out",
+            ])
+            .arg(&out),
+    );
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&out)
+        .output()
+        .expect("ffprobe");
+    let codecs = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        probe.status.success(),
+        "{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    assert!(codecs.contains("h264"), "{codecs}");
+    assert!(codecs.contains("opus"), "{codecs}");
+}
+
+#[test]
+fn several_sessions_side_by_side_report_each_and_the_total() {
+    let out = scratch("multi.h264");
+    let printed = run_ok(
+        edge_agent()
+            .args([
+                "encode",
+                "--sessions",
+                "2",
+                "--frames",
+                "45",
+                "--fps",
+                "30",
+                "--pace",
+                "max",
+                "--no-audio",
+                "--out",
+            ])
+            .arg(&out),
+    );
+    let stdout = String::from_utf8_lossy(&printed.stdout);
+    assert!(
+        stdout.contains("session 0:") && stdout.contains("session 1:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("frames/s sustained"), "{stdout}");
+    for i in 0..2 {
+        assert_eq!(ffprobe_frames(&scratch(&format!("multi-s{i}.h264"))), 45);
+    }
+}
+
+/// Bad input ends with one clear line and a non-zero exit, never a panic.
+fn assert_clean_failure(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("edge-agent: error:"))
+        .unwrap_or_else(|| panic!("no error line in: {stderr}"));
+    assert!(
+        line.contains(needle),
+        "error line `{line}` lacks `{needle}`"
+    );
+}
+
+#[test]
+fn malformed_input_script_is_one_clear_line() {
+    let bad = scratch("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"tick\": 1, \"seq\": 1, \"event\": {\"type\": \"key\", \"code\": \"ArrowUp\", \"down\": true}}\n{\"tick\": 2, \"seq\": 3}\n",
+    )
+    .expect("write script");
+    let out = edge_agent()
+        .args(["encode", "--frames", "5", "--input-script"])
+        .arg(&bad)
+        .output()
+        .expect("runs");
+    assert_clean_failure(&out, "line 2");
+}
+
+#[test]
+fn unsupported_resolution_is_one_clear_line() {
+    let out = edge_agent()
+        .args(["encode", "--resolution", "1000x700", "--frames", "5"])
+        .output()
+        .expect("runs");
+    assert_clean_failure(&out, "1280x720");
+}
+
+#[test]
+fn no_vulkan_device_is_one_clear_line() {
+    let out = edge_agent()
+        .args(["encode", "--frames", "5", "--no-audio"])
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .output()
+        .expect("runs");
+    assert_clean_failure(&out, "Vulkan");
+}
+
+#[test]
+fn missing_gstreamer_plugin_names_the_package() {
+    let empty = scratch("no-plugins");
+    std::fs::create_dir_all(&empty).expect("dir");
+    let out = edge_agent()
+        .args(["encode", "--frames", "5", "--encoder", "x264"])
+        .env("GST_PLUGIN_SYSTEM_PATH_1_0", &empty)
+        .env("GST_PLUGIN_PATH_1_0", &empty)
+        .env("GST_REGISTRY_1_0", empty.join("registry.bin"))
+        .output()
+        .expect("runs");
+    assert_clean_failure(&out, "x264enc");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gstreamer1.0-plugins-ugly"));
+}

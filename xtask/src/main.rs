@@ -1,0 +1,366 @@
+//! `cargo xtask setup | demo | test | bench`: the project's two commands and their helpers.
+//!
+//! `setup` installs what a fresh Debian 12 machine lacks (Debian packages after one
+//! `apt-get update`, cargo-fuzz), and does nothing when everything is present. `demo` and `test`
+//! call it first, so a fresh clone needs no other step. Only the standard library is used here so
+//! that the xtask itself builds in seconds on a cold machine.
+
+use std::env;
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+/// Debian packages the build, the tests and the demo need, with what each is for.
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("pkg-config", "finds the GStreamer libraries at build time"),
+    (
+        "libgstreamer1.0-dev",
+        "GStreamer core headers for the gstreamer crate",
+    ),
+    (
+        "libgstreamer-plugins-base1.0-dev",
+        "GStreamer app/video library headers",
+    ),
+    (
+        "gstreamer1.0-plugins-base",
+        "appsrc, appsink, videoconvert, opusenc",
+    ),
+    ("gstreamer1.0-plugins-good", "matroskamux, mp4mux"),
+    ("gstreamer1.0-plugins-bad", "h264parse, nvcodec (NVENC)"),
+    ("gstreamer1.0-plugins-ugly", "x264enc"),
+    (
+        "gstreamer1.0-libav",
+        "avdec_h264, the software H.264 decoder",
+    ),
+    (
+        "gstreamer1.0-tools",
+        "gst-inspect-1.0, used to check the plugins",
+    ),
+    ("libvulkan1", "the Vulkan loader"),
+    (
+        "mesa-vulkan-drivers",
+        "lavapipe, the software Vulkan device",
+    ),
+    (
+        "glslang-tools",
+        "glslangValidator compiles the shaders to SPIR-V",
+    ),
+    ("ffmpeg", "ffprobe checks the encoded streams in the tests"),
+];
+
+/// GStreamer elements the media path needs, with the package that ships each.
+const GST_ELEMENTS: &[(&str, &str)] = &[
+    ("appsrc", "gstreamer1.0-plugins-base"),
+    ("appsink", "gstreamer1.0-plugins-base"),
+    ("x264enc", "gstreamer1.0-plugins-ugly"),
+    ("h264parse", "gstreamer1.0-plugins-bad"),
+    ("opusenc", "gstreamer1.0-plugins-base"),
+    ("matroskamux", "gstreamer1.0-plugins-good"),
+    ("avdec_h264", "gstreamer1.0-libav"),
+];
+
+/// Seconds each fuzz target runs in `cargo xtask test`.
+const FUZZ_SECONDS: u32 = 20;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup(),
+        Some("test") => test(&args[1..]),
+        Some("demo") => demo(&args[1..]),
+        Some("bench") => bench(&args[1..]),
+        Some("fuzz") => setup().and_then(|()| fuzz(parse_seconds(&args[1..])?)),
+        Some("-h" | "--help" | "help") | None => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown xtask `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+  setup            install what this machine lacks (Debian packages, cargo-fuzz); needs root
+  demo             set up, then run the edge pipeline: writes artifacts/demo.mkv and
+                   artifacts/demo.h264 and prints the per-stage latency table
+  test             set up, then run fmt, clippy, every test and a short fuzz run of each target
+  bench [NAME]     set up, then run a bench harness: `pipeline` (default), or `criterion`
+  fuzz [SECONDS]   run every fuzz target for SECONDS each (default 20)
+";
+
+type Result<T = (), E = String> = std::result::Result<T, E>;
+
+fn root() -> PathBuf {
+    // xtask/ sits in the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn parse_seconds(args: &[String]) -> Result<u32> {
+    match args.first() {
+        None => Ok(FUZZ_SECONDS),
+        Some(s) => s.parse().map_err(|_| {
+            format!("fuzz: `{s}` is not a number of seconds; try `cargo xtask fuzz 30`")
+        }),
+    }
+}
+
+/// Runs a command in the workspace root, echoing it; fails with its exit status.
+fn run(program: &str, args: &[&str]) -> Result {
+    run_in(&root(), program, args, &[])
+}
+
+fn run_in(dir: &Path, program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result {
+    eprintln!("xtask: $ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .envs(envs.iter().copied())
+        .status()
+        .map_err(|e| format!("could not start `{program}`: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{program} {}` failed ({status})", args.join(" ")))
+    }
+}
+
+fn output_ok(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn is_root() -> bool {
+    output_ok("id", &["-u"]).is_some_and(|s| s.trim() == "0")
+}
+
+fn deb_installed(package: &str) -> bool {
+    output_ok("dpkg-query", &["-W", "-f=${Status}", package])
+        .is_some_and(|s| s.contains("install ok installed"))
+}
+
+/// Installs what is missing; prints one line and touches nothing when all is present.
+fn setup() -> Result {
+    let started = Instant::now();
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| !deb_installed(p))
+        .collect();
+    if !missing.is_empty() {
+        let mut why = String::new();
+        for (p, what) in DEBIAN_PACKAGES.iter().filter(|(p, _)| missing.contains(p)) {
+            let _ = writeln!(why, "  {p}: {what}");
+        }
+        if !is_root() {
+            return Err(format!(
+                "these Debian packages are missing and installing them needs root:\n{why}\
+                 run `sudo cargo xtask setup`, or install them with apt-get yourself"
+            ));
+        }
+        eprintln!(
+            "xtask: installing {} Debian package(s):\n{why}",
+            missing.len()
+        );
+        let env = [("DEBIAN_FRONTEND", "noninteractive")];
+        run_in(&root(), "apt-get", &["update", "-q"], &env).map_err(|e| {
+            format!("{e}\n`apt-get update` failed: check that the Debian mirror is reachable")
+        })?;
+        let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+        args.extend(missing.iter().copied());
+        run_in(&root(), "apt-get", &args, &env).map_err(|e| {
+            format!(
+                "{e}\ncould not install {}: check the package names with `apt-cache policy` \
+                 and that the Debian mirror is reachable",
+                missing.join(" ")
+            )
+        })?;
+    }
+    check_gstreamer()?;
+    ensure_cargo_fuzz()?;
+    eprintln!(
+        "xtask: setup complete ({} package(s) installed, {:.1} s)",
+        missing.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A package can be installed yet a plugin missing (a broken registry cache, a partial
+/// install): say which element is missing and which package ships it.
+fn check_gstreamer() -> Result {
+    let absent: Vec<String> = GST_ELEMENTS
+        .iter()
+        .filter(|(e, _)| output_ok("gst-inspect-1.0", &["--exists", e]).is_none())
+        .map(|(e, p)| format!("  {e} (from {p})"))
+        .collect();
+    if absent.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "GStreamer elements missing although their packages are installed:\n{}\n\
+             reinstall the packages with `apt-get install --reinstall <package>`, then clear \
+             the registry cache: `rm -rf ~/.cache/gstreamer-1.0`",
+            absent.join("\n")
+        ))
+    }
+}
+
+fn ensure_cargo_fuzz() -> Result {
+    if output_ok("cargo", &["fuzz", "--version"]).is_some() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-fuzz (needed by the fuzz runs in `cargo xtask test`)");
+    run("cargo", &["install", "cargo-fuzz", "--locked"]).map_err(|e| {
+        format!("{e}\ncould not install cargo-fuzz: check that crates.io is reachable")
+    })
+}
+
+fn fuzz_targets() -> Result<Vec<String>> {
+    let dir = root().join("fuzz").join("fuzz_targets");
+    let mut targets: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            (path.extension() == Some(OsStr::new("rs")))
+                .then(|| path.file_stem()?.to_str().map(str::to_owned))?
+        })
+        .collect();
+    targets.sort();
+    Ok(targets)
+}
+
+/// Runs each fuzz target for `seconds`; a crash fails the run and leaves the input in
+/// fuzz/artifacts/.
+fn fuzz(seconds: u32) -> Result {
+    if output_ok("rustc", &["+nightly", "--version"]).is_none() {
+        return Err(
+            "cargo fuzz needs the nightly toolchain: run `rustup toolchain install nightly`".into(),
+        );
+    }
+    let fuzz_dir = root().join("fuzz");
+    let target_dir = target_dir().join("fuzz");
+    let target_dir = target_dir.to_string_lossy().into_owned();
+    let max_time = format!("-max_total_time={seconds}");
+    for target in fuzz_targets()? {
+        run_in(
+            &fuzz_dir,
+            "cargo",
+            &[
+                "+nightly",
+                "fuzz",
+                "run",
+                "--target-dir",
+                &target_dir,
+                &target,
+                "--",
+                &max_time,
+                "-rss_limit_mb=4096",
+            ],
+            &[],
+        )?;
+    }
+    Ok(())
+}
+
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
+
+fn test(args: &[String]) -> Result {
+    setup()?;
+    let started = Instant::now();
+    run("cargo", &["fmt", "--all", "--check"])
+        .map_err(|e| format!("{e}\nformatting differs: run `cargo fmt --all`"))?;
+    run(
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    let mut test_args = vec!["test", "--workspace"];
+    test_args.extend(args.iter().map(String::as_str));
+    run("cargo", &test_args)?;
+    fuzz(FUZZ_SECONDS)?;
+    eprintln!(
+        "xtask: every check passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn demo(args: &[String]) -> Result {
+    setup()?;
+    let artifacts = root().join("artifacts");
+    std::fs::create_dir_all(&artifacts)
+        .map_err(|e| format!("cannot create {}: {e}", artifacts.display()))?;
+    run("cargo", &["build", "--release", "-p", "edgeplay-edge"])?;
+    let edge = target_dir().join("release").join("edge-agent");
+    let edge = edge.to_string_lossy();
+    let script = root().join("edge-agent").join("demo").join("input.jsonl");
+    let script = script.to_string_lossy();
+    for out in ["artifacts/demo.mkv", "artifacts/demo.h264"] {
+        let mut a = vec![
+            "encode",
+            "--resolution",
+            "1280x720",
+            "--fps",
+            "60",
+            "--frames",
+            "600",
+            "--input-script",
+            &script,
+            "--out",
+            out,
+        ];
+        a.extend(args.iter().map(String::as_str));
+        run(&edge, &a)?;
+    }
+    eprintln!(
+        "xtask: demo written: {0}/artifacts/demo.mkv (video + audio) and {0}/artifacts/demo.h264; \
+         play with `ffplay artifacts/demo.mkv` or any video player",
+        root().display()
+    );
+    Ok(())
+}
+
+fn bench(args: &[String]) -> Result {
+    setup()?;
+    match args.first().map(String::as_str) {
+        None | Some("pipeline") => {
+            let mut a = vec![
+                "run",
+                "--release",
+                "-p",
+                "edgeplay-benches",
+                "--bin",
+                "pipeline",
+                "--",
+            ];
+            a.extend(args.iter().skip(1).map(String::as_str));
+            run("cargo", &a)
+        }
+        Some("criterion") => run("cargo", &["bench", "--workspace"]),
+        Some(other) => Err(format!(
+            "unknown bench `{other}`: choose `pipeline` or `criterion`"
+        )),
+    }
+}
