@@ -18,16 +18,18 @@ const int STAMP_ROWS = 8;
 
 layout(std140, set = 0, binding = 0) uniform Frame {
     ivec4 dims;       // width, height, body_count, flash (ticks left)
-    ivec4 hud;        // score, digit count, border px, thrust (0/1)
+    ivec4 hud;        // unused, digit count, border px, thrust (0/1)
     ivec4 digit_box;  // left x, top y, digit width, digit height (px)
     ivec4 digit_geo;  // pitch (px), segment thickness (px), grid step x (px), grid step y (px)
+    vec4 grid_inv;    // 1 / grid step x, 1 / grid step y, unused, unused
     ivec4 ship_ab;    // vertex a.xy, vertex b.xy (1/16 px, counter-clockwise on screen)
     ivec4 ship_c;     // vertex c.xy, unused
     ivec4 ship_box;   // min x, min y, max x, max y (px, inclusive)
     ivec4 flame_ab;
     ivec4 flame_c;
     ivec4 flame_box;
-    ivec4 bodies[MAX_BODIES]; // centre x, centre y, radius (1/16 px), colour index
+    ivec4 bodies[MAX_BODIES]; // centre x, centre y, radius (1/16 px), packed RGBA colour
+    uvec4 digit_segments[2];  // segments a..g (bits 0..6) of digit slot i at [i / 4][i % 4]
     uvec4 stamp[2];   // Stamp::to_bits(): bit i is (word[i / 32] >> (i % 32)) & 1
 } f;
 
@@ -35,24 +37,14 @@ layout(std430, set = 0, binding = 1) writeonly buffer Rgba {
     uint px[];
 } rgba;
 
-uint pack(uvec3 c) {
-    return c.r | (c.g << 8) | (c.b << 16) | (255u << 24);
-}
-
-const uvec3 PALETTE[8] = uvec3[8](
-    uvec3(239u, 83u, 80u),   // red
-    uvec3(255u, 167u, 38u),  // orange
-    uvec3(255u, 238u, 88u),  // yellow
-    uvec3(102u, 187u, 106u), // green
-    uvec3(38u, 198u, 218u),  // cyan
-    uvec3(66u, 133u, 244u),  // blue
-    uvec3(171u, 71u, 188u),  // purple
-    uvec3(236u, 64u, 122u)   // pink
-);
-
-// Segments a..g as bits 0..6 for the digits 0..9.
-const uint SEGMENTS[10] = uint[10](0x3Fu, 0x06u, 0x5Bu, 0x4Fu, 0x66u, 0x6Du, 0x7Du, 0x07u, 0x7Fu, 0x6Fu);
-const uint POW10[6] = uint[6](1u, 10u, 100u, 1000u, 10000u, 100000u);
+// Colours are packed RGBA8, R in the low byte. The palette of the bodies lives on the CPU
+// (render.rs): indexing a constant array here costs a copy per access on some drivers.
+const uint BACKGROUND = 0xFF1C100Eu; // 14, 16, 28
+const uint GRID = 0xFF301E1Au;       // 26, 30, 48
+const uint BORDER = 0xFF96685Au;     // 90, 104, 150
+const uint FLAME = 0xFF2896FFu;      // 255, 150, 40
+const uint SHIP = 0xFFFFF0E8u;       // 232, 240, 255
+const uint DIGIT = 0xFFFAFAFAu;      // 250, 250, 250
 
 bool in_box(ivec2 p, ivec4 box) {
     return p.x >= box.x && p.y >= box.y && p.x <= box.z && p.y <= box.w;
@@ -100,16 +92,19 @@ void main() {
     }
 
     // Background with a subtle grid, one line per 1000 game units.
-    uvec3 colour = uvec3(14u, 16u, 28u);
-    if (p.x % f.digit_geo.z == 0 || p.y % f.digit_geo.w == 0) {
-        colour = uvec3(26u, 30u, 48u);
+    // x is on a line when it is a multiple of the step; the float quotient (with half a pixel
+    // of margin, far above float error) avoids an integer division per pixel.
+    uint colour = BACKGROUND;
+    ivec2 cell = ivec2((vec2(p) + 0.5) * f.grid_inv.xy);
+    if (cell.x * f.digit_geo.z == p.x || cell.y * f.digit_geo.w == p.y) {
+        colour = GRID;
     }
 
     // Arena border, tinted red while the hit flash lasts.
     int border = f.hud.z;
     if (p.x < border || p.y < border || p.x >= width - border || p.y >= height - border) {
         int flash = f.dims.w;
-        colour = flash > 0 ? uvec3(255u, uint(max(40, 120 - flash * 8)), 60u) : uvec3(90u, 104u, 150u);
+        colour = flash > 0 ? (0xFF3C00FFu | (uint(max(40, 120 - flash * 8)) << 8)) : BORDER;
     }
 
     ivec2 q = p * SUB + ivec2(SUB / 2); // pixel centre, 1/16 px
@@ -119,15 +114,15 @@ void main() {
         ivec4 b = f.bodies[i];
         ivec2 d = q - b.xy;
         if (abs(d.x) <= b.z && abs(d.y) <= b.z && d.x * d.x + d.y * d.y <= b.z * b.z) {
-            colour = PALETTE[b.w & 7];
+            colour = uint(b.w);
         }
     }
 
     if (f.hud.w != 0 && in_box(p, f.flame_box) && in_triangle(q, f.flame_ab.xy, f.flame_ab.zw, f.flame_c.xy)) {
-        colour = uvec3(255u, 150u, 40u);
+        colour = FLAME;
     }
     if (in_box(p, f.ship_box) && in_triangle(q, f.ship_ab.xy, f.ship_ab.zw, f.ship_c.xy)) {
-        colour = uvec3(232u, 240u, 255u);
+        colour = SHIP;
     }
 
     // Score: 7-segment digits right-aligned in the top-right corner.
@@ -138,12 +133,12 @@ void main() {
         int slot = dp.x / pitch;
         ivec2 d = ivec2(dp.x - slot * pitch, dp.y);
         if (d.x < f.digit_box.z) {
-            uint digit = (uint(f.hud.x) / POW10[digits - 1 - slot]) % 10u;
-            if (segment_lit(SEGMENTS[digit], d, f.digit_box.z, f.digit_box.w, f.digit_geo.y)) {
-                colour = uvec3(250u, 250u, 250u);
+            uint segments = f.digit_segments[slot >> 2][slot & 3];
+            if (segment_lit(segments, d, f.digit_box.z, f.digit_box.w, f.digit_geo.y)) {
+                colour = DIGIT;
             }
         }
     }
 
-    rgba.px[index] = pack(colour);
+    rgba.px[index] = colour;
 }

@@ -146,9 +146,19 @@ struct CreateResponse {
 
 async fn create_session(
     State(s): State<Arc<AppState>>,
-    body: Option<Json<CreateRequest>>,
+    body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<CreateResponse>), AppError> {
-    let req = body.map(|Json(r)| r).unwrap_or_default();
+    // Every field is optional, and so is the body itself.
+    let req: CreateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            AppError(
+                StatusCode::BAD_REQUEST,
+                format!("session request: {e}; fields: resolution, fps, seed, bitrate_kbps"),
+            )
+        })?
+    };
     let (width, height) = match req.resolution.as_deref() {
         None => (1280, 720),
         Some(r) => r

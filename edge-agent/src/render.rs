@@ -42,7 +42,7 @@ const MAX_SHIP_RADIUS_PX: i64 = 512;
 /// Positions are clamped to ±this many 1/16 px, far off screen but safe from overflow.
 const COORD_LIMIT: i64 = 1 << 20;
 /// Words of `FrameUniform` (see render.comp's `Frame` block).
-const UNIFORM_WORDS: usize = 40 + 4 * MAX_BODIES + 8;
+const UNIFORM_WORDS: usize = slot::STAMP + 8;
 const UNIFORM_BYTES: usize = UNIFORM_WORDS * 4;
 
 /// Time spent in each stage of one frame.
@@ -187,15 +187,37 @@ impl Default for FrameUniform {
     }
 }
 
+/// Word offsets of the members of render.comp's `Frame` block.
 mod slot {
     pub const DIMS: usize = 0;
     pub const HUD: usize = 4;
     pub const DIGIT_BOX: usize = 8;
     pub const DIGIT_GEO: usize = 12;
-    pub const SHIP: usize = 16;
-    pub const FLAME: usize = 28;
-    pub const BODIES: usize = 40;
-    pub const STAMP: usize = 40 + 4 * super::MAX_BODIES;
+    pub const GRID_INV: usize = 16;
+    pub const SHIP: usize = 20;
+    pub const FLAME: usize = 32;
+    pub const BODIES: usize = 44;
+    pub const DIGIT_SEGMENTS: usize = BODIES + 4 * super::MAX_BODIES;
+    pub const STAMP: usize = DIGIT_SEGMENTS + 8;
+}
+
+/// Colours of the bodies, packed RGBA8 (R in the low byte) as the shader writes them.
+const PALETTE: [u32; 8] = [
+    rgb(239, 83, 80),   // red
+    rgb(255, 167, 38),  // orange
+    rgb(255, 238, 88),  // yellow
+    rgb(102, 187, 106), // green
+    rgb(38, 198, 218),  // cyan
+    rgb(66, 133, 244),  // blue
+    rgb(171, 71, 188),  // purple
+    rgb(236, 64, 122),  // pink
+];
+
+/// Segments a..g (bits 0..6) lit for the digits 0..9.
+const SEGMENTS: [u32; 10] = [0x3F, 0x06, 0x5B, 0x4F, 0x66, 0x6D, 0x7D, 0x07, 0x7F, 0x6F];
+
+const fn rgb(r: u8, g: u8, b: u8) -> u32 {
+    u32::from_le_bytes([r, g, b, 255])
 }
 
 /// Game units → 1/16 px along an axis of `pixels` covering `arena` units.
@@ -287,6 +309,24 @@ impl FrameUniform {
             slot::DIGIT_GEO,
             &[pitch, (digit_h / 8).max(2), grid_x, grid_y],
         );
+        #[allow(clippy::cast_precision_loss, reason = "grid steps are small integers")]
+        let inverse = |step: i64| (1.0 / step as f32).to_bits();
+        self.words[slot::GRID_INV..slot::GRID_INV + 4].copy_from_slice(&[
+            inverse(grid_x),
+            inverse(grid_y),
+            0,
+            0,
+        ]);
+        let mut rest = score;
+        for i in (0..8).rev() {
+            self.words[slot::DIGIT_SEGMENTS + i] = if i < digits as usize {
+                let lit = SEGMENTS[(rest % 10) as usize];
+                rest /= 10;
+                lit
+            } else {
+                0
+            };
+        }
 
         // Ship and flame: triangles along the heading (y grows downwards, so "up" is -y).
         let ship = scene.ship;
@@ -328,9 +368,9 @@ impl FrameUniform {
                             to_fixed(b.x, width, ARENA_W),
                             to_fixed(b.y, height, ARENA_H),
                             radius,
-                            i64::from(b.colour % 8),
                         ],
                     );
+                    self.words[at + 3] = PALETTE[usize::from(b.colour % 8)];
                 }
                 None => self.set(at, &[0, 0, 0, 0]),
             }
@@ -377,7 +417,9 @@ mod tests {
 
     #[test]
     fn uniform_layout_matches_the_shader() {
-        assert_eq!(UNIFORM_BYTES, 448);
-        assert_eq!(slot::STAMP * 4, 416);
+        // Offsets of `Frame` in render.comp (std140, all members 16-byte vectors).
+        assert_eq!(slot::BODIES * 4, 176);
+        assert_eq!(slot::STAMP * 4, 464);
+        assert_eq!(UNIFORM_BYTES, 496);
     }
 }

@@ -51,8 +51,21 @@ impl Edge {
             body.len()
         )
         .expect("write");
+        // A server that refuses a body early closes with the rest unread, which can reset the
+        // connection after its answer: keep what arrived.
         let mut out = Vec::new();
-        s.read_to_end(&mut out).expect("read");
+        let mut buf = [0u8; 8192];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if !out.is_empty() => {
+                    eprintln!("read ended with {e} after {} bytes", out.len());
+                    break;
+                }
+                Err(e) => panic!("{method} {path}: read failed: {e}"),
+            }
+        }
         let text = String::from_utf8_lossy(&out).into_owned();
         let status = text
             .split_whitespace()

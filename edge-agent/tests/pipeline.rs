@@ -282,13 +282,23 @@ fn no_vulkan_device_is_one_clear_line() {
 
 #[test]
 fn missing_gstreamer_plugin_names_the_package() {
-    let empty = scratch("no-plugins");
-    std::fs::create_dir_all(&empty).expect("dir");
+    // A plugin directory with every system plugin but x264.
+    let system = Path::new("/usr/lib/x86_64-linux-gnu/gstreamer-1.0");
+    let dir = scratch("plugins-without-x264");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    for entry in std::fs::read_dir(system).expect("system GStreamer plugins") {
+        let path = entry.expect("entry").path();
+        if path.file_name().is_some_and(|n| n != "libgstx264.so") && path.is_file() {
+            std::os::unix::fs::symlink(&path, dir.join(path.file_name().expect("name")))
+                .expect("symlink");
+        }
+    }
     let out = edge_agent()
         .args(["encode", "--frames", "5", "--encoder", "x264"])
-        .env("GST_PLUGIN_SYSTEM_PATH_1_0", &empty)
-        .env("GST_PLUGIN_PATH_1_0", &empty)
-        .env("GST_REGISTRY_1_0", empty.join("registry.bin"))
+        .env("GST_PLUGIN_SYSTEM_PATH_1_0", &dir)
+        .env("GST_PLUGIN_PATH_1_0", &dir)
+        .env("GST_REGISTRY_1_0", dir.join("registry.bin"))
         .output()
         .expect("runs");
     assert_clean_failure(&out, "x264enc");

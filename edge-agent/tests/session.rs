@@ -68,6 +68,10 @@ fn live_session_applies_inputs_in_order_and_fans_out_media() {
     let first = next_video(&mut a);
     assert!(first.keyframe, "a new viewer starts at a keyframe");
     assert_eq!(first.stamp.frame, 0);
+    let mut decoder = H264Decoder::new(None).expect("decoder");
+    decoder
+        .push(&first.data, Some(first.pts))
+        .expect("push to decoder");
 
     // Out of order, with a duplicate: 2 waits for 1; the second 1 is dropped.
     let inputs = [
@@ -90,11 +94,10 @@ fn live_session_applies_inputs_in_order_and_fans_out_media() {
 
     // The picture shows the inputs: find a frame whose stamp carries seq 4, and decode it to
     // prove the stamp is really drawn into the picture.
-    let mut decoder = H264Decoder::new(None).expect("decoder");
     let mut shown = None;
     for _ in 0..300 {
         let v = next_video(&mut a);
-        // Frames go to the decoder in order; the first one after the keyframe follows it.
+        // Every frame since the keyframe goes to the decoder, in order.
         decoder.push(&v.data, Some(v.pts)).expect("push to decoder");
         if v.stamp.input_seq >= 4 {
             shown = Some(v);
