@@ -383,9 +383,11 @@ fn build_error(element: &str, e: &dyn fmt::Display) -> EncodeError {
     }
 }
 
-/// Nanosecond `ClockTime` from a `Duration` (saturating at ~584 years).
+/// Nanosecond `ClockTime` from a `Duration`, saturating at `ClockTime::MAX` (~584 years; the
+/// all-ones value means "none" to GStreamer).
 fn clock_time(d: Duration) -> gst::ClockTime {
-    gst::ClockTime::from_nseconds(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    gst::ClockTime::from_nseconds(ns.min(gst::ClockTime::MAX.nseconds()))
 }
 
 /// A buffer's PTS as running time: what the caller pushed. Encoders may shift timestamps and
@@ -460,4 +462,48 @@ fn stop(pipeline: &gst::Pipeline) {
 }
 
 #[cfg(test)]
-mod zz_itest_tmp; // TEMPORARY harness, removed before hand-back
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_element_says_which_package_and_how_to_fix() {
+        let err = EncodeError::MissingElement {
+            element: "x264enc",
+            package: package_of("x264enc"),
+        };
+        let msg = err.to_string();
+        assert!(msg.contains("gstreamer1.0-plugins-ugly"), "{msg}");
+        assert!(msg.contains("run `cargo xtask setup`"), "{msg}");
+        assert_eq!(package_of("h264parse"), "gstreamer1.0-plugins-bad");
+        assert_eq!(package_of("opusenc"), "gstreamer1.0-plugins-base");
+        assert_eq!(package_of("matroskamux"), "gstreamer1.0-plugins-good");
+        assert_eq!(package_of("avdec_h264"), "gstreamer1.0-libav");
+    }
+
+    #[test]
+    fn encoder_names() {
+        use clap::ValueEnum;
+        assert_eq!(
+            EncoderChoice::from_str("nvenc", true),
+            Ok(EncoderChoice::Nvenc)
+        );
+        assert_eq!(
+            EncoderChoice::from_str("x264", true),
+            Ok(EncoderChoice::X264)
+        );
+        assert_eq!(EncoderChoice::default(), EncoderChoice::Auto);
+        let nv = EncoderKind::Nvenc {
+            element: "nvh264enc".into(),
+        };
+        assert_eq!(nv.to_string(), "nvenc (nvh264enc)");
+        assert_eq!(EncoderKind::X264.to_string(), "x264 (x264enc)");
+        assert_eq!(EncoderKind::X264.element(), "x264enc");
+    }
+
+    #[test]
+    fn clock_time_round_trips_and_saturates() {
+        let d = Duration::from_nanos(16_666_667);
+        assert_eq!(Duration::from(clock_time(d)), d);
+        assert_eq!(clock_time(Duration::MAX), gst::ClockTime::MAX);
+    }
+}

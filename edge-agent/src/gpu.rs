@@ -2,7 +2,8 @@
 //!
 //! [`Gpu`] loads `libvulkan.so.1` at run time (no window, no surface, no extension), picks the
 //! best physical device, opens one compute queue on it and builds the two compute pipelines of
-//! the frame path (`shaders/render.comp`: scene → RGBA, `shaders/convert.comp`: RGBA → NV12).
+//! the frame path (`shaders/render.comp`: scene → RGBA in four passes, `shaders/convert.comp`:
+//! RGBA → NV12).
 //! It is cheap to clone and shared by every session on the machine; submissions to the one
 //! queue are serialised by a mutex, everything else a session uses is its own.
 //!
@@ -32,6 +33,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ash::vk;
+use edgeplay_protocol::stamp::{STAMP_COLS, STAMP_ROWS};
 use tracing::{debug, info};
 
 /// SPIR-V of `shaders/render.comp`, compiled by build.rs.
@@ -39,10 +41,19 @@ static RENDER_SPV: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/render.spv"
 /// SPIR-V of `shaders/convert.comp`, compiled by build.rs.
 static CONVERT_SPV: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/convert.spv"));
 
-/// Workgroup size of render.comp (`local_size_x`, `local_size_y`), in pixels.
+/// Workgroup size of render.comp (`local_size_x`, `local_size_y`), in pixels: one tile.
 const RENDER_GROUP: (u32, u32) = (16, 16);
-/// Workgroup size of convert.comp, in 4x2 pixel blocks.
+/// Passes of render.comp (its `PASS` specialization constant): the full-picture background,
+/// three object passes dispatched indirectly over tile jobs, the stamp.
+const RENDER_PASSES: usize = 5;
+/// Bytes of one `VkDispatchIndirectCommand` slot at the head of the jobs buffer (a `uvec4`).
+const DISPATCH_SLOT: u64 = 16;
+/// Pixels along x one invocation of render.comp's background pass fills.
+const BACKGROUND_SPAN: u32 = 4;
+/// Workgroup size of convert.comp, in invocations of 8x2 pixels each.
 const CONVERT_GROUP: (u32, u32) = (16, 8);
+/// Pixels along x one invocation of convert.comp converts (two 4x2 blocks).
+const CONVERT_SPAN: u32 = 8;
 /// Longest wait for one submission: far above any frame time, short enough that a hung
 /// device turns into an error instead of a stuck session.
 const FENCE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -263,7 +274,8 @@ struct Shared {
     queue: Mutex<vk::Queue>,
     set_layout: vk::DescriptorSetLayout,
     pipeline_layout: vk::PipelineLayout,
-    render_pipeline: vk::Pipeline,
+    /// render.comp with `PASS` = 0..5.
+    render_pipelines: [vk::Pipeline; RENDER_PASSES],
     convert_pipeline: vk::Pipeline,
     device: ash::Device,
     instance: ash::Instance,
@@ -358,7 +370,7 @@ impl Shared {
                     queue: Mutex::new(queue),
                     set_layout: vk::DescriptorSetLayout::null(),
                     pipeline_layout: vk::PipelineLayout::null(),
-                    render_pipeline: vk::Pipeline::null(),
+                    render_pipelines: [vk::Pipeline::null(); RENDER_PASSES],
                     convert_pipeline: vk::Pipeline::null(),
                     device,
                     instance,
@@ -523,6 +535,7 @@ impl Shared {
             binding(0, vk::DescriptorType::UNIFORM_BUFFER),
             binding(1, vk::DescriptorType::STORAGE_BUFFER),
             binding(2, vk::DescriptorType::STORAGE_BUFFER),
+            binding(3, vk::DescriptorType::STORAGE_BUFFER),
         ];
         let info = vk::DescriptorSetLayoutCreateInfo::default().bindings(&bindings);
         // SAFETY: `self.device` is live; the info lives across the call.
@@ -533,12 +546,21 @@ impl Shared {
         // SAFETY: as above; the set layout was just created on this device.
         self.pipeline_layout = unsafe { self.device.create_pipeline_layout(&info, None) }
             .map_err(vkr("vkCreatePipelineLayout"))?;
-        self.render_pipeline = self.pipeline(RENDER_SPV, "render.comp")?;
-        self.convert_pipeline = self.pipeline(CONVERT_SPV, "convert.comp")?;
+        let passes: [i32; RENDER_PASSES] = [0, 1, 2, 3, 4];
+        let render = self.pipelines(RENDER_SPV, "render.comp", &passes)?;
+        self.render_pipelines.copy_from_slice(&render);
+        self.convert_pipeline = self.pipelines(CONVERT_SPV, "convert.comp", &[0])?[0];
         Ok(())
     }
 
-    fn pipeline(&self, spv: &[u8], what: &'static str) -> Result<vk::Pipeline, GpuError> {
+    /// One pipeline per entry of `specs`, each with the shader's specialization constant 0
+    /// set to it (shaders without one ignore it).
+    fn pipelines(
+        &self,
+        spv: &[u8],
+        what: &'static str,
+        specs: &[i32],
+    ) -> Result<Vec<vk::Pipeline>, GpuError> {
         let code =
             ash::util::read_spv(&mut std::io::Cursor::new(spv)).map_err(|e| GpuError::Vk {
                 what,
@@ -548,13 +570,32 @@ impl Shared {
         // SAFETY: `code` is SPIR-V compiled by glslangValidator for Vulkan 1.1.
         let module = unsafe { self.device.create_shader_module(&info, None) }
             .map_err(vkr("vkCreateShaderModule"))?;
-        let stage = vk::PipelineShaderStageCreateInfo::default()
-            .stage(vk::ShaderStageFlags::COMPUTE)
-            .module(module)
-            .name(c"main");
-        let infos = [vk::ComputePipelineCreateInfo::default()
-            .stage(stage)
-            .layout(self.pipeline_layout)];
+        let entries = [vk::SpecializationMapEntry::default()
+            .constant_id(0)
+            .offset(0)
+            .size(4)];
+        let data: Vec<[u8; 4]> = specs.iter().map(|v| v.to_ne_bytes()).collect();
+        let spec_infos: Vec<_> = data
+            .iter()
+            .map(|d| {
+                vk::SpecializationInfo::default()
+                    .map_entries(&entries)
+                    .data(d)
+            })
+            .collect();
+        let infos: Vec<_> = spec_infos
+            .iter()
+            .map(|spec| {
+                let stage = vk::PipelineShaderStageCreateInfo::default()
+                    .stage(vk::ShaderStageFlags::COMPUTE)
+                    .module(module)
+                    .name(c"main")
+                    .specialization_info(spec);
+                vk::ComputePipelineCreateInfo::default()
+                    .stage(stage)
+                    .layout(self.pipeline_layout)
+            })
+            .collect();
         // SAFETY: module and layout are live objects of this device; the shader's bindings
         // match the set layout (see build_pipelines and the shaders).
         let created = unsafe {
@@ -564,7 +605,7 @@ impl Shared {
         // SAFETY: a shader module may be destroyed once pipelines using it are created.
         unsafe { self.device.destroy_shader_module(module, None) };
         match created {
-            Ok(pipelines) => Ok(pipelines[0]),
+            Ok(pipelines) => Ok(pipelines),
             Err((pipelines, result)) => {
                 for p in pipelines {
                     // SAFETY: failed creation leaves null or unused pipelines only.
@@ -626,7 +667,9 @@ impl Drop for Shared {
             // Nothing useful to do on failure (device lost): destroy anyway.
             let _ = self.device.device_wait_idle();
             self.device.destroy_pipeline(self.convert_pipeline, None);
-            self.device.destroy_pipeline(self.render_pipeline, None);
+            for &pipeline in self.render_pipelines.iter().rev() {
+                self.device.destroy_pipeline(pipeline, None);
+            }
             self.device
                 .destroy_pipeline_layout(self.pipeline_layout, None);
             self.device
@@ -687,9 +730,10 @@ impl Mapped {
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as `bytes`, and `&mut self` makes this the only view.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    fn words_mut(&mut self) -> &mut [u32] {
+        // SAFETY: as `bytes`; the pointer is 4-aligned (checked at mapping), the length is
+        // rounded down to whole words, and `&mut self` makes this the only view.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast::<u32>(), self.len / 4) }
     }
 }
 
@@ -699,6 +743,8 @@ pub(crate) struct Target {
     width: u32,
     height: u32,
     uniform: Buffer,
+    /// Tile jobs of the object passes and their indirect dispatch commands, written per frame.
+    jobs: Buffer,
     rgba: Buffer,
     nv12: Buffer,
     /// Host copy of `rgba` for [`Target::read_rgba`], made on first use.
@@ -734,18 +780,21 @@ pub(crate) struct PassTimes {
 
 impl Target {
     /// Builds the objects for a `width` x `height` frame (the caller checked the size: width a
-    /// multiple of 16, height of 8) with a scene uniform of `uniform_size` bytes.
+    /// multiple of 16, height of 8) with a scene uniform of `uniform_size` bytes and a jobs
+    /// buffer of `jobs_size` bytes (both multiples of 4).
     pub(crate) fn new(
         gpu: &Gpu,
         width: u32,
         height: u32,
         uniform_size: usize,
+        jobs_size: usize,
     ) -> Result<Self, GpuError> {
         let pixels = width as usize * height as usize;
         let mut target = Self {
             width,
             height,
             uniform: Buffer::NULL,
+            jobs: Buffer::NULL,
             rgba: Buffer::NULL,
             nv12: Buffer::NULL,
             staging: Buffer::NULL,
@@ -765,6 +814,13 @@ impl Target {
             "scene uniform",
             uniform_size,
             vk::BufferUsageFlags::UNIFORM_BUFFER,
+            host,
+            vk::MemoryPropertyFlags::empty(),
+        )?;
+        target.jobs = target.buffer(
+            "render jobs",
+            jobs_size,
+            vk::BufferUsageFlags::STORAGE_BUFFER | vk::BufferUsageFlags::INDIRECT_BUFFER,
             host,
             vk::MemoryPropertyFlags::empty(),
         )?;
@@ -837,10 +893,14 @@ impl Target {
                     device.map_memory(out.memory, 0, vk::WHOLE_SIZE, vk::MemoryMapFlags::empty())
                 }
                 .map_err(vkr("vkMapMemory"))?;
-                let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(GpuError::Vk {
-                    what: "vkMapMemory",
-                    result: "null pointer".to_owned(),
-                })?;
+                // Vulkan aligns mappings to minMemoryMapAlignment (at least 64 bytes), so the
+                // word views of Mapped are aligned; check rather than trust.
+                let ptr = NonNull::new(ptr.cast::<u8>())
+                    .filter(|p| p.as_ptr().align_offset(4) == 0)
+                    .ok_or(GpuError::Vk {
+                        what: "vkMapMemory",
+                        result: "null or unaligned pointer".to_owned(),
+                    })?;
                 out.mapped = Some(Mapped { ptr, len: size });
             }
             Ok(())
@@ -862,7 +922,7 @@ impl Target {
                 .descriptor_count(1),
             vk::DescriptorPoolSize::default()
                 .ty(vk::DescriptorType::STORAGE_BUFFER)
-                .descriptor_count(2),
+                .descriptor_count(3),
         ];
         let info = vk::DescriptorPoolCreateInfo::default()
             .max_sets(1)
@@ -886,6 +946,9 @@ impl Target {
         let nv12 = [vk::DescriptorBufferInfo::default()
             .buffer(self.nv12.buffer)
             .range(vk::WHOLE_SIZE)];
+        let jobs = [vk::DescriptorBufferInfo::default()
+            .buffer(self.jobs.buffer)
+            .range(vk::WHOLE_SIZE)];
         let writes = [
             vk::WriteDescriptorSet::default()
                 .dst_set(set)
@@ -902,6 +965,11 @@ impl Target {
                 .dst_binding(2)
                 .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
                 .buffer_info(&nv12),
+            vk::WriteDescriptorSet::default()
+                .dst_set(set)
+                .dst_binding(3)
+                .descriptor_type(vk::DescriptorType::STORAGE_BUFFER)
+                .buffer_info(&jobs),
         ];
         // SAFETY: the set is not in use by any command buffer yet; the buffers are live.
         unsafe { self.device().update_descriptor_sets(&writes, &[]) };
@@ -937,11 +1005,22 @@ impl Target {
         let begin = vk::CommandBufferBeginInfo::default();
         let timed = self.queries != vk::QueryPool::null();
 
-        // Render: scene → RGBA.
+        // Render: scene → RGBA. The background pass covers the picture; each object pass runs
+        // one workgroup per tile job, as many as the CPU wrote into the jobs buffer's head.
         let cb = self.render_commands;
+        let pass_done = [vk::BufferMemoryBarrier::default()
+            .src_access_mask(vk::AccessFlags::SHADER_WRITE)
+            .dst_access_mask(vk::AccessFlags::SHADER_WRITE)
+            .src_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
+            .dst_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
+            .buffer(self.rgba.buffer)
+            .size(vk::WHOLE_SIZE)];
         // SAFETY: `cb` is a fresh primary command buffer of this device; every object recorded
-        // (pipelines, layout, set, query pool) is live and outlives the command buffer; the
-        // dispatch covers the target with the shader's workgroup size.
+        // (pipelines, layout, set, buffers, query pool) is live and outlives the command buffer;
+        // the background dispatch covers the target with the shader's workgroup size, the
+        // indirect ones read commands the CPU writes before each submit (host writes are
+        // visible to the device at vkQueueSubmit); barriers order the passes' overlapping
+        // writes.
         unsafe {
             device
                 .begin_command_buffer(cb, &begin)
@@ -955,7 +1034,6 @@ impl Target {
                     0,
                 );
             }
-            device.cmd_bind_pipeline(cb, vk::PipelineBindPoint::COMPUTE, self.gpu.render_pipeline);
             device.cmd_bind_descriptor_sets(
                 cb,
                 vk::PipelineBindPoint::COMPUTE,
@@ -964,12 +1042,45 @@ impl Target {
                 &[set],
                 &[],
             );
+            device.cmd_bind_pipeline(
+                cb,
+                vk::PipelineBindPoint::COMPUTE,
+                self.gpu.render_pipelines[0],
+            );
             device.cmd_dispatch(
                 cb,
-                self.width.div_ceil(RENDER_GROUP.0),
+                self.width.div_ceil(BACKGROUND_SPAN * RENDER_GROUP.0),
                 self.height.div_ceil(RENDER_GROUP.1),
                 1,
             );
+            for (slot, &pipeline) in (0u64..).zip(&self.gpu.render_pipelines[1..4]) {
+                device.cmd_pipeline_barrier(
+                    cb,
+                    vk::PipelineStageFlags::COMPUTE_SHADER,
+                    vk::PipelineStageFlags::COMPUTE_SHADER,
+                    vk::DependencyFlags::empty(),
+                    &[],
+                    &pass_done,
+                    &[],
+                );
+                device.cmd_bind_pipeline(cb, vk::PipelineBindPoint::COMPUTE, pipeline);
+                device.cmd_dispatch_indirect(cb, self.jobs.buffer, slot * DISPATCH_SLOT);
+            }
+            device.cmd_pipeline_barrier(
+                cb,
+                vk::PipelineStageFlags::COMPUTE_SHADER,
+                vk::PipelineStageFlags::COMPUTE_SHADER,
+                vk::DependencyFlags::empty(),
+                &[],
+                &pass_done,
+                &[],
+            );
+            device.cmd_bind_pipeline(
+                cb,
+                vk::PipelineBindPoint::COMPUTE,
+                self.gpu.render_pipelines[4],
+            );
+            device.cmd_dispatch(cb, STAMP_COLS as u32, STAMP_ROWS as u32, 1);
             if timed {
                 device.cmd_write_timestamp(
                     cb,
@@ -1029,7 +1140,7 @@ impl Target {
             );
             device.cmd_dispatch(
                 cb,
-                (self.width / 4).div_ceil(CONVERT_GROUP.0),
+                (self.width / CONVERT_SPAN).div_ceil(CONVERT_GROUP.0),
                 (self.height / 2).div_ceil(CONVERT_GROUP.1),
                 1,
             );
@@ -1082,22 +1193,21 @@ impl Target {
         self.wait(what)
     }
 
-    /// Writes `uniform` into the scene buffer, runs render then convert, and waits for both.
-    pub(crate) fn execute(&mut self, uniform: &[u8]) -> Result<PassTimes, GpuError> {
+    /// Lets `fill` write the frame's scene uniform and jobs (as 32-bit words; write only: the
+    /// memory may be uncached), runs render then convert, and waits for both.
+    pub(crate) fn execute(
+        &mut self,
+        fill: impl FnOnce(&mut [u32], &mut [u32]),
+    ) -> Result<PassTimes, GpuError> {
         self.ensure_idle("the previous frame")?;
-        let mapped = self.uniform.mapped.as_mut().ok_or(GpuError::NoMemoryType {
-            what: "scene uniform",
-        })?;
-        let dst = mapped.bytes_mut();
-        if uniform.len() != dst.len() {
-            return Err(GpuError::BufferSize {
+        let (Some(uniform), Some(jobs)) = (self.uniform.mapped.as_mut(), self.jobs.mapped.as_mut())
+        else {
+            return Err(GpuError::NoMemoryType {
                 what: "scene uniform",
-                expected: dst.len(),
-                actual: uniform.len(),
             });
-        }
-        // Host-coherent memory: vkQueueSubmit makes this write visible to the device.
-        dst.copy_from_slice(uniform);
+        };
+        // Host-coherent memory: vkQueueSubmit makes these writes visible to the device.
+        fill(uniform.words_mut(), jobs.words_mut());
 
         match self.gpu.timestamps {
             Some(ts) => {
@@ -1264,6 +1374,7 @@ impl Drop for Target {
             device.destroy_descriptor_pool(self.descriptor_pool, None);
             self.nv12.destroy(device);
             self.rgba.destroy(device);
+            self.jobs.destroy(device);
             self.uniform.destroy(device);
         }
         // `self.gpu` drops after this: the last Target of a dropped Gpu tears the device down.

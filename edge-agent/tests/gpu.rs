@@ -37,6 +37,13 @@ fn scene() -> Scene {
             colour: u8::try_from(i % 8).expect("small"),
         };
     }
+    // One body reaches into the stamp: the stamp must stay exact over it.
+    bodies[10] = BodyView {
+        x: 3_750,
+        y: 1_250,
+        r: 600,
+        colour: 5,
+    };
     Scene {
         tick: 1234,
         ship: ShipView {
@@ -47,7 +54,7 @@ fn scene() -> Scene {
             thrust: true,
         },
         bodies,
-        body_count: 10,
+        body_count: 11,
         score: 40_921,
         flash: 3,
     }
@@ -89,6 +96,7 @@ fn check_frame(width: u32, height: u32, nv12: &[u8], rgba: &[u8], stamp: &Stamp)
         .map(|(&a, &b)| a.abs_diff(b))
         .max()
         .unwrap_or(0);
+    println!("{width}x{height}: GPU NV12 within {worst} of the CPU reference");
     assert!(
         worst <= 2,
         "GPU NV12 differs from the CPU reference by up to {worst}"
@@ -112,6 +120,14 @@ fn check_frame(width: u32, height: u32, nv12: &[u8], rgba: &[u8], stamp: &Stamp)
     for y in 8..8 + 64 {
         assert!(uv[y * w + 16..y * w + 16 + 512].iter().all(|&c| c == 128));
     }
+}
+
+#[test]
+fn handles_cross_threads() {
+    fn shared<T: Send + Sync + Clone>() {}
+    fn owned<T: Send + Sync>() {}
+    shared::<Gpu>();
+    owned::<RenderTarget>();
 }
 
 #[test]

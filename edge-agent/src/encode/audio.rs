@@ -21,6 +21,10 @@ pub const AUDIO_FRAME: Duration = Duration::from_millis(10);
 const AUDIO_BITRATE: i32 = 64_000;
 /// Pooled input buffers hold this much audio; larger pushes allocate.
 const POOL_BUFFER: Duration = Duration::from_millis(100);
+/// Samples per Opus packet.
+const PACKET_SAMPLES: u64 = 480;
+/// How long [`AudioEncoder::pull`] waits for the packets the pushed samples complete.
+const PULL_WAIT: Duration = Duration::from_millis(50);
 /// How long [`AudioEncoder::finish`] waits for the encoder to drain.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -29,9 +33,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct EncodedAudio {
     /// The Opus packet.
     pub data: Vec<u8>,
-    /// Presentation time of its first sample, on the caller's (video) clock.
+    /// Presentation time of the first input sample it decodes to, on the caller's (video)
+    /// clock; see [`AudioEncoder::pull`] for the 6.5 ms Opus lookahead.
     pub pts: Duration,
-    /// Audio it holds: [`AUDIO_FRAME`].
+    /// Input audio it covers: [`AUDIO_FRAME`], except 3.5 ms for the first packet and the rest
+    /// of the input for the last one.
     pub duration: Duration,
 }
 
@@ -43,6 +49,8 @@ pub struct AudioEncoder {
     sink: gst_app::AppSink,
     pool: gst::BufferPool,
     pool_bytes: usize,
+    samples_pushed: u64,
+    packets_pulled: u64,
     finished: bool,
 }
 
@@ -101,6 +109,8 @@ impl AudioEncoder {
             sink,
             pool,
             pool_bytes,
+            samples_pushed: 0,
+            packets_pulled: 0,
             finished: false,
         })
     }
@@ -143,15 +153,39 @@ impl AudioEncoder {
         self.src
             .push_buffer(buffer)
             .map_err(|e| pending_error(&self.pipeline).unwrap_or_else(|| build_error("src", &e)))?;
+        self.samples_pushed += samples.len() as u64;
         Ok(())
     }
 
-    /// The packets that are ready now, without waiting.
+    /// Every packet that the samples pushed so far complete (one per 10 ms of input, the first
+    /// with the first 480 samples), waiting for the encoder at most 50 ms, plus any other
+    /// packet already out.
+    ///
+    /// Timestamps are the input clock of the audio each packet decodes to: Opus looks 6.5 ms
+    /// (312 samples) ahead, so the first packet has PTS 0 and a duration of 3.5 ms, and packet
+    /// `k >= 1` has PTS `k * 10 ms - 6.5 ms` and a duration of 10 ms; the last one
+    /// [`Self::finish`] drains covers the rest, so the packets tile the input exactly.
     ///
     /// # Errors
     /// [`EncodeError::Pipeline`] when the encoder failed.
     pub fn pull(&mut self) -> Result<Vec<EncodedAudio>, EncodeError> {
         let mut out = Vec::new();
+        let expected = self.samples_pushed / PACKET_SAMPLES;
+        let started = Instant::now();
+        while self.packets_pulled < expected {
+            let Some(wait) = PULL_WAIT.checked_sub(started.elapsed()) else {
+                tracing::debug!(
+                    expected,
+                    pulled = self.packets_pulled,
+                    "opus packets late; returning what is ready"
+                );
+                break;
+            };
+            match self.try_pull(wait)? {
+                Some(packet) => out.push(packet),
+                None => break,
+            }
+        }
         while let Some(packet) = self.try_pull(Duration::ZERO)? {
             out.push(packet);
         }
@@ -163,15 +197,15 @@ impl AudioEncoder {
     /// # Errors
     /// [`EncodeError::Pipeline`] when the encoder failed.
     pub fn try_pull(&mut self, timeout: Duration) -> Result<Option<EncodedAudio>, EncodeError> {
-        if let Some(sample) = self.sink.try_pull_sample(clock_time(timeout)) {
-            if let Some(buffer) = sample.buffer() {
-                let map = buffer.map_readable().map_err(|e| build_error("sink", &e))?;
-                return Ok(Some(EncodedAudio {
-                    data: map.as_slice().to_vec(),
-                    pts: running_time(&sample, buffer.pts()).unwrap_or_default(),
-                    duration: buffer.duration().map_or(AUDIO_FRAME, Duration::from),
-                }));
-            }
+        let sample = self.sink.try_pull_sample(clock_time(timeout));
+        if let Some((sample, buffer)) = sample.as_ref().and_then(|s| Some((s, s.buffer()?))) {
+            let map = buffer.map_readable().map_err(|e| build_error("sink", &e))?;
+            self.packets_pulled += 1;
+            return Ok(Some(EncodedAudio {
+                data: map.as_slice().to_vec(),
+                pts: running_time(sample, buffer.pts()).unwrap_or_default(),
+                duration: buffer.duration().map_or(AUDIO_FRAME, Duration::from),
+            }));
         }
         match pending_error(&self.pipeline) {
             Some(err) => Err(err),
@@ -206,7 +240,9 @@ impl AudioEncoder {
                 out.push(packet);
             }
         }
-        out.extend(self.pull()?);
+        while let Some(packet) = self.try_pull(Duration::ZERO)? {
+            out.push(packet);
+        }
         Ok(out)
     }
 }

@@ -50,7 +50,7 @@ impl VideoConfig {
     fn validate(&self) -> Result<(), EncodeError> {
         let reason = if self.width == 0 || self.height == 0 {
             "width and height must not be 0"
-        } else if self.width % 4 != 0 || self.height % 2 != 0 {
+        } else if self.width & 3 != 0 || self.height & 1 != 0 {
             "width must be a multiple of 4 and height even (unpadded NV12)"
         } else if self.width > 4096 || self.height > 4096 {
             "width and height must be at most 4096"
@@ -286,7 +286,10 @@ impl VideoEncoder {
     /// Changes the target bitrate of the running encoder; takes effect on the next picture.
     pub fn set_bitrate(&mut self, kbps: u32) {
         let kbps = kbps.max(1);
-        self.encoder.set_property("bitrate", kbps);
+        if !try_set(&self.encoder, "bitrate", &kbps.to_string()) {
+            tracing::warn!(kbps, encoder = %self.kind, "encoder refused the bitrate");
+            return;
+        }
         self.stats.bitrate_kbps = kbps;
         tracing::debug!(kbps, "video bitrate changed");
     }
@@ -325,12 +328,10 @@ impl VideoEncoder {
                     continue;
                 };
                 let out_pts = running_time(&sample, buffer.pts()).unwrap_or(pts);
-                if out_pts != pts {
-                    tracing::warn!(
-                        ?pts,
-                        ?out_pts,
-                        "access unit does not match the picture pushed"
-                    );
+                if out_pts < pts {
+                    // The late access unit of an earlier picture whose encode timed out.
+                    tracing::warn!(?pts, ?out_pts, "dropping a late access unit");
+                    continue;
                 }
                 let map = buffer.map_readable().map_err(|e| build_error("sink", &e))?;
                 let frame = EncodedFrame {
@@ -439,7 +440,7 @@ fn make_encoder(cfg: &VideoConfig) -> Result<(gst::Element, gst::Caps), EncodeEr
                 cfg.keyframe_interval.to_string()
             };
             try_set(&enc, "gop-size", &gop);
-            enc.set_property("bitrate", cfg.bitrate_kbps);
+            try_set(&enc, "bitrate", &cfg.bitrate_kbps.to_string());
             Ok((enc, gst::Caps::new_empty_simple("video/x-h264")))
         }
     }

@@ -224,7 +224,9 @@ impl Muxed {
         let mux = make(muxer)?;
         let sink = make("filesink")?;
         sink.set_property("location", path.to_string_lossy().as_ref());
-        add_and_link(&pipeline, &[video.upcast_ref(), &parse, &mux, &sink])?;
+        add_and_link(&pipeline, &[video.upcast_ref(), &parse])?;
+        add_and_link(&pipeline, &[&mux, &sink])?;
+        link_to_mux(&parse, &mux, "video_%u")?;
 
         let audio = if with_audio {
             let audio_caps = gst::Caps::builder("audio/x-opus")
@@ -238,7 +240,7 @@ impl Muxed {
             pipeline
                 .add(&src)
                 .map_err(|e| build_error("pipeline", &e))?;
-            src.link(&mux).map_err(|e| build_error(muxer, &e))?;
+            link_to_mux(src.upcast_ref(), &mux, "audio_%u")?;
             Some(src)
         } else {
             None
@@ -286,6 +288,24 @@ impl Drop for Muxed {
         }
         stop(&self.pipeline);
     }
+}
+
+/// Links `upstream` to a new request pad of `mux` made from `template` (linking by caps alone
+/// can pick the wrong kind of pad before caps are known).
+fn link_to_mux(
+    upstream: &gst::Element,
+    mux: &gst::Element,
+    template: &str,
+) -> Result<(), EncodeError> {
+    let sink = mux
+        .request_pad_simple(template)
+        .ok_or_else(|| build_error(&mux.name(), &format!("no {template} pad")))?;
+    let src = upstream
+        .static_pad("src")
+        .ok_or_else(|| build_error(&upstream.name(), &"no src pad"))?;
+    src.link(&sink)
+        .map(|_| ())
+        .map_err(|e| build_error(&mux.name(), &e))
 }
 
 /// A non-live appsrc in time format that queues without bound (the caller paces it).
