@@ -1,20 +1,20 @@
 //! Headless Vulkan: the one place in the edge agent that talks to the GPU.
 //!
 //! [`Gpu`] loads `libvulkan.so.1` at run time (no window, no surface, no extension), picks the
-//! best physical device, opens one compute queue on it and builds the two compute pipelines of
-//! the frame path (`shaders/render.comp`: scene → RGBA in four passes, `shaders/convert.comp`:
-//! RGBA → NV12).
+//! best physical device, opens one compute queue on it and builds the compute pipelines of the
+//! frame path (`shaders/render.comp`: scene → RGBA, five passes from one module through a
+//! specialization constant; `shaders/convert.comp`: RGBA → NV12).
 //! It is cheap to clone and shared by every session on the machine; submissions to the one
 //! queue are serialised by a mutex, everything else a session uses is its own.
 //!
 //! A [`RenderTarget`](crate::render::RenderTarget) owns the per-session half, built here as
-//! [`Target`]: buffers, descriptor set, command buffers recorded once and replayed every frame,
-//! a fence and a timestamp query pool. No Vulkan type leaves this module, and no other module of
-//! the crate needs `unsafe`.
+//! `Target`: buffers (scene uniform, tile jobs, RGBA, NV12), a descriptor set, command buffers
+//! recorded once and replayed every frame, a fence and a timestamp query pool. No Vulkan type
+//! leaves this module, and no other module of the crate needs `unsafe`.
 //!
-//! Destroy order: dropping the last [`Gpu`] clone (every [`Target`] holds one) waits for the
+//! Destroy order: dropping the last [`Gpu`] clone (every `Target` holds one) waits for the
 //! device to go idle, then destroys in reverse creation order: pipelines, pipeline layout,
-//! descriptor set layout, device, instance; the loader library goes last. A [`Target`] waits for
+//! descriptor set layout, device, instance; the loader library goes last. A `Target` waits for
 //! its own submission (if one is still pending), then destroys its objects in reverse creation
 //! order before releasing its [`Gpu`] clone.
 //!

@@ -91,7 +91,7 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
   setup            install what this machine lacks (Debian packages, cargo-fuzz); needs root
-  demo             set up, then run the edge pipeline: writes artifacts/demo.mkv and
+  demo             set up, then run the edge pipeline: writes artifacts/demo.mp4 and
                    artifacts/demo.h264 and prints the per-stage latency table
   test             set up, then run fmt, clippy, every test and a short fuzz run of each target
   bench [NAME]     set up, then run a bench harness: `pipeline` (default), or `criterion`
@@ -317,7 +317,7 @@ fn demo(args: &[String]) -> Result {
     let edge = edge.to_string_lossy();
     let script = root().join("edge-agent").join("demo").join("input.jsonl");
     let script = script.to_string_lossy();
-    for out in ["artifacts/demo.mkv", "artifacts/demo.h264"] {
+    for out in ["artifacts/demo.mp4", "artifacts/demo.h264"] {
         let mut a = vec![
             "encode",
             "--resolution",
@@ -335,8 +335,8 @@ fn demo(args: &[String]) -> Result {
         run(&edge, &a)?;
     }
     eprintln!(
-        "xtask: demo written: {0}/artifacts/demo.mkv (video + audio) and {0}/artifacts/demo.h264; \
-         play with `ffplay artifacts/demo.mkv` or any video player",
+        "xtask: demo written: {0}/artifacts/demo.mp4 (H.264 + Opus) and {0}/artifacts/demo.h264; \
+         play either with `ffplay` or open the .mp4 in a browser",
         root().display()
     );
     Ok(())
