@@ -101,8 +101,11 @@ usage: cargo xtask <command>
 type Result<T = (), E = String> = std::result::Result<T, E>;
 
 fn root() -> PathBuf {
-    // xtask/ sits in the workspace root.
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // xtask/ sits in the workspace root. `cargo run` sets CARGO_MANIFEST_DIR for the process;
+    // it is read at run time because one target dir may hold an xtask built from another clone.
+    let manifest = env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
