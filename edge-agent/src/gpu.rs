@@ -151,6 +151,20 @@ impl GpuError {
         }
     }
 }
+/// A barrier over all of `buffer`, from `src` accesses to `dst` accesses, on one queue family.
+fn whole_buffer_barrier(
+    buffer: vk::Buffer,
+    src: vk::AccessFlags,
+    dst: vk::AccessFlags,
+) -> vk::BufferMemoryBarrier<'static> {
+    vk::BufferMemoryBarrier::default()
+        .src_access_mask(src)
+        .dst_access_mask(dst)
+        .src_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
+        .dst_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
+        .buffer(buffer)
+        .size(vk::WHOLE_SIZE)
+}
 
 /// `map_err` helper: tags a `vk::Result` with the step that failed.
 fn vkr(what: &'static str) -> impl FnOnce(vk::Result) -> GpuError {
@@ -1008,13 +1022,11 @@ impl Target {
         // Render: scene → RGBA. The background pass covers the picture; each object pass runs
         // one workgroup per tile job, as many as the CPU wrote into the jobs buffer's head.
         let cb = self.render_commands;
-        let pass_done = [vk::BufferMemoryBarrier::default()
-            .src_access_mask(vk::AccessFlags::SHADER_WRITE)
-            .dst_access_mask(vk::AccessFlags::SHADER_WRITE)
-            .src_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
-            .dst_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
-            .buffer(self.rgba.buffer)
-            .size(vk::WHOLE_SIZE)];
+        let pass_done = [whole_buffer_barrier(
+            self.rgba.buffer,
+            vk::AccessFlags::SHADER_WRITE,
+            vk::AccessFlags::SHADER_WRITE,
+        )];
         // SAFETY: `cb` is a fresh primary command buffer of this device; every object recorded
         // (pipelines, layout, set, buffers, query pool) is live and outlives the command buffer;
         // the background dispatch covers the target with the shader's workgroup size, the
@@ -1096,20 +1108,16 @@ impl Target {
 
         // Convert: RGBA → NV12 in host-visible memory, then make it visible to the host.
         let cb = self.convert_commands;
-        let rgba_ready = [vk::BufferMemoryBarrier::default()
-            .src_access_mask(vk::AccessFlags::SHADER_WRITE)
-            .dst_access_mask(vk::AccessFlags::SHADER_READ)
-            .src_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
-            .dst_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
-            .buffer(self.rgba.buffer)
-            .size(vk::WHOLE_SIZE)];
-        let nv12_ready = [vk::BufferMemoryBarrier::default()
-            .src_access_mask(vk::AccessFlags::SHADER_WRITE)
-            .dst_access_mask(vk::AccessFlags::HOST_READ)
-            .src_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
-            .dst_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
-            .buffer(self.nv12.buffer)
-            .size(vk::WHOLE_SIZE)];
+        let rgba_ready = [whole_buffer_barrier(
+            self.rgba.buffer,
+            vk::AccessFlags::SHADER_WRITE,
+            vk::AccessFlags::SHADER_READ,
+        )];
+        let nv12_ready = [whole_buffer_barrier(
+            self.nv12.buffer,
+            vk::AccessFlags::SHADER_WRITE,
+            vk::AccessFlags::HOST_READ,
+        )];
         // SAFETY: as for the render command buffer; the barriers order render's writes before
         // convert's reads, and convert's writes before the host reads after the fence.
         unsafe {
@@ -1307,20 +1315,16 @@ impl Target {
         // the only caller holds &mut self).
         let cb = unsafe { device.allocate_command_buffers(&info) }
             .map_err(vkr("vkAllocateCommandBuffers"))?[0];
-        let before = [vk::BufferMemoryBarrier::default()
-            .src_access_mask(vk::AccessFlags::SHADER_WRITE)
-            .dst_access_mask(vk::AccessFlags::TRANSFER_READ)
-            .src_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
-            .dst_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
-            .buffer(self.rgba.buffer)
-            .size(vk::WHOLE_SIZE)];
-        let after = [vk::BufferMemoryBarrier::default()
-            .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
-            .dst_access_mask(vk::AccessFlags::HOST_READ)
-            .src_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
-            .dst_queue_family_index(vk::QUEUE_FAMILY_IGNORED)
-            .buffer(self.staging.buffer)
-            .size(vk::WHOLE_SIZE)];
+        let before = [whole_buffer_barrier(
+            self.rgba.buffer,
+            vk::AccessFlags::SHADER_WRITE,
+            vk::AccessFlags::TRANSFER_READ,
+        )];
+        let after = [whole_buffer_barrier(
+            self.staging.buffer,
+            vk::AccessFlags::TRANSFER_WRITE,
+            vk::AccessFlags::HOST_READ,
+        )];
         let region = [vk::BufferCopy::default().size(self.rgba.size as vk::DeviceSize)];
         // SAFETY: fresh command buffer; both buffers are live, of equal size, with TRANSFER_SRC
         // and TRANSFER_DST usage; barriers order the render writes before the copy and the
