@@ -11,10 +11,18 @@
 //!   (`ffplay -f h264 URL` plays it); the game runs while at least one stream is open;
 //! - `POST /v1/dev/sessions/{id}/input` `{"seq":1,"event":{...}}` → `202 {"applied","committed"}`;
 //! - `GET /v1/dev/sessions/{id}`: frames and per-stage latency; `DELETE` ends the session.
+//!
+//! WHEP (RFC 9725, see [`crate::webrtc`]), callable from any origin (CORS):
+//! - `POST /v1/whep` with `Authorization: Bearer <dev token>` and an `application/sdp` offer →
+//!   `201` with the answer, `Location: /v1/whep/{id}` and `Edgeplay-Session-Secret`;
+//! - `PATCH /v1/whep/{id}` (trickle ICE fragment), `DELETE`, and `GET` (counters), each with
+//!   `Authorization: Bearer <session secret>`;
+//! - `GET /play`: the web player (client-sdk/web, built by `cargo xtask setup`).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Json;
@@ -22,9 +30,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, options, post};
 use edgeplay_protocol::input::InputEvent;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -36,6 +44,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::PipelineConfig;
 use crate::session::{Control, MediaPacket, Session, SessionConfig, SessionError, SessionHandle};
 use crate::stats::{Stage, ms};
+use crate::webrtc::{WebRtcError, Whep};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -49,6 +58,10 @@ pub struct DevServerConfig {
     pub max_sessions: usize,
     /// The encoder the probe chose.
     pub encoder: EncoderKind,
+    /// The bearer token WHEP offers must carry; `None` refuses every offer.
+    pub dev_token: Option<String>,
+    /// Where the built web player is (`client-sdk/web/dist`).
+    pub player_dir: PathBuf,
 }
 
 #[derive(Debug)]
@@ -57,6 +70,7 @@ struct AppState {
     gpu: Gpu,
     metrics: Arc<Metrics>,
     sessions: Mutex<HashMap<String, SessionHandle>>,
+    whep: Arc<Whep>,
 }
 
 impl AppState {
@@ -95,6 +109,7 @@ fn not_found(id: &str) -> AppError {
 /// The router of the dev server.
 pub fn app(cfg: DevServerConfig, gpu: Gpu, metrics: Arc<Metrics>) -> Router {
     let state = Arc::new(AppState {
+        whep: Whep::new(cfg.listen.ip()),
         cfg,
         gpu,
         metrics,
@@ -114,6 +129,17 @@ fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/dev/sessions/{id}/video.h264", get(video_stream))
         .route("/v1/dev/sessions/{id}/input", post(send_input))
+        .route("/v1/whep", post(whep_offer).options(whep_preflight))
+        .route(
+            "/v1/whep/{id}",
+            options(whep_preflight)
+                .patch(whep_patch)
+                .delete(whep_delete)
+                .get(whep_stats),
+        )
+        .route("/play", get(player_index))
+        .route("/play/", get(player_index))
+        .route("/play/{file}", get(player_file))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -343,6 +369,251 @@ async fn delete_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The CORS headers of every WHEP response: a page on any origin may play (the join token, not
+/// the origin, is the credential).
+fn cors(headers: &mut HeaderMap) {
+    let pairs = [
+        ("access-control-allow-origin", "*"),
+        (
+            "access-control-allow-methods",
+            "POST, PATCH, DELETE, GET, OPTIONS",
+        ),
+        (
+            "access-control-allow-headers",
+            "authorization, content-type, if-match",
+        ),
+        (
+            "access-control-expose-headers",
+            "location, edgeplay-session-secret, etag, link, accept-patch",
+        ),
+        ("access-control-max-age", "600"),
+    ];
+    for (k, v) in pairs {
+        headers.insert(k, HeaderValue::from_static(v));
+    }
+}
+
+fn with_cors(mut resp: Response) -> Response {
+    cors(resp.headers_mut());
+    resp
+}
+
+async fn whep_preflight() -> Response {
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut()
+        .insert("accept-post", HeaderValue::from_static("application/sdp"));
+    with_cors(resp)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+fn whep_error(e: &WebRtcError) -> AppError {
+    let status = match e {
+        WebRtcError::Wire(edgeplay_protocol::whep::WireError::TooLarge { .. }) => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
+        WebRtcError::Wire(_) => StatusCode::BAD_REQUEST,
+        WebRtcError::Negotiation(_) => StatusCode::NOT_ACCEPTABLE,
+        WebRtcError::NotFound(_) => StatusCode::NOT_FOUND,
+        WebRtcError::Forbidden => StatusCode::FORBIDDEN,
+        WebRtcError::IceRestart => StatusCode::NOT_IMPLEMENTED,
+        WebRtcError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    AppError(status, e.to_string())
+}
+
+async fn whep_offer(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    with_cors(match whep_offer_inner(&s, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    })
+}
+
+async fn whep_offer_inner(
+    s: &Arc<AppState>,
+    headers: &HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, AppError> {
+    let token_ok = match (&s.cfg.dev_token, bearer(headers)) {
+        (Some(want), Some(got)) => {
+            want.len() == got.len()
+                && want
+                    .bytes()
+                    .zip(got.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        }
+        _ => false,
+    };
+    if !token_ok {
+        return Err(AppError(
+            StatusCode::UNAUTHORIZED,
+            "a valid join token is required: send `Authorization: Bearer <token>` with the token `edge-agent run --dev` printed".into(),
+        ));
+    }
+    let body = body.map_err(|r| AppError(r.status(), r.body_text()))?;
+    let is_sdp = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/sdp"));
+    if !is_sdp {
+        return Err(AppError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a WHEP offer is sent as `Content-Type: application/sdp`".into(),
+        ));
+    }
+    // Refuse a bad offer before paying for a session.
+    edgeplay_protocol::whep::check_offer(&body).map_err(|e| whep_error(&e.into()))?;
+    if s.sessions().len() + s.whep.len() >= s.cfg.max_sessions {
+        return Err(AppError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "this edge serves at most {} sessions and all are in use: end one or retry later",
+                s.cfg.max_sessions
+            ),
+        ));
+    }
+    let id = random_id().map_err(|e| {
+        AppError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot draw a session id: {e}"),
+        )
+    })?;
+    let pipeline = PipelineConfig {
+        width: 1280,
+        height: 720,
+        fps: 60,
+        bitrate_kbps: 6000,
+        encoder: s.cfg.encoder.clone(),
+        keyframe_interval: 0,
+        threads: 0,
+        audio: true,
+    };
+    let cfg = SessionConfig::new(id.clone(), pipeline, 1);
+    let (gpu, metrics) = (s.gpu.clone(), Arc::clone(&s.metrics));
+    let handle = tokio::task::spawn_blocking(move || Session::start(&gpu, cfg, metrics))
+        .await
+        .map_err(|e| AppError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| {
+            AppError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot start the session: {e}"),
+            )
+        })?;
+    let answer = s
+        .whep
+        .offer(&body, handle)
+        .await
+        .map_err(|e| whep_error(&e))?;
+    info!(session = %id, peer = %&answer.id[..8], "WHEP session created");
+    let mut resp = (StatusCode::CREATED, answer.sdp).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    let location = format!("/v1/whep/{}", answer.id);
+    for (k, v) in [
+        (header::LOCATION.as_str(), location.as_str()),
+        ("edgeplay-session-secret", answer.secret.as_str()),
+        ("accept-patch", "application/trickle-ice-sdpfrag"),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(k, v);
+        }
+    }
+    Ok(resp)
+}
+
+async fn whep_patch(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    with_cors(match s.whep.patch(&id, bearer(&headers), &body).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => whep_error(&e).into_response(),
+    })
+}
+
+async fn whep_delete(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    with_cors(match s.whep.delete(&id, bearer(&headers)) {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => whep_error(&e).into_response(),
+    })
+}
+
+async fn whep_stats(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    with_cors(match s.whep.stats(&id, bearer(&headers)) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => whep_error(&e).into_response(),
+    })
+}
+
+async fn player_index(state: State<Arc<AppState>>) -> Result<Response, AppError> {
+    player_file(state, Path("index.html".to_owned())).await
+}
+
+/// The built web player's files (a flat directory: index.html, *.js, *.css).
+async fn player_file(
+    State(s): State<Arc<AppState>>,
+    Path(file): Path<String>,
+) -> Result<Response, AppError> {
+    let ok = !file.is_empty()
+        && file
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        && !file.starts_with('.');
+    if !ok {
+        return Err(AppError(
+            StatusCode::NOT_FOUND,
+            format!("no player file `{file}`"),
+        ));
+    }
+    let path = s.cfg.player_dir.join(&file);
+    let read_path = path.clone();
+    let bytes = tokio::task::spawn_blocking(move || std::fs::read(read_path))
+        .await
+        .map_err(|e| AppError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| {
+        AppError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "cannot read the web player's `{}`: {e}; build it with `cargo xtask setup` (or `npm run build` in client-sdk/web)",
+                path.display()
+            ),
+        )
+    })?;
+    let mime = match file.rsplit('.').next() {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("map" | "json") => "application/json",
+        _ => "application/octet-stream",
+    };
+    Ok(([(header::CONTENT_TYPE, mime)], bytes).into_response())
+}
+
 /// Serves the dev API on `cfg.listen` until `shutdown` resolves, then ends every session and
 /// waits for open requests to finish.
 ///
@@ -367,12 +638,18 @@ pub async fn serve_dev(
         })?;
     let addr = listener.local_addr()?;
     let state = Arc::new(AppState {
+        whep: Whep::new(cfg.listen.ip()),
         cfg,
         gpu,
         metrics,
         sessions: Mutex::new(HashMap::new()),
     });
     println!("edge-agent --dev serving on http://{addr}");
+    if let Some(token) = &state.cfg.dev_token {
+        println!("  WHEP endpoint:    http://{addr}/v1/whep");
+        println!("  dev join token:   {token}");
+        println!("  play in a browser: http://{addr}/play#token={token}");
+    }
     println!("  create a session: curl -s -X POST http://{addr}/v1/dev/sessions");
     println!("  watch it:         ffplay -f h264 http://{addr}/v1/dev/sessions/ID/video.h264");
     println!("  metrics:          http://{addr}/metrics");
@@ -380,6 +657,7 @@ pub async fn serve_dev(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             shutdown.await;
+            drain.whep.stop_all();
             let handles: Vec<SessionHandle> = drain.sessions().drain().map(|(_, h)| h).collect();
             info!(sessions = handles.len(), "shutting down: ending sessions");
             let _ = tokio::task::spawn_blocking(move || {

@@ -16,3 +16,4 @@ pub mod pipeline;
 pub mod render;
 pub mod session;
 pub mod stats;
+pub mod webrtc;

@@ -370,6 +370,14 @@ fn run_cmd(args: RunArgs) -> Result<()> {
             listen: args.listen,
             max_sessions: args.max_sessions,
             encoder,
+            // Until the broker mints join tokens, the dev edge mints its own, printed at start.
+            dev_token: Some(
+                edgeplay_edge::webrtc::random_hex().context("cannot mint a dev token")?,
+            ),
+            player_dir: std::env::var_os("EDGEPLAY_PLAYER_DIR").map_or_else(
+                || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../client-sdk/web/dist"),
+                PathBuf::from,
+            ),
         },
         gpu,
         Arc::clone(&metrics),

@@ -28,10 +28,12 @@ impl Edge {
             .spawn()
             .expect("edge-agent starts");
         let stdout = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("first line");
+        reader.read_line(&mut line).expect("first line");
+        // Keep draining what the edge prints after its address, so it never writes to a
+        // closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
         let addr = line
             .split("http://")
             .nth(1)

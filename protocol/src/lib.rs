@@ -15,3 +15,4 @@ pub mod game;
 pub mod hash;
 pub mod input;
 pub mod stamp;
+pub mod whep;

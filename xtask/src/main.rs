@@ -48,6 +48,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "glslangValidator compiles the shaders to SPIR-V",
     ),
     ("ffmpeg", "ffprobe checks the encoded streams in the tests"),
+    (
+        "chromium",
+        "headless browser for the web player's end-to-end test",
+    ),
 ];
 
 /// GStreamer elements the media path needs, with the package that ships each.
@@ -193,6 +197,7 @@ fn setup() -> Result {
         })?;
     }
     check_gstreamer()?;
+    ensure_web_player()?;
     ensure_cargo_fuzz()?;
     eprintln!(
         "xtask: setup complete ({} package(s) installed, {:.1} s)",
@@ -220,6 +225,36 @@ fn check_gstreamer() -> Result {
             absent.join("\n")
         ))
     }
+}
+
+/// Installs client-sdk/web's npm packages (typescript, playwright-core) when `node_modules` is
+/// missing or older than `package-lock.json`, then builds the player that `run --dev` serves.
+fn ensure_web_player() -> Result {
+    let web = root().join("client-sdk/web");
+    if output_ok("npm", &["--version"]).is_none() {
+        return Err(
+            "npm is not installed: the web player (client-sdk/web) needs Node.js 18+ and npm; \
+             install them (`apt-get install nodejs npm`) and rerun `cargo xtask setup`"
+                .to_owned(),
+        );
+    }
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let lock = web.join("package-lock.json");
+    let installed = mtime(&web.join("node_modules/.package-lock.json"));
+    let stale = match (installed, mtime(&lock)) {
+        (None, _) => true,
+        (Some(i), Some(l)) => l > i,
+        (Some(_), None) => false,
+    };
+    if stale {
+        let cmd = if lock.exists() { "ci" } else { "install" };
+        run_in(&web, "npm", &[cmd, "--no-audit", "--no-fund"], &[]).map_err(|e| {
+            format!("{e}\ncould not install the web player's npm packages: check that the npm registry is reachable")
+        })?;
+    }
+    run_in(&web, "npm", &["run", "--silent", "build"], &[]).map_err(|e| {
+        format!("{e}\nthe web player (client-sdk/web) does not build: see tsc's errors above")
+    })
 }
 
 fn ensure_cargo_fuzz() -> Result {
