@@ -18,6 +18,13 @@ export interface PlayerOptions {
   token?: string;
   /** Show the stats overlay (default true). */
   stats?: boolean;
+  /**
+   * Measure audio–video sync (default false): each game hit plays a tone and tints the arena
+   * border; the player times the tone's onset (WebAudio worklet on the received audio track)
+   * against the first shown frame with the tinted border. Needs an AudioContext that may run
+   * (a user gesture, or Chromium's --autoplay-policy=no-user-gesture-required).
+   */
+  avSync?: boolean;
   /** Called with every error message shown. */
   onError?: (message: string) => void;
 }
@@ -42,10 +49,26 @@ export interface PlayerStats {
   glassToGlassMs: number | null;
   glassToGlassP50Ms: number | null;
   inputToPhotonMs: number | null;
+  /**
+   * Audio–video offsets of matched hits in ms (> 0: audio late): the tone's onset leaving the
+   * page's audio graph for the audio device against the flash's frame composited for the
+   * display. Neither side counts its device (the sound card's output latency, the monitor's
+   * scan-out); `avSyncHeardMs` adds the sound card's reported output latency.
+   */
+  avSyncMs: number[];
+  avSyncHeardMs: number[];
+  /** Hit onsets seen on each side (unmatched ones included). */
+  avSyncOnsets: { audio: number; video: number };
+  /** WebAudio's own buffering (base) and its audio device's latency (output), in ms. */
+  audioLatencyMs: { base: number; output: number } | null;
+  /** Mean time in the receiver's jitter buffers (getStats), in ms. */
+  jitterBufferMs: { audio: number | null; video: number | null };
   lastStamp: { frame: number; tick: number; inputSeq: number; stateHash: string; renderTimeUs: string } | null;
   inputsSent: number;
   ack: { applied: number; committed: number } | null;
   error: string | null;
+  /** The non-fatal problem shown now, if any. */
+  notice: string | null;
 }
 
 export interface Player {
@@ -64,14 +87,20 @@ function median(xs: number[]): number | null {
 }
 
 const STYLE = `
-.edgeplay-root { position: relative; background: #000; outline: none; width: 100%; aspect-ratio: 16 / 9; }
+.edgeplay-root { position: relative; background: #000; outline: none; width: 100%; aspect-ratio: 16 / 9;
+  touch-action: none; user-select: none; -webkit-user-select: none; }
+.edgeplay-root:fullscreen { aspect-ratio: auto; }
 .edgeplay-root video { width: 100%; height: 100%; display: block; object-fit: contain; }
-.edgeplay-stats { position: absolute; top: 8px; right: 8px; font: 12px/1.35 monospace; color: #0f0;
+.edgeplay-stats { position: absolute; left: 8px; bottom: 8px; font: 12px/1.35 monospace; color: #0f0;
   background: rgba(0,0,0,.6); padding: 6px 8px; white-space: pre; pointer-events: none; }
+.edgeplay-stats[hidden], .edgeplay-notice[hidden] { display: none; }
 .edgeplay-error { position: absolute; left: 0; right: 0; bottom: 0; font: 15px sans-serif; color: #fff;
   background: #b00020; padding: 10px 12px; }
 .edgeplay-error[hidden] { display: none; }
-.edgeplay-unmute { position: absolute; left: 8px; top: 8px; font: 12px sans-serif; }
+.edgeplay-notice { position: absolute; left: 50%; top: 8px; transform: translateX(-50%); font: 13px sans-serif;
+  color: #000; background: #ffd54f; padding: 6px 10px; border-radius: 3px; }
+.edgeplay-controls { position: absolute; right: 8px; bottom: 8px; display: flex; gap: 6px; }
+.edgeplay-controls button { font: 12px sans-serif; }
 `;
 
 export function createPlayer(element: HTMLElement, options: PlayerOptions): Player {
@@ -95,19 +124,28 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
   errorBox.className = "edgeplay-error";
   errorBox.setAttribute("role", "alert");
   errorBox.hidden = true;
+  // Transient, non-fatal problems (connection hiccups, fullscreen refused, autoplay blocked).
+  const noticeBox = document.createElement("div");
+  noticeBox.className = "edgeplay-notice";
+  noticeBox.setAttribute("role", "status");
+  noticeBox.hidden = true;
+  // Controls bottom-right: the game draws its stamp top-left and its score top-right.
+  const controls = document.createElement("div");
+  controls.className = "edgeplay-controls";
   const unmute = document.createElement("button");
   unmute.className = "edgeplay-unmute";
   unmute.textContent = "sound off";
-  unmute.onclick = (e) => {
-    e.stopPropagation();
-    video.muted = !video.muted;
-    unmute.textContent = video.muted ? "sound off" : "sound on";
-  };
-  root.append(video, overlay, unmute, errorBox);
+  const fullscreen = document.createElement("button");
+  fullscreen.className = "edgeplay-fullscreen";
+  fullscreen.textContent = "fullscreen";
+  controls.append(unmute, fullscreen);
+  root.append(video, overlay, noticeBox, controls, errorBox);
   element.appendChild(root);
 
   let state = "starting";
   let error: string | null = null;
+  let notice: string | null = null;
+  let noticeTimer: ReturnType<typeof setTimeout> | undefined;
   const showError = (message: string) => {
     error = message;
     state = "failed";
@@ -115,6 +153,42 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
     errorBox.hidden = false;
     options.onError?.(message);
   };
+  /** Shows a non-fatal problem; `ms` = 0 keeps it until the next notice or clearNotice. */
+  const showNotice = (message: string, ms = 6000) => {
+    notice = message;
+    noticeBox.textContent = message;
+    noticeBox.hidden = false;
+    clearTimeout(noticeTimer);
+    if (ms > 0) noticeTimer = setTimeout(clearNotice, ms);
+  };
+  const clearNotice = () => {
+    notice = null;
+    noticeBox.hidden = true;
+  };
+  unmute.onclick = (e) => {
+    e.stopPropagation();
+    video.muted = !video.muted;
+    unmute.textContent = video.muted ? "sound off" : "sound on";
+    if (!video.muted) {
+      void video.play().catch((err) => showNotice(`The browser refused to play sound: ${err}`));
+    }
+  };
+  fullscreen.onclick = (e) => {
+    e.stopPropagation();
+    if (document.fullscreenElement === root) {
+      void document.exitFullscreen().catch((err) => showNotice(`Cannot leave fullscreen: ${err}`));
+    } else if (!root.requestFullscreen) {
+      showNotice("This browser has no fullscreen for elements.");
+    } else {
+      void root.requestFullscreen().then(
+        () => root.focus(),
+        (err) => showNotice(`Fullscreen refused by the browser: ${err}`),
+      );
+    }
+  };
+  document.addEventListener("fullscreenchange", () => {
+    fullscreen.textContent = document.fullscreenElement === root ? "exit fullscreen" : "fullscreen";
+  });
 
   let pc: RTCPeerConnection | null = null;
   let inputChannel: RTCDataChannel | null = null;
@@ -138,6 +212,116 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
   let lastI2p: number | null = null;
   let lastG2g: number | null = null;
 
+  // Audio–video sync: flash onsets (shown time, performance clock) and tone onsets (heard time).
+  const flashCanvas = document.createElement("canvas");
+  flashCanvas.width = 64;
+  flashCanvas.height = 4;
+  const flashCtx = options.avSync ? flashCanvas.getContext("2d", { willReadFrequently: true }) : null;
+  let flashing = false;
+  const videoOnsets: { at: number; tick: number | null }[] = [];
+  const audioOnsets: number[] = [];
+  const avSync: number[] = [];
+  const avSyncHeard: number[] = [];
+  let avOnsetCounts = { audio: 0, video: 0 };
+  const matchOnsets = () => {
+    // Pair each flash with the nearest tone within 200 ms, once both sides are in.
+    while (videoOnsets.length > 0) {
+      const v = videoOnsets[0];
+      let best = -1;
+      for (let i = 0; i < audioOnsets.length; i++) {
+        if (Math.abs(audioOnsets[i] - v.at) < 200 && (best < 0 || Math.abs(audioOnsets[i] - v.at) < Math.abs(audioOnsets[best] - v.at))) best = i;
+      }
+      if (best >= 0) {
+        const outputMs = ((audioCtx as any)?.outputLatency ?? 0) * 1000;
+        avSync.push(audioOnsets[best] - outputMs - v.at);
+        avSyncHeard.push(audioOnsets[best] - v.at);
+        if (avSync.length > 200) {
+          avSync.shift();
+          avSyncHeard.shift();
+        }
+        audioOnsets.splice(0, best + 1);
+        videoOnsets.shift();
+      } else if (performance.now() - v.at > 400) {
+        videoOnsets.shift(); // no tone for this flash (yet): give up on it
+      } else break;
+    }
+    while (audioOnsets.length > 0 && performance.now() - audioOnsets[0] > 400) audioOnsets.shift();
+  };
+  const readFlash = (shownAt: number, tick: number | null) => {
+    if (!flashCtx || video.videoHeight < 8) return;
+    // The bottom border (width / 320 px, at least 2; 4 rows at 1280): red while a hit flashes.
+    const rows = Math.max(2, Math.floor(video.videoWidth / 320));
+    flashCtx.drawImage(video, Math.floor(video.videoWidth * 0.4), video.videoHeight - rows, 64, rows, 0, 0, 64, 4);
+    const px = flashCtx.getImageData(0, 1, 64, 2).data;
+    let r = 0, b = 0;
+    for (let i = 0; i < px.length; i += 4) {
+      r += px[i];
+      b += px[i + 2];
+    }
+    const n = px.length / 4;
+    const red = r / n > 150 && (r - b) / n > 80;
+    if (red && !flashing) {
+      videoOnsets.push({ at: shownAt, tick });
+      avOnsetCounts.video++;
+      matchOnsets();
+    }
+    flashing = red;
+  };
+  let audioCtx: AudioContext | null = null;
+  const listenForTones = async (track: MediaStreamTrack) => {
+    const ctx = new AudioContext({ latencyHint: "interactive" });
+    audioCtx = ctx;
+    // Onset detector: RMS over 32-sample windows; a window above 0.15 after ≥ 50 ms below
+    // 0.06 is a tone onset (the hit tone peaks at 0.73 full scale, the background at 0.04).
+    const worklet = `
+      class Onset extends AudioWorkletProcessor {
+        constructor() { super(); this.quiet = 0; }
+        process(inputs) {
+          const ch = inputs[0] && inputs[0][0];
+          if (!ch) return true;
+          for (let w = 0; w < ch.length; w += 32) {
+            let e = 0;
+            const end = Math.min(w + 32, ch.length);
+            for (let i = w; i < end; i++) e += ch[i] * ch[i];
+            const rms = Math.sqrt(e / (end - w));
+            if (rms < 0.06) { this.quiet += end - w; continue; }
+            if (rms > 0.15 && this.quiet >= sampleRate / 20) {
+              let k = w;
+              while (k < end - 1 && Math.abs(ch[k]) < 0.1) k++;
+              this.port.postMessage(currentFrame + k);
+            }
+            this.quiet = 0;
+          }
+          return true;
+        }
+      }
+      registerProcessor("edgeplay-onset", Onset);`;
+    const url = URL.createObjectURL(new Blob([worklet], { type: "text/javascript" }));
+    try {
+      await ctx.audioWorklet.addModule(url);
+    } finally {
+      URL.revokeObjectURL(url);
+    }
+    const source = ctx.createMediaStreamSource(new MediaStream([track]));
+    const node = new AudioWorkletNode(ctx, "edgeplay-onset", { numberOfOutputs: 1 });
+    node.port.onmessage = (m) => {
+      // Context time of the onset sample → when it leaves the output, on the performance clock.
+      const ts = ctx.getOutputTimestamp();
+      if (ts.contextTime === undefined || ts.performanceTime === undefined) return;
+      const heard = ts.performanceTime + ((m.data as number) / ctx.sampleRate - ts.contextTime) * 1000;
+      audioOnsets.push(heard);
+      avOnsetCounts.audio++;
+      matchOnsets();
+    };
+    source.connect(node);
+    node.connect(ctx.destination); // silent: the worklet writes no output; this keeps it pulled
+    if (ctx.state !== "running") await ctx.resume().catch(() => {});
+    if (ctx.state !== "running") {
+      showNotice("Audio–video sync needs audio: click the player to allow sound.", 0);
+      root.addEventListener("click", () => void ctx.resume().then(clearNotice), { once: true });
+    }
+  };
+
   const onFrame = (_now: number, meta: VideoFrameCallbackMetadata) => {
     if (closed) return;
     framesPresented = meta.presentedFrames;
@@ -147,6 +331,7 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
       ctx.drawImage(video, 0, 0, w, h, 0, 0, w, h);
       const img = ctx.getImageData(0, 0, w, h);
       const stamp = readLuma(rgbaToLuma(img.data, w, h), w, h, w);
+      if (options.avSync) readFlash(meta.expectedDisplayTime, stamp?.tick ?? null);
       if (stamp) {
         stampsRead++;
         lastStamp = stamp;
@@ -172,6 +357,7 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
   }
 
   // Stats from getStats, sampled twice a second.
+  const jitterMs = { audio: null as number | null, video: null as number | null };
   let rtc = { fps: 0, bitrateKbps: 0, rttMs: null as number | null, decodeMs: null as number | null, dropped: 0 };
   let prev: { t: number; bytes: number; frames: number; decode: number; decoded: number } | null = null;
   const sample = async () => {
@@ -180,6 +366,9 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
     let bytes = 0, frames = 0, decode = 0, decoded = 0, dropped = 0;
     let rtt: number | null = null;
     report.forEach((s: any) => {
+      if (s.type === "inbound-rtp" && s.jitterBufferEmittedCount > 0) {
+        jitterMs[s.kind === "audio" ? "audio" : "video"] = (s.jitterBufferDelay / s.jitterBufferEmittedCount) * 1000;
+      }
       if (s.type === "inbound-rtp" && s.kind === "video") {
         bytes = s.bytesReceived ?? 0;
         frames = s.framesDecoded ?? 0;
@@ -211,9 +400,20 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
       `dropped      ${rtc.dropped}\n` +
       `glass→glass  ${fmt(lastG2g)} ms (p50 ${fmt(median(g2g))})\n` +
       `input→photon ${fmt(lastI2p)} ms (p50 ${fmt(median(i2p))})\n` +
-      `frame        ${lastStamp ? lastStamp.frame : "–"}  input ${lastStamp ? lastStamp.inputSeq : "–"}`;
+      `frame        ${lastStamp ? lastStamp.frame : "–"}  input ${lastStamp ? lastStamp.inputSeq : "–"}` +
+      (options.avSync ? `\naudio−video  ${fmt(median(avSync))} ms (${avSync.length} hits)` : "");
   };
-  const statsTimer = setInterval(() => void sample().catch(() => {}), 500);
+  let statsFailures = 0;
+  const statsTimer = setInterval(
+    () =>
+      void sample().then(
+        () => (statsFailures = 0),
+        (err) => {
+          if (++statsFailures === 4) showNotice(`Stats unavailable: ${err}`);
+        },
+      ),
+    500,
+  );
 
   const send = (event: InputEvent): number | null => {
     const channel = event.type === "pointer_move" ? inputChannel : controlChannel;
@@ -233,9 +433,92 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
   const onKeyUp = keyHandler(false);
   root.addEventListener("keydown", onKeyDown);
   root.addEventListener("keyup", onKeyUp);
-  root.addEventListener("click", () => {
+  // A touch is a pointer without lock: the finger's motion (in picture pixels) moves, touching
+  // presses the primary button. Touch must not ask for pointer lock (the click a tap makes).
+  let lastPointerType = "mouse";
+  root.addEventListener("click", (e) => {
     root.focus();
-    if (document.pointerLockElement !== root) root.requestPointerLock?.();
+    if (lastPointerType === "touch" || (e.target as HTMLElement).closest(".edgeplay-controls")) return;
+    if (document.pointerLockElement !== root) {
+      try {
+        const r = root.requestPointerLock?.() as unknown;
+        if (r instanceof Promise) r.catch((err) => showNotice(`Pointer lock refused: ${err}; the mouse will not steer.`));
+      } catch (err) {
+        showNotice(`Pointer lock refused: ${err}; the mouse will not steer.`);
+      }
+    }
+  });
+  document.addEventListener("pointerlockerror", () => showNotice("Pointer lock refused by the browser; the mouse will not steer."));
+  const touches = new Map<number, { x: number; y: number }>();
+  const pictureScale = () => (video.videoWidth > 0 && root.clientWidth > 0 ? video.videoWidth / root.clientWidth : 1);
+  root.addEventListener("pointerdown", (e) => {
+    lastPointerType = e.pointerType;
+    if (e.pointerType !== "touch" || (e.target as HTMLElement).closest(".edgeplay-controls")) return;
+    e.preventDefault();
+    root.focus();
+    touches.set(e.pointerId, { x: e.clientX, y: e.clientY });
+    if (touches.size === 1) send({ type: "button", button: 0, down: true });
+  });
+  root.addEventListener("pointermove", (e) => {
+    const last = touches.get(e.pointerId);
+    if (e.pointerType !== "touch" || !last) return;
+    const k = pictureScale();
+    const dx = Math.round((e.clientX - last.x) * k);
+    const dy = Math.round((e.clientY - last.y) * k);
+    if (dx === 0 && dy === 0) return;
+    // Keep the remainder of the rounding for the next move.
+    touches.set(e.pointerId, { x: last.x + dx / k, y: last.y + dy / k });
+    send({ type: "pointer_move", dx, dy });
+  });
+  const touchEnd = (e: PointerEvent) => {
+    if (e.pointerType !== "touch" || !touches.delete(e.pointerId)) return;
+    if (touches.size === 0) send({ type: "button", button: 0, down: false });
+  };
+  root.addEventListener("pointerup", touchEnd);
+  root.addEventListener("pointercancel", touchEnd);
+
+  // Gamepads (standard mapping): polled once per animation frame, changes sent as events.
+  // Axes are quantized to 1/64 with a dead zone so a resting stick sends nothing.
+  const pads = new Map<number, { axes: number[]; buttons: boolean[] }>();
+  const axisValue = (v: number) => {
+    const q = Math.abs(v) < 0.08 ? 0 : Math.round(Math.max(-1, Math.min(1, v)) * 64) / 64;
+    return Math.max(-32768, Math.min(32767, Math.round(q * 32767)));
+  };
+  let padFrame = 0;
+  const pollGamepads = () => {
+    if (closed) return;
+    padFrame = requestAnimationFrame(pollGamepads);
+    let list: (Gamepad | null)[] = [];
+    try {
+      list = navigator.getGamepads?.() ?? [];
+    } catch {
+      return; // a permissions policy may forbid gamepads: keyboard and mouse still work
+    }
+    for (const pad of list) {
+      if (!pad || !pad.connected) continue;
+      let prev = pads.get(pad.index);
+      if (!prev) {
+        prev = { axes: pad.axes.map(() => 0), buttons: pad.buttons.map(() => false) };
+        pads.set(pad.index, prev);
+      }
+      pad.axes.forEach((raw, axis) => {
+        const v = axisValue(raw);
+        if (axis < 256 && v !== prev!.axes[axis]) {
+          if (send({ type: "gamepad_axis", axis, value: v }) !== null) prev!.axes[axis] = v;
+        }
+      });
+      pad.buttons.forEach((b, button) => {
+        const down = b.pressed;
+        if (button < 256 && down !== (prev!.buttons[button] ?? false)) {
+          if (send({ type: "gamepad_button", button, down }) !== null) prev!.buttons[button] = down;
+        }
+      });
+    }
+  };
+  padFrame = requestAnimationFrame(pollGamepads);
+  window.addEventListener("gamepaddisconnected", (e) => {
+    pads.delete((e as GamepadEvent).gamepad.index);
+    showNotice("Gamepad disconnected.");
   });
   root.addEventListener("mousemove", (e) => {
     if (document.pointerLockElement === root && (e.movementX || e.movementY)) {
@@ -248,6 +531,18 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
   root.addEventListener("mouseup", (e) => {
     if (document.pointerLockElement === root) send({ type: "button", button: e.button, down: false });
   });
+
+  // Connected but nothing decoded: say so rather than show a black box forever.
+  let watchdog: ReturnType<typeof setTimeout> | undefined;
+  const armFrameWatchdog = () => {
+    clearTimeout(watchdog);
+    const start = framesPresented;
+    watchdog = setTimeout(() => {
+      if (!closed && !error && framesPresented === start) {
+        showError("Connected, but no video frame was decoded in 10 s: this browser may not decode the edge's H.264 (codec unsupported), or the edge stopped sending.");
+      }
+    }, 10000);
+  };
 
   const connect = async () => {
     if (!options.token) {
@@ -280,6 +575,14 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
     }
     inputChannel = pc.createDataChannel("input", { ordered: false, maxRetransmits: 0 });
     controlChannel = pc.createDataChannel("control", { ordered: true });
+    for (const ch of [inputChannel, controlChannel]) {
+      ch.onclose = () => {
+        if (!closed && !error) showNotice(`The "${ch.label}" channel closed: input is not reaching the edge.`, 0);
+      };
+      ch.onerror = (ev) => {
+        if (!closed && !error) showNotice(`The "${ch.label}" channel failed: ${(ev as RTCErrorEvent).error?.message ?? "unknown error"}`);
+      };
+    }
     controlChannel.onmessage = (m) => {
       try {
         const a = JSON.parse(String(m.data));
@@ -292,12 +595,23 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
     video.srcObject = stream;
     pc.ontrack = (e) => {
       stream.addTrack(e.track);
-      void video.play().catch(() => {});
+      if (options.avSync && e.track.kind === "audio") {
+        void listenForTones(e.track).catch((err) => showNotice(`Audio–video sync cannot listen to the audio: ${err}`));
+      }
+      e.track.onended = () => {
+        if (!closed && !error) showNotice(`The ${e.track.kind} track ended.`, 0);
+      };
+      void video.play().catch((err) => showNotice(`The browser would not start playback: ${err}; click the player.`, 0));
     };
     pc.onconnectionstatechange = () => {
-      if (!pc) return;
+      if (!pc || error) return;
       state = pc.connectionState;
       if (state === "failed") showError("The connection to the edge failed (ICE/DTLS): check that UDP to the edge is not blocked, then reload.");
+      else if (state === "disconnected") showNotice("Connection to the edge interrupted: waiting for it to come back…", 0);
+      else if (state === "connected") {
+        clearNotice();
+        armFrameWatchdog();
+      } else if (state === "closed" && !closed) showError("The edge ended the session: reload to play again.");
     };
     await pc.setLocalDescription(await pc.createOffer());
     // Non-trickle offer: wait for our candidates (bounded), so one POST is enough.
@@ -358,6 +672,13 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
       glassToGlassMs: lastG2g,
       glassToGlassP50Ms: median(g2g),
       inputToPhotonMs: median(i2p),
+      avSyncMs: [...avSync],
+      avSyncHeardMs: [...avSyncHeard],
+      avSyncOnsets: { ...avOnsetCounts },
+      jitterBufferMs: { ...jitterMs },
+      audioLatencyMs: audioCtx
+        ? { base: (audioCtx.baseLatency ?? 0) * 1000, output: ((audioCtx as any).outputLatency ?? 0) * 1000 }
+        : null,
       lastStamp: lastStamp
         ? {
             frame: lastStamp.frame,
@@ -370,10 +691,16 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
       inputsSent: seq,
       ack,
       error,
+      notice,
     }),
     close: async () => {
       closed = true;
       clearInterval(statsTimer);
+      clearTimeout(watchdog);
+      clearTimeout(noticeTimer);
+      cancelAnimationFrame(padFrame);
+      void audioCtx?.close().catch(() => {});
+      if (document.fullscreenElement === root) await document.exitFullscreen().catch(() => {});
       if (resource) {
         await fetch(resource.url, { method: "DELETE", headers: { Authorization: `Bearer ${resource.secret}` } }).catch(() => {});
       }
@@ -392,6 +719,7 @@ export class EdgeplayPlayerElement extends HTMLElement {
       whepUrl: this.getAttribute("whep-url") ?? new URL("/v1/whep", location.href).toString(),
       token: this.getAttribute("token") ?? undefined,
       stats: this.getAttribute("stats") !== "off",
+      avSync: this.hasAttribute("av-sync"),
     });
   }
   disconnectedCallback() {

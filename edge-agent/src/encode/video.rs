@@ -414,9 +414,16 @@ fn make_encoder(cfg: &VideoConfig) -> Result<(gst::Element, gst::Caps), EncodeEr
             enc.set_property("bitrate", cfg.bitrate_kbps);
             enc.set_property("byte-stream", true);
             // Constrained baseline: what every WebRTC H.264 decoder takes; ultrafast uses no
-            // CABAC or 8x8 transforms anyway, so this costs nothing.
+            // CABAC or 8x8 transforms anyway, so this costs nothing. x264enc takes the level of
+            // the caps after it into the SPS: the smallest that fits the picture and rate, so a
+            // decoder sizes its buffers right (WebRTC offers 42e01f with
+            // level-asymmetry-allowed=1, so a higher level than 3.1 is fine to send).
             let caps = gst::Caps::builder("video/x-h264")
                 .field("profile", "constrained-baseline")
+                .field(
+                    "level",
+                    h264_level(cfg.width, cfg.height, cfg.fps, cfg.bitrate_kbps),
+                )
                 .build();
             Ok((enc, caps))
         }
@@ -443,5 +450,66 @@ fn make_encoder(cfg: &VideoConfig) -> Result<(gst::Element, gst::Caps), EncodeEr
             try_set(&enc, "bitrate", &cfg.bitrate_kbps.to_string());
             Ok((enc, gst::Caps::new_empty_simple("video/x-h264")))
         }
+    }
+}
+
+/// H.264 levels (Table A-1): name, MaxMBPS (macroblocks/s), MaxFS (macroblocks), MaxBR for
+/// the baseline profile (kbit/s).
+const H264_LEVELS: [(&str, u64, u64, u64); 18] = [
+    ("1", 1_485, 99, 64),
+    ("1.1", 3_000, 396, 192),
+    ("1.2", 6_000, 396, 384),
+    ("1.3", 11_880, 396, 768),
+    ("2", 11_880, 396, 2_000),
+    ("2.1", 19_800, 792, 4_000),
+    ("2.2", 20_250, 1_620, 4_000),
+    ("3", 40_500, 1_620, 10_000),
+    ("3.1", 108_000, 3_600, 14_000),
+    ("3.2", 216_000, 5_120, 20_000),
+    ("4", 245_760, 8_192, 20_000),
+    ("4.1", 245_760, 8_192, 50_000),
+    ("4.2", 522_240, 8_704, 50_000),
+    ("5", 589_824, 22_080, 135_000),
+    ("5.1", 983_040, 36_864, 240_000),
+    ("5.2", 2_073_600, 36_864, 240_000),
+    ("6", 4_177_920, 139_264, 240_000),
+    ("6.1", 8_355_840, 139_264, 480_000),
+];
+
+/// The smallest H.264 level (as GStreamer caps spell it) whose frame size, macroblock rate
+/// and bitrate hold `width`×`height` at `fps` and `bitrate_kbps`: 3.2 for 720p60, 4 for
+/// 1080p30, 4.2 for 1080p60. Beyond every level: "6.2".
+#[must_use]
+pub fn h264_level(width: u32, height: u32, fps: u32, bitrate_kbps: u32) -> &'static str {
+    let (mbs_w, mbs_h) = (
+        u64::from(width.div_ceil(16)),
+        u64::from(height.div_ceil(16)),
+    );
+    let frame = mbs_w * mbs_h;
+    let rate = frame * u64::from(fps);
+    H264_LEVELS
+        .iter()
+        .find(|&&(_, max_mbps, max_fs, max_br)| {
+            // A side may not exceed sqrt(8 · MaxFS) macroblocks (A.3.1 f, g).
+            let side_ok = mbs_w * mbs_w <= 8 * max_fs && mbs_h * mbs_h <= 8 * max_fs;
+            frame <= max_fs && rate <= max_mbps && u64::from(bitrate_kbps) <= max_br && side_ok
+        })
+        .map_or("6.2", |&(name, ..)| name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::h264_level;
+
+    #[test]
+    fn level_fits_resolution_and_rate() {
+        assert_eq!(h264_level(1280, 720, 60, 6_000), "3.2");
+        assert_eq!(h264_level(1280, 720, 30, 4_000), "3.1");
+        assert_eq!(h264_level(1920, 1080, 30, 8_000), "4");
+        assert_eq!(h264_level(1920, 1080, 60, 12_000), "4.2");
+        assert_eq!(h264_level(1920, 1080, 60, 30_000), "4.2");
+        assert_eq!(h264_level(3840, 2160, 60, 40_000), "5.2");
+        assert_eq!(h264_level(640, 360, 30, 1_000), "3");
+        assert_eq!(h264_level(4096, 4096, 240, 1_000), "6.2");
     }
 }

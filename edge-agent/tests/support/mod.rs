@@ -1,0 +1,119 @@
+//! `edge-agent run --dev` as a child process on loopback, and a plain HTTP/1.1 client for it.
+//! Shared by the WebRTC integration tests.
+
+#![allow(dead_code, reason = "each test binary uses a part of the helper")]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+pub struct Edge {
+    child: Child,
+    pub addr: SocketAddr,
+    pub token: String,
+    // Kept open: the edge prints after its first line, and a closed pipe would fail it.
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Edge {
+    pub fn start() -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+            .args([
+                "run",
+                "--dev",
+                "--listen",
+                "127.0.0.1:0",
+                "--max-sessions",
+                "2",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("edge-agent starts");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let (mut addr, mut token) = (None, None);
+        let mut line = String::new();
+        while addr.is_none() || token.is_none() {
+            line.clear();
+            assert!(
+                stdout.read_line(&mut line).expect("stdout") > 0,
+                "edge exited"
+            );
+            if let Some(a) = line.strip_prefix("edge-agent --dev serving on http://") {
+                addr = a.trim().parse().ok();
+            }
+            if let Some(t) = line.trim().strip_prefix("dev join token:") {
+                token = Some(t.trim().to_owned());
+            }
+        }
+        Self {
+            child,
+            addr: addr.expect("address"),
+            token: token.expect("token"),
+            _stdout: stdout,
+        }
+    }
+
+    /// One request; returns the status, the headers (lower-case names) and the body.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, Vec<(String, String)>, String) {
+        let mut s = TcpStream::connect(self.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes()).expect("write");
+        // A server that refuses a large body early may reset the connection mid-write.
+        let _ = s.write_all(body);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(_) if !out.is_empty() => break,
+                Err(e) => panic!("{method} {path}: read failed: {e}"),
+            }
+        }
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        (status, headers, body.to_owned())
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
