@@ -98,7 +98,7 @@ usage: cargo xtask <command>
   demo             set up, then run the edge pipeline: writes artifacts/demo.mp4 and
                    artifacts/demo.h264 and prints the per-stage latency table
   test             set up, then run fmt, clippy, every test and a short fuzz run of each target
-  bench [NAME]     set up, then run a bench harness: `pipeline` (default), or `criterion`
+  bench [NAME]     set up, then run a bench harness: `pipeline` (default), `placement`, or `criterion`
   fuzz [SECONDS]   run every fuzz target for SECONDS each (default 20)
 ";
 
@@ -380,25 +380,34 @@ fn demo(args: &[String]) -> Result {
     Ok(())
 }
 
+/// The harness binaries of `benches/src/bin/`, each run in release with the remaining args.
+const BENCH_BINS: &[&str] = &["pipeline", "placement"];
+
 fn bench(args: &[String]) -> Result {
     setup()?;
-    match args.first().map(String::as_str) {
-        None | Some("pipeline") => {
-            let mut a = vec![
-                "run",
-                "--release",
-                "-p",
-                "edgeplay-benches",
-                "--bin",
-                "pipeline",
-                "--",
-            ];
-            a.extend(args.iter().skip(1).map(String::as_str));
-            run("cargo", &a)
-        }
-        Some("criterion") => run("cargo", &["bench", "--workspace"]),
-        Some(other) => Err(format!(
-            "unknown bench `{other}`: choose `pipeline` or `criterion`"
-        )),
+    let name = args.first().map_or("pipeline", String::as_str);
+    if name == "criterion" {
+        return run("cargo", &["bench", "--workspace"]);
     }
+    if !BENCH_BINS.contains(&name) {
+        return Err(format!(
+            "unknown bench `{name}`: choose {} or `criterion`",
+            BENCH_BINS
+                .iter()
+                .map(|b| format!("`{b}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let mut a = vec![
+        "run",
+        "--release",
+        "-p",
+        "edgeplay-benches",
+        "--bin",
+        name,
+        "--",
+    ];
+    a.extend(args.iter().skip(1).map(String::as_str));
+    run("cargo", &a)
 }

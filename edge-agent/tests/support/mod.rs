@@ -18,14 +18,22 @@ pub struct Edge {
 
 impl Edge {
     pub fn start() -> Self {
+        Self::start_with(2)
+    }
+
+    /// An edge serving at most `max_sessions`, HTTP and QUIC on free loopback ports.
+    pub fn start_with(max_sessions: u32) -> Self {
+        let max_sessions = max_sessions.to_string();
         let mut child = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
             .args([
                 "run",
                 "--dev",
                 "--listen",
                 "127.0.0.1:0",
+                "--quic-listen",
+                "127.0.0.1:0",
                 "--max-sessions",
-                "2",
+                &max_sessions,
             ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -101,6 +109,32 @@ impl Edge {
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
             .collect();
         (status, headers, body.to_owned())
+    }
+}
+
+impl Edge {
+    /// The edge process, to signal it and wait for it.
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    /// Reads at least `want` bytes of a streamed response (headers included), bounded to 30 s.
+    pub fn stream_bytes(&self, path: &str, want: usize) -> Vec<u8> {
+        let mut s = TcpStream::connect(self.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while out.len() < want && std::time::Instant::now() < deadline {
+            let n = s.read(&mut buf).expect("read stream");
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
     }
 }
 
