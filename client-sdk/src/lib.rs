@@ -1,6 +1,833 @@
-//! The client SDK: connect to an edge, receive decoded frames, send input, follow failovers.
+//! The client SDK: connect to an edge over QUIC, receive decoded frames, send input.
 //!
-//! This crate is the SDK's room in the workspace; the QUIC transport, the Rust API, the C ABI
-//! and the `edgeplay-play` CLI land with the QUIC work. The frame stamp reader that every
-//! client uses already lives in `edgeplay_protocol::stamp`.
+//! [`Client::connect`] dials the edge, pins its certificate by SHA-256 fingerprint (carried in
+//! the broker's signed answer, or printed by `edge-agent run --dev`), sends the join token and
+//! returns a [`Session`] once the edge welcomes it. Then:
+//! - [`Session::next_frame`] (or the [`futures_core::Stream`] from [`Session::frames`]) yields
+//!   decoded NV12 pictures in frame order; frames lost to a reset or a gap are skipped up to
+//!   the next keyframe, which the SDK asks for on its own;
+//! - [`Session::send_input`] numbers an input and sends it in a datagram together with every
+//!   input the edge has not acknowledged yet, until the edge's committed number covers it;
+//! - [`Session::stats`] and [`Session::close`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), edgeplay_client::ClientError> {
+//! use edgeplay_client::{Client, parse_fingerprint};
+//! use edgeplay_protocol::input::{InputEvent, Key};
+//!
+//! let fingerprint = parse_fingerprint("ab12…64 hex digits printed by edge-agent run --dev")?;
+//! let mut session = Client::connect("127.0.0.1:4433".parse().unwrap(), fingerprint, "token").await?;
+//! session.send_input(InputEvent::Key { code: Key::ArrowUp, down: true })?;
+//! while let Some(frame) = session.next_frame().await {
+//!     println!("frame {} {}x{}", frame.header.frame, frame.width, frame.height);
+//!     if frame.header.frame >= 60 { break; }
+//! }
+//! println!("{:?}", session.stats());
+//! session.close().await;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod decode;
+mod pin;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use edgeplay_protocol::input::InputEvent;
+use edgeplay_protocol::media::{
+    self, ControlMessage, Datagram, FRAME_HEADER_LEN, FrameHeader, InputRun, ReceiveReport,
+    close_code,
+};
+use quinn::VarInt;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{Instrument, debug, info_span, trace, warn};
+
+pub use edgeplay_protocol::media::FrameHeader as Header;
+
+/// How long the edge has to welcome a session (it builds a GPU target and encoders first).
+pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
+/// Decoded frames buffered for the application before new ones are dropped.
+pub const FRAME_BUFFER: usize = 64;
+/// How often unacknowledged inputs are sent again.
+pub const INPUT_RESEND: Duration = Duration::from_millis(15);
+/// How long a gap may wait for its frame before the SDK skips to a later keyframe.
+pub const GAP_PATIENCE: Duration = Duration::from_millis(150);
+/// The shortest time between two keyframe requests.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Why a session could not start or went on.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A fingerprint is not 64 hex digits.
+    #[error("certificate fingerprint `{0}` is not 64 hex digits: copy it from the edge's answer")]
+    BadFingerprint(String),
+    /// The local UDP socket or the TLS setup failed.
+    #[error("cannot set up the QUIC client: {0}")]
+    Setup(String),
+    /// The edge's certificate is not the pinned one.
+    #[error(
+        "the edge's certificate does not match the pinned fingerprint: you reached another \
+         edge, or the fingerprint is stale; get a fresh one from the broker (or `run --dev`)"
+    )]
+    CertificateMismatch,
+    /// The edge closed the connection with an application code.
+    #[error("the edge refused the session (code {code:#x}: {meaning}): {reason}")]
+    Refused {
+        /// The close code ([`media::close_code`]).
+        code: u64,
+        /// What the code means.
+        meaning: &'static str,
+        /// The edge's reason.
+        reason: String,
+    },
+    /// The connection failed or timed out.
+    #[error("cannot reach the edge: {0}; check the address and that UDP is not blocked")]
+    Connection(String),
+    /// The edge spoke something else.
+    #[error("the edge broke the protocol: {0}")]
+    Protocol(String),
+    /// The decoder could not start.
+    #[error("cannot start the H.264 decoder: {0}")]
+    Decoder(String),
+    /// The session has ended.
+    #[error("the session has ended")]
+    Closed,
+}
+
+/// Reads a fingerprint written as 64 hex digits (colons allowed).
+///
+/// ```
+/// let fp = edgeplay_client::parse_fingerprint(&"ab".repeat(32)).unwrap();
+/// assert_eq!(fp[0], 0xab);
+/// assert!(edgeplay_client::parse_fingerprint("xyz").is_err());
+/// ```
+///
+/// # Errors
+/// [`ClientError::BadFingerprint`].
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], ClientError> {
+    let hex: Vec<u8> = text.bytes().filter(|b| *b != b':').collect();
+    let bad = || ClientError::BadFingerprint(text.to_owned());
+    if hex.len() != 64 {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(hex.chunks(2)) {
+        let s = std::str::from_utf8(pair).map_err(|_| bad())?;
+        *o = u8::from_str_radix(s, 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+/// A decoded picture and how it travelled.
+#[derive(Debug)]
+pub struct Frame {
+    /// The frame header the edge sent (frame number, capture and render time, pts, keyframe).
+    pub header: FrameHeader,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// NV12, tightly packed: `width * height` bytes of luma, then interleaved U/V rows.
+    pub nv12: Vec<u8>,
+    /// When the last byte of the frame arrived.
+    pub received_at: Instant,
+    /// When the decoder handed the picture out.
+    pub decoded_at: Instant,
+}
+
+impl Frame {
+    /// The luma plane (stride = width), e.g. for `edgeplay_protocol::stamp::read_luma`.
+    #[must_use]
+    pub fn luma(&self) -> &[u8] {
+        let n = self.width as usize * self.height as usize;
+        &self.nv12[..n.min(self.nv12.len())]
+    }
+}
+
+/// A snapshot of a session's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Stats {
+    /// Frame streams fully received.
+    pub frames_received: u64,
+    /// Pictures decoded.
+    pub frames_decoded: u64,
+    /// Frames skipped (lost to a reset or a gap, or dropped because the application was slow).
+    pub frames_skipped: u64,
+    /// Keyframes asked for.
+    pub keyframe_requests: u64,
+    /// Opus packets received.
+    pub audio_packets: u64,
+    /// Decoded frames per second since the session started.
+    pub fps: f64,
+    /// Received media bitrate since the session started, kbit/s.
+    pub bitrate_kbps: f64,
+    /// Smoothed round-trip time.
+    pub rtt: Duration,
+    /// Packets the QUIC layer declared lost / packets it sent.
+    pub lost_packets: u64,
+    /// Packets sent.
+    pub sent_packets: u64,
+    /// Mean decode time.
+    pub decode_time: Duration,
+    /// Highest input the edge applied.
+    pub input_applied: u64,
+    /// Highest input covered by a committed checkpoint.
+    pub input_committed: u64,
+    /// Inputs still held for replay.
+    pub inputs_held: usize,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    received: AtomicU64,
+    decoded: AtomicU64,
+    skipped: AtomicU64,
+    keyframe_requests: AtomicU64,
+    audio: AtomicU64,
+    bytes: AtomicU64,
+    decode_ns: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Inputs {
+    next_seq: u64,
+    /// Inputs not yet covered by `committed`, oldest first.
+    held: VecDeque<(u64, InputEvent)>,
+    applied: u64,
+    committed: u64,
+    /// Highest input already sent on the control stream (reliable).
+    reliable_up_to: u64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    counters: Counters,
+    inputs: Mutex<Inputs>,
+}
+
+impl Shared {
+    fn inputs(&self) -> std::sync::MutexGuard<'_, Inputs> {
+        self.inputs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Connects to edges.
+#[derive(Debug)]
+pub struct Client;
+
+impl Client {
+    /// Connects to the edge at `addr`, pinning its certificate to `cert_fingerprint` (SHA-256 of
+    /// its DER), and joins with `token`.
+    ///
+    /// # Errors
+    /// [`ClientError::CertificateMismatch`], [`ClientError::Refused`] (bad token: code
+    /// [`close_code::BAD_TOKEN`]), [`ClientError::Connection`], [`ClientError::Protocol`],
+    /// [`ClientError::Decoder`], [`ClientError::Setup`].
+    pub async fn connect(
+        addr: SocketAddr,
+        cert_fingerprint: [u8; 32],
+        token: impl AsRef<[u8]>,
+    ) -> Result<Session, ClientError> {
+        let (client_cfg, mismatch) = pin::client_config(cert_fingerprint)?;
+        let bind: SocketAddr = if addr.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let mut endpoint =
+            quinn::Endpoint::client(bind).map_err(|e| ClientError::Setup(e.to_string()))?;
+        endpoint.set_default_client_config(client_cfg);
+        let connecting = endpoint
+            .connect(addr, "edgeplay-edge")
+            .map_err(|e| ClientError::Connection(e.to_string()))?;
+        let conn = match tokio::time::timeout(WELCOME_TIMEOUT, connecting).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                return Err(if mismatch.load(Ordering::Acquire) {
+                    ClientError::CertificateMismatch
+                } else {
+                    ClientError::Connection(e.to_string())
+                });
+            }
+            Err(_) => return Err(ClientError::Connection("handshake timed out".into())),
+        };
+        let (mut ctl_send, ctl_recv) = conn.open_bi().await.map_err(|e| closed(&conn, &e))?;
+        let mut hello = Vec::new();
+        ControlMessage::Hello {
+            token: token.as_ref().to_vec(),
+        }
+        .encode(&mut hello)
+        .map_err(|e| ClientError::Setup(e.to_string()))?;
+        ctl_send
+            .write_all(&hello)
+            .await
+            .map_err(|e| closed(&conn, &e))?;
+        let mut reader = ControlReader {
+            recv: ctl_recv,
+            buf: Vec::new(),
+        };
+        let welcome = match tokio::time::timeout(WELCOME_TIMEOUT, reader.next()).await {
+            Ok(Ok(Some(ControlMessage::Welcome { session_id, .. }))) => session_id,
+            Ok(Ok(Some(other))) => {
+                return Err(ClientError::Protocol(format!(
+                    "expected a welcome, got {other:?}"
+                )));
+            }
+            Ok(Ok(None)) => return Err(closed(&conn, &"control stream closed")),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(ClientError::Connection("no welcome in time".into())),
+        };
+        Session::start(endpoint, conn, ctl_send, reader, welcome)
+    }
+}
+
+/// The error for a connection the edge closed, with its code when it gave one.
+fn closed(conn: &quinn::Connection, fallback: &dyn std::fmt::Display) -> ClientError {
+    match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(c)) => {
+            let code = c.error_code.into_inner();
+            ClientError::Refused {
+                code,
+                meaning: close_code::describe(code),
+                reason: String::from_utf8_lossy(&c.reason).into_owned(),
+            }
+        }
+        Some(other) => ClientError::Connection(other.to_string()),
+        None => ClientError::Connection(fallback.to_string()),
+    }
+}
+
+#[derive(Debug)]
+struct ControlReader {
+    recv: quinn::RecvStream,
+    buf: Vec<u8>,
+}
+
+impl ControlReader {
+    /// The next message, `None` at the end of the stream. Cancel-safe.
+    async fn next(&mut self) -> Result<Option<ControlMessage>, ClientError> {
+        loop {
+            match ControlMessage::decode_frame(&self.buf) {
+                Ok(Some((msg, used))) => {
+                    self.buf.drain(..used);
+                    return Ok(Some(msg));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(ClientError::Protocol(e.to_string())),
+            }
+            let mut chunk = [0u8; 4096];
+            match self.recv.read(&mut chunk).await {
+                Ok(Some(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(None) | Err(_) => return Ok(None),
+            }
+        }
+    }
+}
+
+/// A frame whose stream arrived whole.
+#[derive(Debug)]
+struct Arrived {
+    header: FrameHeader,
+    data: Vec<u8>,
+    received_at: Instant,
+}
+
+/// A live session with an edge. Dropping it aborts the session; [`Session::close`] ends it
+/// cleanly.
+#[derive(Debug)]
+pub struct Session {
+    id: String,
+    endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    shared: Arc<Shared>,
+    control: mpsc::UnboundedSender<ControlMessage>,
+    frames: mpsc::Receiver<Frame>,
+    tasks: JoinSet<()>,
+    decoder: Option<std::thread::JoinHandle<()>>,
+    started: Instant,
+}
+
+impl Session {
+    fn start(
+        endpoint: quinn::Endpoint,
+        conn: quinn::Connection,
+        ctl_send: quinn::SendStream,
+        reader: ControlReader,
+        id: String,
+    ) -> Result<Self, ClientError> {
+        let span = info_span!("client", session = %id);
+        let shared = Arc::new(Shared {
+            counters: Counters::default(),
+            inputs: Mutex::new(Inputs {
+                next_seq: 1,
+                held: VecDeque::new(),
+                applied: 0,
+                committed: 0,
+                reliable_up_to: 0,
+            }),
+        });
+        let (frames_tx, frames) = mpsc::channel(FRAME_BUFFER);
+        let (au_tx, au_rx) = std::sync::mpsc::sync_channel::<Arrived>(256);
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let decoder = {
+            let shared = Arc::clone(&shared);
+            let span = span.clone();
+            let mut decoder = decode::Decoder::new().map_err(ClientError::Decoder)?;
+            std::thread::Builder::new()
+                .name(format!("decode-{id}"))
+                .spawn(move || {
+                    let _enter = span.enter();
+                    decode_loop(&mut decoder, &au_rx, &frames_tx, &shared);
+                })
+                .map_err(|e| ClientError::Decoder(e.to_string()))?
+        };
+        let mut tasks = JoinSet::new();
+        tasks.spawn(write_control(ctl_send, control_rx, conn.clone()).instrument(span.clone()));
+        tasks.spawn(
+            read_control(reader, Arc::clone(&shared), conn.clone()).instrument(span.clone()),
+        );
+        tasks.spawn(
+            receive_media(conn.clone(), au_tx, control.clone(), Arc::clone(&shared))
+                .instrument(span.clone()),
+        );
+        tasks.spawn(read_datagrams(conn.clone(), Arc::clone(&shared)).instrument(span.clone()));
+        tasks.spawn(
+            resend_inputs(conn.clone(), control.clone(), Arc::clone(&shared))
+                .instrument(span.clone()),
+        );
+        Ok(Self {
+            id,
+            endpoint,
+            conn,
+            shared,
+            control,
+            frames,
+            tasks,
+            decoder: Some(decoder),
+            started: Instant::now(),
+        })
+    }
+
+    /// The session id the edge gave.
+    #[must_use]
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The next decoded frame, in frame order; `None` once the session ended.
+    pub async fn next_frame(&mut self) -> Option<Frame> {
+        self.frames.recv().await
+    }
+
+    /// The decoded frames as a [`futures_core::Stream`].
+    pub fn frames(&mut self) -> FrameStream<'_> {
+        FrameStream {
+            rx: &mut self.frames,
+        }
+    }
+
+    /// Numbers `event` (from 1) and sends it now, in a datagram with every input the edge has
+    /// not applied yet; what does not fit goes on the control stream. Returns its sequence.
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`] after the session ended.
+    pub fn send_input(&self, event: InputEvent) -> Result<u64, ClientError> {
+        let seq = {
+            let mut inputs = self.shared.inputs();
+            let seq = inputs.next_seq;
+            inputs.next_seq += 1;
+            inputs.held.push_back((seq, event));
+            seq
+        };
+        send_unacked(&self.conn, &self.control, &self.shared)?;
+        Ok(seq)
+    }
+
+    /// Asks the edge for a keyframe (the SDK already does on any gap).
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`] after the session ended.
+    pub fn request_keyframe(&self) -> Result<(), ClientError> {
+        self.shared
+            .counters
+            .keyframe_requests
+            .fetch_add(1, Ordering::Relaxed);
+        self.control
+            .send(ControlMessage::RequestKeyframe { missing_from: 0 })
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// The session's counters now.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let decoded = c.decoded.load(Ordering::Relaxed);
+        let path = self.conn.stats().path;
+        let inputs = self.shared.inputs();
+        #[allow(clippy::cast_precision_loss, reason = "counters fit f64 for years")]
+        Stats {
+            frames_received: c.received.load(Ordering::Relaxed),
+            frames_decoded: decoded,
+            frames_skipped: c.skipped.load(Ordering::Relaxed),
+            keyframe_requests: c.keyframe_requests.load(Ordering::Relaxed),
+            audio_packets: c.audio.load(Ordering::Relaxed),
+            fps: decoded as f64 / secs,
+            bitrate_kbps: c.bytes.load(Ordering::Relaxed) as f64 * 8.0 / secs / 1000.0,
+            rtt: self.conn.rtt(),
+            lost_packets: path.lost_packets,
+            sent_packets: path.sent_packets,
+            decode_time: Duration::from_nanos(c.decode_ns.load(Ordering::Relaxed) / decoded.max(1)),
+            input_applied: inputs.applied,
+            input_committed: inputs.committed,
+            inputs_held: inputs.held.len(),
+        }
+    }
+
+    /// Ends the session: tells the edge, stops the SDK's tasks and decoder, and waits (at most
+    /// a second) for the edge to acknowledge the close.
+    pub async fn close(mut self) {
+        self.conn
+            .close(VarInt::from_u32(close_code::DONE), b"client closed");
+        self.tasks.shutdown().await;
+        self.frames.close();
+        if let Some(decoder) = self.decoder.take() {
+            let _ = tokio::task::spawn_blocking(move || decoder.join()).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// The decoded frames of a [`Session`] as a [`futures_core::Stream`].
+#[derive(Debug)]
+pub struct FrameStream<'a> {
+    rx: &'a mut mpsc::Receiver<Frame>,
+}
+
+impl futures_core::Stream for FrameStream<'_> {
+    type Item = Frame;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// Sends every held input the edge has not applied: as many as fit in one datagram, the rest
+/// (once) on the control stream.
+fn send_unacked(
+    conn: &quinn::Connection,
+    control: &mpsc::UnboundedSender<ControlMessage>,
+    shared: &Shared,
+) -> Result<(), ClientError> {
+    let max = conn.max_datagram_size().unwrap_or(0);
+    let (datagram, reliable) = {
+        let mut inputs = shared.inputs();
+        let applied = inputs.applied;
+        let mut run = InputRun {
+            first_seq: applied + 1,
+            events: Vec::new(),
+        };
+        let mut size = 1 + run.encoded_len();
+        let mut rest = InputRun::default();
+        for &(seq, event) in inputs.held.iter().filter(|(s, _)| *s > applied) {
+            let len = media::event_len(&event);
+            if rest.events.is_empty()
+                && size + len <= max
+                && run.events.len() < media::MAX_INPUTS_PER_RUN
+            {
+                run.events.push(event);
+                size += len;
+            } else if seq > inputs.reliable_up_to && rest.events.len() < media::MAX_INPUTS_PER_RUN {
+                if rest.events.is_empty() {
+                    rest.first_seq = seq;
+                }
+                rest.events.push(event);
+            }
+        }
+        if !rest.events.is_empty() {
+            inputs.reliable_up_to = rest.first_seq + rest.events.len() as u64 - 1;
+        }
+        (run, rest)
+    };
+    if !datagram.events.is_empty() {
+        // A datagram that cannot go now is simply sent again by the resend timer.
+        let _ = conn.send_datagram(Bytes::from(Datagram::Input(datagram).encode()));
+    }
+    if !reliable.events.is_empty() {
+        control
+            .send(ControlMessage::Inputs(reliable))
+            .map_err(|_| ClientError::Closed)?;
+    }
+    Ok(())
+}
+
+async fn write_control(
+    mut send: quinn::SendStream,
+    mut rx: mpsc::UnboundedReceiver<ControlMessage>,
+    conn: quinn::Connection,
+) {
+    let mut out = Vec::new();
+    while let Some(msg) = rx.recv().await {
+        out.clear();
+        if let Err(e) = msg.encode(&mut out) {
+            warn!("control message not sent: {e}");
+            continue;
+        }
+        if send.write_all(&out).await.is_err() {
+            break;
+        }
+    }
+    drop(conn);
+}
+
+async fn read_control(mut reader: ControlReader, shared: Arc<Shared>, conn: quinn::Connection) {
+    loop {
+        match reader.next().await {
+            Ok(Some(ControlMessage::InputAck { applied, committed })) => {
+                let mut inputs = shared.inputs();
+                inputs.applied = inputs.applied.max(applied);
+                inputs.committed = inputs.committed.max(committed);
+                let committed = inputs.committed;
+                while inputs.held.front().is_some_and(|(s, _)| *s <= committed) {
+                    inputs.held.pop_front();
+                }
+            }
+            Ok(Some(ControlMessage::Failover(n))) => {
+                warn!(edge = %n.edge, "the edge announced a failover; reconnecting is not implemented yet");
+            }
+            Ok(Some(other)) => debug!("control message {other:?}"),
+            Ok(None) => break,
+            Err(e) => {
+                warn!("{e}");
+                conn.close(
+                    VarInt::from_u32(close_code::PROTOCOL_VIOLATION),
+                    b"bad control message",
+                );
+                break;
+            }
+        }
+    }
+}
+
+async fn read_datagrams(conn: quinn::Connection, shared: Arc<Shared>) {
+    while let Ok(d) = conn.read_datagram().await {
+        match Datagram::decode(&d) {
+            Ok(Datagram::Audio { .. }) => {
+                shared.counters.audio.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Datagram::Input(_)) | Err(_) => trace!("ignored datagram"),
+        }
+    }
+}
+
+async fn resend_inputs(
+    conn: quinn::Connection,
+    control: mpsc::UnboundedSender<ControlMessage>,
+    shared: Arc<Shared>,
+) {
+    let mut tick = tokio::time::interval(INPUT_RESEND);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let pending = {
+            let inputs = shared.inputs();
+            inputs.held.back().is_some_and(|(s, _)| *s > inputs.applied)
+        };
+        if pending && send_unacked(&conn, &control, &shared).is_err() {
+            break;
+        }
+    }
+}
+
+async fn read_frame(mut recv: quinn::RecvStream) -> Option<Arrived> {
+    let mut head = [0u8; FRAME_HEADER_LEN];
+    recv.read_exact(&mut head).await.ok()?;
+    let header = FrameHeader::decode(&head).ok()?;
+    let mut data = vec![0u8; header.payload_len as usize];
+    recv.read_exact(&mut data).await.ok()?;
+    Some(Arrived {
+        header,
+        data,
+        received_at: Instant::now(),
+    })
+}
+
+fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Accepts frame streams, puts frames back in order, skips to a keyframe over gaps, and feeds
+/// the decoder thread.
+async fn receive_media(
+    conn: quinn::Connection,
+    decoder: std::sync::mpsc::SyncSender<Arrived>,
+    control: mpsc::UnboundedSender<ControlMessage>,
+    shared: Arc<Shared>,
+) {
+    let mut streams: JoinSet<Option<Arrived>> = JoinSet::new();
+    let mut pending: BTreeMap<u32, Arrived> = BTreeMap::new();
+    let mut next: Option<u32> = None;
+    let mut gap_since: Option<Instant> = None;
+    let mut last_request: Option<Instant> = None;
+    let mut reports = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let counters = &shared.counters;
+    loop {
+        tokio::select! {
+            s = conn.accept_uni() => match s {
+                Ok(recv) => { streams.spawn(read_frame(recv)); }
+                Err(_) => break,
+            },
+            Some(done) = streams.join_next(), if !streams.is_empty() => {
+                match done {
+                    Ok(Some(a)) => {
+                        counters.received.fetch_add(1, Ordering::Relaxed);
+                        counters.bytes.fetch_add(a.data.len() as u64 + FRAME_HEADER_LEN as u64, Ordering::Relaxed);
+                        reports.push(ReceiveReport {
+                            frame: a.header.frame,
+                            received_us: unix_us(),
+                            bytes: u32::try_from(a.data.len()).unwrap_or(u32::MAX),
+                        });
+                        if next.is_none_or(|n| a.header.frame >= n) {
+                            pending.insert(a.header.frame, a);
+                        }
+                    }
+                    // A reset (superseded by a keyframe) or a broken stream: skip ahead soon.
+                    _ => { gap_since.get_or_insert_with(Instant::now); }
+                }
+            }
+            _ = tick.tick() => {
+                if !reports.is_empty() {
+                    let batch = std::mem::take(&mut reports);
+                    for chunk in batch.chunks(media::MAX_REPORTS) {
+                        let _ = control.send(ControlMessage::ReceiveReports(chunk.to_vec()));
+                    }
+                }
+            }
+        }
+        // Deliver in order.
+        if next.is_none() {
+            next = pending
+                .iter()
+                .find(|(_, a)| a.header.keyframe)
+                .map(|(f, _)| *f);
+            if let Some(n) = next {
+                pending.retain(|f, _| *f >= n);
+            }
+        }
+        while let Some(n) = next {
+            let Some(a) = pending.remove(&n) else { break };
+            gap_since = None;
+            next = Some(n.wrapping_add(1));
+            if decoder.try_send(a).is_err() {
+                // The decoder is far behind: drop this frame and resync on a keyframe.
+                counters.skipped.fetch_add(1, Ordering::Relaxed);
+                next = None;
+            }
+        }
+        // A gap: wait a little for the missing frame, then skip to a buffered keyframe, or ask.
+        if let (Some(n), false) = (next, pending.is_empty()) {
+            let since = *gap_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= GAP_PATIENCE {
+                if let Some((&k, _)) = pending.iter().find(|(_, a)| a.header.keyframe) {
+                    debug!(from = n, to = k, "skipping a gap to a keyframe");
+                    counters
+                        .skipped
+                        .fetch_add(u64::from(k - n), Ordering::Relaxed);
+                    next = Some(k);
+                    pending.retain(|f, _| *f >= k);
+                    gap_since = None;
+                } else if last_request.is_none_or(|t| t.elapsed() >= KEYFRAME_REQUEST_INTERVAL) {
+                    debug!(missing = n, "asking for a keyframe");
+                    counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                    last_request = Some(Instant::now());
+                    let _ = control.send(ControlMessage::RequestKeyframe { missing_from: n });
+                }
+            }
+        }
+    }
+    streams.shutdown().await;
+}
+
+fn decode_loop(
+    decoder: &mut decode::Decoder,
+    input: &std::sync::mpsc::Receiver<Arrived>,
+    output: &mpsc::Sender<Frame>,
+    shared: &Shared,
+) {
+    let counters = &shared.counters;
+    let mut in_flight: BTreeMap<u64, (FrameHeader, Instant, Instant)> = BTreeMap::new();
+    loop {
+        let wait = if in_flight.is_empty() {
+            Duration::from_millis(100)
+        } else {
+            Duration::ZERO
+        };
+        match input.recv_timeout(wait) {
+            Ok(a) => {
+                let pts = a.header.pts_us;
+                in_flight.insert(pts, (a.header, a.received_at, Instant::now()));
+                if let Err(e) = decoder.push(&a.data, pts) {
+                    warn!("{e}");
+                    return;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        let pull_wait = if in_flight.is_empty() {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(2)
+        };
+        loop {
+            match decoder.pull(pull_wait) {
+                Ok(Some(p)) => {
+                    // Pictures come out in pts order; anything older than this one was lost.
+                    let older: Vec<u64> = in_flight.range(..p.pts_us).map(|(k, _)| *k).collect();
+                    for k in older {
+                        in_flight.remove(&k);
+                        counters.skipped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let Some((header, received_at, pushed)) = in_flight.remove(&p.pts_us) else {
+                        continue;
+                    };
+                    let decoded_at = Instant::now();
+                    let ns = u64::try_from((decoded_at - pushed).as_nanos()).unwrap_or(0);
+                    counters.decode_ns.fetch_add(ns, Ordering::Relaxed);
+                    counters.decoded.fetch_add(1, Ordering::Relaxed);
+                    let frame = Frame {
+                        header,
+                        width: p.width,
+                        height: p.height,
+                        nv12: p.nv12,
+                        received_at,
+                        decoded_at,
+                    };
+                    match output.try_send(frame) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            counters.skipped.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    warn!("{e}");
+                    return;
+                }
+            }
+        }
+    }
+}

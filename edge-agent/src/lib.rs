@@ -13,6 +13,7 @@ pub mod gpu;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
+pub mod quic;
 pub mod render;
 pub mod session;
 pub mod stats;

@@ -12,6 +12,7 @@ use edgeplay_edge::gpu::Gpu;
 use edgeplay_edge::http::{self, DevServerConfig};
 use edgeplay_edge::metrics::Metrics;
 use edgeplay_edge::pipeline::{PipelineConfig, SessionPipeline};
+use edgeplay_edge::quic::{DevToken, QuicConfig, QuicEdge};
 use edgeplay_edge::stats::{StageStats, StageTable};
 use edgeplay_protocol::game::{Game, GameConfig};
 use edgeplay_protocol::input::{ScriptedInput, parse_script};
@@ -112,6 +113,10 @@ struct RunArgs {
     /// Most sessions served at once.
     #[arg(long, default_value_t = 4)]
     max_sessions: usize,
+    /// QUIC (edgeplay/1) listen address for the native SDK; if it is taken, the edge serves
+    /// HTTP/WebRTC only and says so.
+    #[arg(long, default_value = "127.0.0.1:4433", env = "EDGEPLAY_QUIC_LISTEN")]
+    quic_listen: std::net::SocketAddr,
 }
 
 fn parse_resolution(s: &str) -> Result<(u32, u32), String> {
@@ -365,23 +370,72 @@ fn run_cmd(args: RunArgs) -> Result<()> {
         .worker_threads(2)
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(http::serve_dev(
-        DevServerConfig {
-            listen: args.listen,
-            max_sessions: args.max_sessions,
-            encoder,
-            // Until the broker mints join tokens, the dev edge mints its own, printed at start.
-            dev_token: Some(
-                edgeplay_edge::webrtc::random_hex().context("cannot mint a dev token")?,
-            ),
-            player_dir: std::env::var_os("EDGEPLAY_PLAYER_DIR").map_or_else(
-                || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../client-sdk/web/dist"),
-                PathBuf::from,
-            ),
-        },
-        gpu,
-        Arc::clone(&metrics),
-        http::shutdown_signal(),
-    ))?;
+    // Until the broker mints join tokens, the dev edge mints its own, printed at start; HTTP
+    // (WHEP) and QUIC accept the same one.
+    let token = DevToken::random().context("cannot mint a dev token")?;
+    let dev = DevServerConfig {
+        listen: args.listen,
+        max_sessions: args.max_sessions,
+        encoder: encoder.clone(),
+        dev_token: Some(token.as_str().to_owned()),
+        player_dir: std::env::var_os("EDGEPLAY_PLAYER_DIR").map_or_else(
+            || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../client-sdk/web/dist"),
+            PathBuf::from,
+        ),
+    };
+    let quic_pipeline = PipelineConfig {
+        width: 1280,
+        height: 720,
+        fps: 60,
+        bitrate_kbps: 6000,
+        encoder,
+        keyframe_interval: 0,
+        threads: 0,
+        audio: true,
+    };
+    runtime.block_on(async {
+        let mut quic_cfg = QuicConfig::new(args.quic_listen, quic_pipeline);
+        quic_cfg.max_sessions = args.max_sessions;
+        let quic = match QuicEdge::bind(
+            quic_cfg,
+            Arc::new(token.clone()),
+            gpu.clone(),
+            Arc::clone(&metrics),
+        ) {
+            Ok(q) => {
+                println!(
+                    "edge-agent --dev QUIC (edgeplay/1) on {} certificate sha256 {} token {}",
+                    q.local_addr().context("QUIC socket")?,
+                    q.fingerprint_hex(),
+                    token.as_str()
+                );
+                Some(q)
+            }
+            Err(e) => {
+                tracing::warn!("QUIC is off: {e}");
+                None
+            }
+        };
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(());
+        let http = http::serve_dev(dev, gpu, Arc::clone(&metrics), async move {
+            http::shutdown_signal().await;
+            drop(stop_tx);
+        });
+        let quic = async move {
+            match quic {
+                Some(q) => {
+                    q.serve(async move {
+                        let _ = stop_rx.changed().await;
+                    })
+                    .await
+                }
+                None => Ok(()),
+            }
+        };
+        let (h, q) = tokio::join!(http, quic);
+        h?;
+        q?;
+        anyhow::Ok(())
+    })?;
     Ok(())
 }

@@ -8,11 +8,15 @@
 //!   highest applied input, game state hash) and the reader that gets it back from decoded luma.
 //! - [`input`]: input events and the JSON-lines input script format.
 //! - [`game`]: the deterministic demo game, a pure function of (seed, ordered input log).
+//! - [`media`]: the QUIC media protocol (frame header, control messages, input datagrams).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod coords;
 pub mod game;
 pub mod hash;
 pub mod input;
+pub mod media;
 pub mod stamp;
+pub mod token;
 pub mod whep;

@@ -38,8 +38,8 @@ use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
-pub use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use ed25519_dalek::{SIGNATURE_LENGTH, Signer};
+pub use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 
 /// Longest a token may live, from issue to expiry.
 pub const MAX_LIFETIME_MS: u64 = 60_000;
@@ -98,7 +98,9 @@ pub enum TokenError {
     #[error("player id is {0} bytes, longer than {MAX_PLAYER_LEN}: use a shorter id")]
     PlayerTooLong(usize),
     /// The token names another edge.
-    #[error("join token is for edge {token_edge}, not this edge ({this_edge}): connect to the edge the broker named")]
+    #[error(
+        "join token is for edge {token_edge}, not this edge ({this_edge}): connect to the edge the broker named"
+    )]
     WrongEdge {
         /// The edge in the token.
         token_edge: EdgeId,
@@ -218,7 +220,7 @@ pub fn from_hex(s: &str) -> Result<Vec<u8>, HexError> {
         }
     }
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return Err(HexError::NotHex);
     }
     b.chunks_exact(2)
@@ -309,7 +311,9 @@ pub fn decode_unverified(bytes: &[u8]) -> Result<(JoinToken, &[u8], Signature), 
         return Err(TokenError::Malformed("player id longer than 64 bytes"));
     }
     if r.0.len() != plen + SIGNATURE_LENGTH {
-        return Err(TokenError::Malformed("length does not match the player id length"));
+        return Err(TokenError::Malformed(
+            "length does not match the player id length",
+        ));
     }
     let player = std::str::from_utf8(&r.0[..plen])
         .map_err(|_| TokenError::Malformed("player id is not UTF-8"))?
@@ -326,7 +330,11 @@ pub fn decode_unverified(bytes: &[u8]) -> Result<(JoinToken, &[u8], Signature), 
         issued_unix_ms,
         expires_unix_ms,
     };
-    Ok((token, &bytes[..signed_len], Signature::from_bytes(&sig_bytes)))
+    Ok((
+        token,
+        &bytes[..signed_len],
+        Signature::from_bytes(&sig_bytes),
+    ))
 }
 
 struct Reader<'a>(&'a [u8]);

@@ -1,7 +1,9 @@
 //! The session broker: edge registry, lowest-latency placement, join tokens, failover and the
-//! session store (see `docs/design.md`, "Placement" and "Failover").
+//! session store (see `docs/design.md`, "Placement" and "Failover", and `docs/broker.md`).
 //!
-//! This crate is the broker's room in the workspace. Its modules (`api`, `registry`,
-//! `placement`, `failover`, `tokens`, `store`) land with the broker work; until then it holds
-//! nothing, so that the crate graph and the build already have their final shape.
+//! - [`placement`]: the sans-IO index that narrows the registry to K candidates and the pick on
+//!   measured RTTs.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod placement;

@@ -1,5 +1,12 @@
-//! Test support only: simulated network and virtual clock for the sans-IO logic, the UDP/TCP
-//! relay that adds delay and loss between "regions" on loopback, and process helpers.
+//! Test support only: a virtual clock for the sans-IO logic and the UDP relay that adds delay
+//! and loss between "regions" on loopback (the kernel here has no netem).
 //!
-//! The helpers land with the transports that need them.
+//! - [`clock::VirtualClock`]: time that moves only when a test says so, for code that takes
+//!   `now: Instant` as an input.
+//! - [`relay::UdpRelay`]: one client ↔ one server, a fixed delay each way and independent seeded
+//!   random loss per direction.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod clock;
+pub mod relay;

@@ -1,0 +1,816 @@
+//! Placement: narrow ~500k edges to K candidates without scanning them, then pick the one the
+//! player measured fastest.
+//!
+//! Sans-IO and synchronous: the registry feeds edge changes in ([`Index::upsert`],
+//! [`Index::remove`]), a request asks for [`Index::candidates`], the client probes them, and
+//! [`Index::pick`] decides on the measured RTTs.
+//!
+//! How the index avoids a scan: edges live in square cells of the Vivaldi plane, one grid per GPU
+//! class. Inside a cell, edges are kept sorted by their *static score* (height plus reputation
+//! and load penalties), the part of the score that does not depend on the player. A request
+//! walks rings of cells outward from the player's cell over the grids of every class that
+//! satisfies it, and inside a cell stops at the first edge whose static score alone cannot beat
+//! the K-th best so far; it stops walking when a ring's nearest possible point is farther than
+//! that K-th best. Price, capacity and media limits are checked only on edges that reach that
+//! point. Coordinates are an estimate, so the K candidates are probed; the pick trusts the
+//! measurement, not the coordinate.
+//!
+//! ```
+//! use edgeplay_broker::placement::{EdgeSpec, Index, IndexConfig, Request};
+//! use edgeplay_protocol::coords::Coord;
+//! use edgeplay_protocol::token::EdgeId;
+//!
+//! let mut index = Index::new(IndexConfig::default());
+//! for i in 0..20u8 {
+//!     let coord = Coord { x: f64::from(i) * 10.0, y: 0.0, height: 1.0 };
+//!     index.upsert(EdgeSpec { coord, ..EdgeSpec::example(EdgeId([i; 32]), "eu") });
+//! }
+//! let req = Request { coord: Some(Coord { x: 42.0, y: 0.0, height: 1.0 }), ..Request::default() };
+//! let cands = index.candidates(&req);
+//! assert_eq!(cands.len(), 8);
+//! assert_eq!(cands[0], EdgeId([4; 32]));
+//! let measured: Vec<(EdgeId, f64)> = cands.iter().map(|&e| (e, if e == EdgeId([5; 32]) { 3.0 } else { 20.0 })).collect();
+//! assert_eq!(index.pick(&req, &cands, &measured).unwrap().edge, EdgeId([5; 32]));
+//! ```
+
+use std::collections::HashMap;
+
+use edgeplay_protocol::coords::Coord;
+use edgeplay_protocol::token::EdgeId;
+use serde::{Deserialize, Serialize};
+
+/// GPU classes are small ordinals: a request for class `c` is met by any class `≥ c`.
+pub const GPU_CLASSES: usize = 8;
+
+/// Tuning of the index.
+#[derive(Debug, Clone)]
+pub struct IndexConfig {
+    /// Side of a grid cell, in ms of the coordinate space.
+    pub cell_ms: f64,
+    /// Candidates per request (K).
+    pub k: usize,
+    /// Added to the score of an edge with reputation 0 (scaled down to 0 at reputation 1).
+    pub reputation_weight_ms: f64,
+    /// Added to the score of a full edge (scaled by the used share of its slots).
+    pub load_weight_ms: f64,
+    /// Edges below this reputation are never offered.
+    pub min_reputation: f32,
+    /// At most this many candidates share one diversity square (see `diversity_ms`): routes
+    /// that coordinates cannot model (one city pair's detour) are found only by probing
+    /// somewhere else too.
+    pub max_per_square: usize,
+    /// Side of a diversity square, in ms of the coordinate space.
+    pub diversity_ms: f64,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            cell_ms: 4.0,
+            k: 8,
+            reputation_weight_ms: 4.0,
+            load_weight_ms: 1.0,
+            min_reputation: 0.1,
+            max_per_square: 8,
+            diversity_ms: 8.0,
+        }
+    }
+}
+
+/// What the index needs to know of an edge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeSpec {
+    /// The edge (its public key).
+    pub id: EdgeId,
+    /// Region name as the edge reports it (e.g. `eu-west`).
+    pub region: String,
+    /// Its Vivaldi coordinate.
+    pub coord: Coord,
+    /// GPU class ordinal (0 = entry, higher = stronger), `< GPU_CLASSES`.
+    pub gpu_class: u8,
+    /// Largest frame it encodes, pixels wide.
+    pub max_width: u32,
+    /// Largest frame it encodes, pixels high.
+    pub max_height: u32,
+    /// Highest frame rate at its largest frame.
+    pub max_fps: u32,
+    /// Price in micro-units of the settlement token per minute.
+    pub price_per_min: u64,
+    /// Sessions it can take now.
+    pub free_slots: u32,
+    /// Sessions it can take when idle.
+    pub total_slots: u32,
+    /// Checker reputation in [0, 1].
+    pub reputation: f32,
+    /// False while draining or dead: kept out of placement.
+    pub accepting: bool,
+}
+
+impl EdgeSpec {
+    /// A ready, mid-range edge at the origin (tests and docs start from it).
+    pub fn example(id: EdgeId, region: &str) -> Self {
+        EdgeSpec {
+            id,
+            region: region.to_owned(),
+            coord: Coord::default(),
+            gpu_class: 1,
+            max_width: 1920,
+            max_height: 1080,
+            max_fps: 60,
+            price_per_min: 1000,
+            free_slots: 4,
+            total_slots: 4,
+            reputation: 1.0,
+            accepting: true,
+        }
+    }
+}
+
+/// A player's request for a session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// The player's coordinate, when it has one.
+    #[serde(default)]
+    pub coord: Option<Coord>,
+    /// Region hint: used (as a filter, from the region's centre) when there is no coordinate.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Frame width wanted.
+    pub width: u32,
+    /// Frame height wanted.
+    pub height: u32,
+    /// Frame rate wanted.
+    pub fps: u32,
+    /// Lowest GPU class accepted.
+    #[serde(default)]
+    pub min_gpu_class: u8,
+    /// Highest price accepted (micro-units per minute); none = any.
+    #[serde(default)]
+    pub max_price_per_min: Option<u64>,
+}
+
+impl Default for Request {
+    fn default() -> Self {
+        Request {
+            coord: None,
+            region: None,
+            width: 1280,
+            height: 720,
+            fps: 60,
+            min_gpu_class: 0,
+            max_price_per_min: None,
+        }
+    }
+}
+
+/// Why no edge was picked.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlacementError {
+    /// The request has neither a usable coordinate nor a known region.
+    #[error(
+        "request has no valid coordinate and no known region: send `coord` or one of the regions the broker lists"
+    )]
+    NoLocation,
+    /// No measurement names a candidate that still meets the request.
+    #[error(
+        "none of the measured edges is a current candidate that meets the request: ask for new candidates and measure them (at least one finite RTT)"
+    )]
+    NoMeasuredCandidate,
+}
+
+/// The edge chosen and what it was chosen on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pick {
+    /// The chosen edge.
+    pub edge: EdgeId,
+    /// The RTT the client measured to it.
+    pub rtt_ms: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    static_score: f32,
+    x: f32,
+    y: f32,
+    slot: u32,
+}
+
+#[derive(Debug)]
+struct Entry {
+    spec: EdgeSpec,
+    region: u16,
+    cell: u64,
+    static_score: f32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    min: (i32, i32),
+    max: (i32, i32),
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct RegionStats {
+    sum_x: f64,
+    sum_y: f64,
+    n: u64,
+}
+
+/// The placement index (see the module docs).
+#[derive(Debug)]
+pub struct Index {
+    cfg: IndexConfig,
+    slots: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    by_id: HashMap<EdgeId, u32>,
+    cells: HashMap<u64, Vec<Item>>,
+    bounds: [Option<Bounds>; GPU_CLASSES],
+    region_ids: HashMap<String, u16>,
+    regions: Vec<RegionStats>,
+}
+
+fn cell_key(class: u8, cx: i32, cy: i32) -> u64 {
+    (u64::from(class) << 56)
+        ^ ((u64::from(cx as u32) & 0x0fff_ffff) << 28)
+        ^ (u64::from(cy as u32) & 0x0fff_ffff)
+}
+
+/// Running top-K, kept sorted ascending by score, at most `cap` per diversity square. The result
+/// does not depend on the order of offers: it is the best K of the best `cap` of each square.
+struct TopK {
+    k: usize,
+    cap: usize,
+    items: Vec<(f64, u32, u64)>,
+}
+
+impl TopK {
+    fn new(cfg: &IndexConfig) -> Self {
+        TopK {
+            k: cfg.k.max(1),
+            cap: cfg.max_per_square.max(1),
+            items: Vec::with_capacity(cfg.k + 1),
+        }
+    }
+
+    fn worst(&self) -> f64 {
+        if self.items.len() < self.k {
+            f64::INFINITY
+        } else {
+            self.items[self.items.len() - 1].0
+        }
+    }
+
+    fn offer(&mut self, score: f64, slot: u32, square: u64) {
+        if score >= self.worst() {
+            return;
+        }
+        let mut same = 0;
+        let mut last_same = 0;
+        for (i, it) in self.items.iter().enumerate() {
+            if it.2 == square {
+                same += 1;
+                last_same = i;
+            }
+        }
+        if same >= self.cap {
+            if score >= self.items[last_same].0 {
+                return;
+            }
+            self.items.remove(last_same);
+        }
+        let at = self.items.partition_point(|&(s, _, _)| s <= score);
+        self.items.insert(at, (score, slot, square));
+        self.items.truncate(self.k);
+    }
+}
+
+impl Index {
+    /// An empty index.
+    pub fn new(cfg: IndexConfig) -> Self {
+        Index {
+            cfg,
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_id: HashMap::new(),
+            cells: HashMap::new(),
+            bounds: [None; GPU_CLASSES],
+            region_ids: HashMap::new(),
+            regions: Vec::new(),
+        }
+    }
+
+    /// Edges indexed.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// True when no edge is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// The indexed record of an edge.
+    pub fn get(&self, id: &EdgeId) -> Option<&EdgeSpec> {
+        let slot = *self.by_id.get(id)?;
+        self.slots[slot as usize].as_ref().map(|e| &e.spec)
+    }
+
+    fn static_score(&self, s: &EdgeSpec) -> f32 {
+        let rep = f64::from(s.reputation.clamp(0.0, 1.0));
+        let used = if s.total_slots == 0 {
+            1.0
+        } else {
+            1.0 - f64::from(s.free_slots.min(s.total_slots)) / f64::from(s.total_slots)
+        };
+        (s.coord.height
+            + self.cfg.reputation_weight_ms * (1.0 - rep)
+            + self.cfg.load_weight_ms * used) as f32
+    }
+
+    fn square_of(&self, x: f32, y: f32) -> u64 {
+        let f = |v: f32| {
+            (f64::from(v) / self.cfg.diversity_ms)
+                .floor()
+                .clamp(-1.0e8, 1.0e8) as i32
+        };
+        cell_key(0, f(x), f(y))
+    }
+
+    fn cell_of(&self, c: &Coord) -> (i32, i32) {
+        let f = |v: f64| (v / self.cfg.cell_ms).floor().clamp(-1.0e8, 1.0e8) as i32;
+        (f(c.x), f(c.y))
+    }
+
+    /// Adds or replaces an edge. Invalid coordinates or classes keep it out of the index (it is
+    /// removed if it was in), since it could not be placed sensibly.
+    pub fn upsert(&mut self, mut spec: EdgeSpec) {
+        self.remove(&spec.id);
+        if !spec.coord.is_valid() || usize::from(spec.gpu_class) >= GPU_CLASSES {
+            return;
+        }
+        spec.reputation = if spec.reputation.is_finite() {
+            spec.reputation.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let region = match self.region_ids.get(&spec.region) {
+            Some(&r) => r,
+            None => {
+                let r = self.regions.len() as u16;
+                self.region_ids.insert(spec.region.clone(), r);
+                self.regions.push(RegionStats::default());
+                r
+            }
+        };
+        let rs = &mut self.regions[usize::from(region)];
+        rs.sum_x += spec.coord.x;
+        rs.sum_y += spec.coord.y;
+        rs.n += 1;
+        let (cx, cy) = self.cell_of(&spec.coord);
+        let class = spec.gpu_class;
+        let key = cell_key(class, cx, cy);
+        let b = &mut self.bounds[usize::from(class)];
+        *b = Some(match *b {
+            None => Bounds {
+                min: (cx, cy),
+                max: (cx, cy),
+            },
+            Some(b) => Bounds {
+                min: (b.min.0.min(cx), b.min.1.min(cy)),
+                max: (b.max.0.max(cx), b.max.1.max(cy)),
+            },
+        });
+        let static_score = self.static_score(&spec);
+        let item = Item {
+            static_score,
+            x: spec.coord.x as f32,
+            y: spec.coord.y as f32,
+            slot: 0,
+        };
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.by_id.insert(spec.id, slot);
+        self.slots[slot as usize] = Some(Entry {
+            spec,
+            region,
+            cell: key,
+            static_score,
+        });
+        let cell = self.cells.entry(key).or_default();
+        let at = cell.partition_point(|i| i.static_score <= static_score);
+        cell.insert(at, Item { slot, ..item });
+    }
+
+    /// Removes an edge; unknown ids are ignored.
+    pub fn remove(&mut self, id: &EdgeId) -> Option<EdgeSpec> {
+        let slot = self.by_id.remove(id)?;
+        let entry = self.slots[slot as usize].take()?;
+        self.free.push(slot);
+        let rs = &mut self.regions[usize::from(entry.region)];
+        rs.sum_x -= entry.spec.coord.x;
+        rs.sum_y -= entry.spec.coord.y;
+        rs.n -= 1;
+        if let Some(cell) = self.cells.get_mut(&entry.cell) {
+            let from = cell.partition_point(|i| i.static_score < entry.static_score);
+            if let Some(p) = cell[from..].iter().position(|i| i.slot == slot) {
+                cell.remove(from + p);
+            }
+            if cell.is_empty() {
+                self.cells.remove(&entry.cell);
+            }
+        }
+        Some(entry.spec)
+    }
+
+    fn eligible(&self, s: &EdgeSpec, req: &Request, region: Option<u16>, e_region: u16) -> bool {
+        s.accepting
+            && s.free_slots > 0
+            && s.gpu_class >= req.min_gpu_class
+            && s.reputation >= self.cfg.min_reputation
+            && s.max_width >= req.width
+            && s.max_height >= req.height
+            && s.max_fps >= req.fps
+            && req.max_price_per_min.is_none_or(|m| s.price_per_min <= m)
+            && region.is_none_or(|r| r == e_region)
+    }
+
+    /// Where a request searches from, and the region it is limited to (no coordinate only).
+    fn origin(&self, req: &Request) -> Result<(Coord, Option<u16>), PlacementError> {
+        if let Some(c) = req.coord.filter(Coord::is_valid) {
+            return Ok((c, None));
+        }
+        let name = req.region.as_ref().ok_or(PlacementError::NoLocation)?;
+        let r = *self
+            .region_ids
+            .get(name)
+            .ok_or(PlacementError::NoLocation)?;
+        let s = self.regions[usize::from(r)];
+        if s.n == 0 {
+            return Err(PlacementError::NoLocation);
+        }
+        let n = s.n as f64;
+        Ok((
+            Coord {
+                x: s.sum_x / n,
+                y: s.sum_y / n,
+                height: 0.0,
+            },
+            Some(r),
+        ))
+    }
+
+    /// Up to K edges that meet the request, best score first (estimated RTT plus penalties).
+    /// Empty when nothing meets it, or when the request has no location.
+    pub fn candidates(&self, req: &Request) -> Vec<EdgeId> {
+        self.candidates_scored(req)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect()
+    }
+
+    /// [`Index::candidates`] with each candidate's score, or why there is no origin.
+    pub fn candidates_scored(&self, req: &Request) -> Result<Vec<(f64, EdgeId)>, PlacementError> {
+        let (p, region) = self.origin(req)?;
+        let mut top = TopK::new(&self.cfg);
+        let (pcx, pcy) = self.cell_of(&p);
+        let cell = self.cfg.cell_ms;
+        for class in usize::from(req.min_gpu_class)..GPU_CLASSES {
+            let Some(b) = self.bounds[class] else {
+                continue;
+            };
+            let rmax = [
+                (pcx - b.min.0).abs(),
+                (pcx - b.max.0).abs(),
+                (pcy - b.min.1).abs(),
+                (pcy - b.max.1).abs(),
+            ]
+            .into_iter()
+            .max()
+            .unwrap_or(0);
+            for r in 0..=rmax {
+                let ring_floor = f64::from((r - 1).max(0)) * cell + p.height;
+                if ring_floor >= top.worst() {
+                    break;
+                }
+                let (x0, x1) = ((pcx - r).max(b.min.0), (pcx + r).min(b.max.0));
+                let (y0, y1) = ((pcy - r).max(b.min.1), (pcy + r).min(b.max.1));
+                for cx in x0..=x1 {
+                    if (cx - pcx).abs() == r {
+                        for cy in y0..=y1 {
+                            self.scan_cell(class as u8, cx, cy, &p, req, region, &mut top);
+                        }
+                    } else {
+                        // Inner columns touch only the ring's bottom and top rows.
+                        for cy in [pcy - r, pcy + r] {
+                            if (y0..=y1).contains(&cy) {
+                                self.scan_cell(class as u8, cx, cy, &p, req, region, &mut top);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(top
+            .items
+            .into_iter()
+            .filter_map(|(s, slot, _)| self.slots[slot as usize].as_ref().map(|e| (s, e.spec.id)))
+            .collect())
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one hot inner step of the ring walk"
+    )]
+    fn scan_cell(
+        &self,
+        class: u8,
+        cx: i32,
+        cy: i32,
+        p: &Coord,
+        req: &Request,
+        region: Option<u16>,
+        top: &mut TopK,
+    ) {
+        let Some(items) = self.cells.get(&cell_key(class, cx, cy)) else {
+            return;
+        };
+        let cell = self.cfg.cell_ms;
+        // Nearest point of the cell to the player.
+        let nx = p.x.clamp(f64::from(cx) * cell, f64::from(cx + 1) * cell);
+        let ny = p.y.clamp(f64::from(cy) * cell, f64::from(cy + 1) * cell);
+        let floor = (p.x - nx).hypot(p.y - ny) + p.height;
+        for it in items {
+            if floor + f64::from(it.static_score) >= top.worst() {
+                break;
+            }
+            let score = (p.x - f64::from(it.x)).hypot(p.y - f64::from(it.y))
+                + p.height
+                + f64::from(it.static_score);
+            if score >= top.worst() {
+                continue;
+            }
+            let Some(e) = self.slots[it.slot as usize].as_ref() else {
+                continue;
+            };
+            if self.eligible(&e.spec, req, region, e.region) {
+                top.offer(score, it.slot, self.square_of(it.x, it.y));
+            }
+        }
+    }
+
+    /// The baseline the index replaces: every edge scored, the best K kept. Same answer as
+    /// [`Index::candidates_scored`] up to ties; kept for tests and the bench.
+    pub fn scan_candidates(&self, req: &Request) -> Result<Vec<(f64, EdgeId)>, PlacementError> {
+        let (p, region) = self.origin(req)?;
+        let mut top = TopK::new(&self.cfg);
+        for (slot, e) in self.slots.iter().enumerate() {
+            let Some(e) = e else { continue };
+            if !self.eligible(&e.spec, req, region, e.region) {
+                continue;
+            }
+            let c = &e.spec.coord;
+            let score = (p.x - f64::from(c.x as f32)).hypot(p.y - f64::from(c.y as f32))
+                + p.height
+                + f64::from(e.static_score);
+            top.offer(score, slot as u32, self.square_of(c.x as f32, c.y as f32));
+        }
+        Ok(top
+            .items
+            .into_iter()
+            .filter_map(|(s, slot, _)| self.slots[slot as usize].as_ref().map(|e| (s, e.spec.id)))
+            .collect())
+    }
+
+    /// The lowest measured RTT among `candidates` that still meets the request. Measurements of
+    /// edges that are not candidates, or that are not finite and positive, are ignored.
+    pub fn pick(
+        &self,
+        req: &Request,
+        candidates: &[EdgeId],
+        measured: &[(EdgeId, f64)],
+    ) -> Result<Pick, PlacementError> {
+        let region = self.origin(req).ok().and_then(|(_, r)| r);
+        measured
+            .iter()
+            .filter(|(id, rtt)| rtt.is_finite() && *rtt > 0.0 && candidates.contains(id))
+            .filter(|(id, _)| {
+                self.by_id
+                    .get(id)
+                    .and_then(|&s| self.slots[s as usize].as_ref())
+                    .is_some_and(|e| self.eligible(&e.spec, req, region, e.region))
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|&(edge, rtt_ms)| Pick { edge, rtt_ms })
+            .ok_or(PlacementError::NoMeasuredCandidate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn id(i: u32) -> EdgeId {
+        let mut b = [0u8; 32];
+        b[..4].copy_from_slice(&i.to_le_bytes());
+        EdgeId(b)
+    }
+
+    fn at(x: f64, y: f64, h: f64) -> Coord {
+        Coord { x, y, height: h }
+    }
+
+    fn edge(i: u32, c: Coord) -> EdgeSpec {
+        EdgeSpec {
+            coord: c,
+            ..EdgeSpec::example(id(i), if c.x < 0.0 { "us" } else { "eu" })
+        }
+    }
+
+    #[test]
+    fn nearest_first_and_filters_apply() {
+        let mut ix = Index::new(IndexConfig::default());
+        for i in 0..50 {
+            ix.upsert(edge(i, at(f64::from(i) * 3.0, 0.0, 1.0)));
+        }
+        let req = Request {
+            coord: Some(at(31.0, 0.0, 1.0)),
+            ..Request::default()
+        };
+        let c = ix.candidates(&req);
+        assert_eq!(c.len(), 8);
+        assert_eq!(c[0], id(10));
+        // Full, draining, too cheap a price cap, too weak a GPU: all filtered.
+        let mut full = ix.get(&id(10)).unwrap().clone();
+        full.free_slots = 0;
+        ix.upsert(full);
+        let mut drain = ix.get(&id(11)).unwrap().clone();
+        drain.accepting = false;
+        ix.upsert(drain);
+        let c = ix.candidates(&req);
+        assert!(!c.contains(&id(10)) && !c.contains(&id(11)));
+        let mut strong = edge(99, at(200.0, 0.0, 1.0));
+        strong.gpu_class = 3;
+        ix.upsert(strong);
+        let want_strong = Request {
+            min_gpu_class: 3,
+            ..req.clone()
+        };
+        assert_eq!(ix.candidates(&want_strong), vec![id(99)]);
+        let cheap = Request {
+            max_price_per_min: Some(10),
+            ..req.clone()
+        };
+        assert!(ix.candidates(&cheap).is_empty());
+        let big = Request {
+            width: 3840,
+            height: 2160,
+            ..req
+        };
+        assert!(ix.candidates(&big).is_empty());
+    }
+
+    #[test]
+    fn region_hint_without_coordinate_stays_in_region() {
+        let mut ix = Index::new(IndexConfig::default());
+        for i in 0..20 {
+            ix.upsert(edge(i, at(-100.0 - f64::from(i), 0.0, 1.0)));
+            ix.upsert(edge(100 + i, at(100.0 + f64::from(i), 0.0, 1.0)));
+        }
+        let req = Request {
+            region: Some("eu".into()),
+            ..Request::default()
+        };
+        let c = ix.candidates(&req);
+        assert_eq!(c.len(), 8);
+        assert!(c.iter().all(|e| ix.get(e).unwrap().region == "eu"));
+        let nowhere = Request::default();
+        assert_eq!(
+            ix.candidates_scored(&nowhere),
+            Err(PlacementError::NoLocation)
+        );
+    }
+
+    #[test]
+    fn reputation_and_load_push_an_edge_down() {
+        let mut ix = Index::new(IndexConfig::default());
+        let mut shady = edge(1, at(0.0, 0.0, 1.0));
+        shady.reputation = 0.2;
+        ix.upsert(shady);
+        ix.upsert(edge(2, at(2.0, 0.0, 1.0)));
+        let req = Request {
+            coord: Some(at(0.0, 0.0, 1.0)),
+            ..Request::default()
+        };
+        assert_eq!(ix.candidates(&req), vec![id(2), id(1)]);
+    }
+
+    #[test]
+    fn pick_takes_lowest_measured_that_still_qualifies() {
+        let mut ix = Index::new(IndexConfig::default());
+        for i in 0..10 {
+            ix.upsert(edge(i, at(f64::from(i), 0.0, 1.0)));
+        }
+        let req = Request {
+            coord: Some(at(0.0, 0.0, 1.0)),
+            ..Request::default()
+        };
+        let c = ix.candidates(&req);
+        let m = vec![
+            (id(3), 5.0),
+            (id(4), 2.0),
+            (id(500), 1.0),
+            (id(5), f64::NAN),
+            (id(6), -1.0),
+        ];
+        assert_eq!(ix.pick(&req, &c, &m).unwrap().edge, id(4));
+        let mut full = ix.get(&id(4)).unwrap().clone();
+        full.free_slots = 0;
+        ix.upsert(full);
+        assert_eq!(ix.pick(&req, &c, &m).unwrap().edge, id(3));
+        assert_eq!(
+            ix.pick(&req, &c, &[(id(500), 1.0)]),
+            Err(PlacementError::NoMeasuredCandidate)
+        );
+    }
+
+    #[test]
+    fn remove_and_bad_input_leave_index_consistent() {
+        let mut ix = Index::new(IndexConfig::default());
+        ix.upsert(edge(1, at(0.0, 0.0, 1.0)));
+        ix.upsert(edge(2, at(f64::NAN, 0.0, 1.0)));
+        let mut bad_class = edge(3, at(0.0, 0.0, 1.0));
+        bad_class.gpu_class = 200;
+        ix.upsert(bad_class);
+        assert_eq!(ix.len(), 1);
+        assert!(ix.remove(&id(1)).is_some());
+        assert!(ix.remove(&id(1)).is_none());
+        assert!(ix.is_empty());
+        let req = Request {
+            coord: Some(at(0.0, 0.0, 1.0)),
+            ..Request::default()
+        };
+        assert!(ix.candidates(&req).is_empty());
+    }
+
+    fn arb_edge() -> impl Strategy<Value = (Coord, u8, u32, u64, f32, bool)> {
+        (
+            (-300.0..300.0f64, -300.0..300.0f64, 0.0..20.0f64),
+            0u8..4,
+            0u32..4,
+            0u64..3000,
+            0.0f32..1.0,
+            any::<bool>(),
+        )
+            .prop_map(|((x, y, h), g, f, p, r, a)| (at(x, y, h), g, f, p, r, a))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The index returns exactly the scan's best K scores, through inserts and removals.
+        #[test]
+        fn index_matches_scan(
+            edges in proptest::collection::vec(arb_edge(), 1..400),
+            removes in proptest::collection::vec(any::<prop::sample::Index>(), 0..50),
+            reqs in proptest::collection::vec(
+                ((-350.0..350.0f64, -350.0..350.0f64, 0.0..10.0f64), 0u8..4, proptest::option::of(0u64..3000)),
+                1..20),
+            cell in 1.0..30.0f64,
+        ) {
+            let mut ix = Index::new(IndexConfig { cell_ms: cell, ..IndexConfig::default() });
+            for (i, (c, g, f, p, r, a)) in edges.iter().enumerate() {
+                let mut e = edge(i as u32, *c);
+                e.gpu_class = *g;
+                e.free_slots = *f;
+                e.price_per_min = *p;
+                e.reputation = *r;
+                e.accepting = *a;
+                ix.upsert(e);
+            }
+            for r in removes {
+                ix.remove(&id(r.index(edges.len()) as u32));
+            }
+            for ((x, y, h), g, price) in reqs {
+                let req = Request {
+                    coord: Some(at(x, y, h)),
+                    min_gpu_class: g,
+                    max_price_per_min: price,
+                    ..Request::default()
+                };
+                let a: Vec<f64> = ix.candidates_scored(&req).unwrap().iter().map(|c| c.0).collect();
+                let b: Vec<f64> = ix.scan_candidates(&req).unwrap().iter().map(|c| c.0).collect();
+                prop_assert_eq!(a.len(), b.len());
+                for (x, y) in a.iter().zip(&b) {
+                    prop_assert!((x - y).abs() < 1e-3, "index {a:?} scan {b:?}");
+                }
+            }
+        }
+    }
+}
