@@ -210,21 +210,7 @@ async fn create_session(
     pipeline
         .validate()
         .map_err(|e| AppError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    if s.sessions().len() >= s.cfg.max_sessions {
-        return Err(AppError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "this edge serves at most {} sessions and all are in use: end one or retry later",
-                s.cfg.max_sessions
-            ),
-        ));
-    }
-    let id = random_id().map_err(|e| {
-        AppError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot draw a session id: {e}"),
-        )
-    })?;
+    let id = admit(&s)?;
     let cfg = SessionConfig::new(id.clone(), pipeline, req.seed.unwrap_or(1));
     let (gpu, metrics) = (s.gpu.clone(), Arc::clone(&s.metrics));
     // Building a render target and encoder pipelines blocks for a while: off the runtime.
@@ -475,21 +461,7 @@ async fn whep_offer_inner(
     }
     // Refuse a bad offer before paying for a session.
     edgeplay_protocol::whep::check_offer(&body).map_err(|e| whep_error(&e.into()))?;
-    if s.sessions().len() + s.whep.len() >= s.cfg.max_sessions {
-        return Err(AppError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "this edge serves at most {} sessions and all are in use: end one or retry later",
-                s.cfg.max_sessions
-            ),
-        ));
-    }
-    let id = random_id().map_err(|e| {
-        AppError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot draw a session id: {e}"),
-        )
-    })?;
+    let id = admit(s)?;
     let pipeline = PipelineConfig {
         width: 1280,
         height: 720,
@@ -690,6 +662,25 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
+}
+
+/// Admits one more session (dev or WHEP) while the edge serves fewer than its maximum: its id.
+fn admit(s: &AppState) -> Result<String, AppError> {
+    if s.sessions().len() + s.whep.len() >= s.cfg.max_sessions {
+        return Err(AppError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "this edge serves at most {} sessions and all are in use: end one or retry later",
+                s.cfg.max_sessions
+            ),
+        ));
+    }
+    random_id().map_err(|e| {
+        AppError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot draw a session id: {e}"),
+        )
+    })
 }
 
 /// 128 random bits from the OS, hex: unguessable session ids.
