@@ -54,7 +54,7 @@ pub struct Scene {
     pub flash: u8,
 }
 
-use crate::hash::StateHasher;
+use crate::hash::{SplitMix64, StateHasher};
 use crate::input::{InputEvent, Key, ScriptedInput};
 
 /// Audio sample rate of [`Game::render_audio`], in Hz (Opus's native rate).
@@ -161,30 +161,6 @@ fn sin16(angle: u16) -> i64 {
 /// Cosine of a heading (65536 per turn), ±32767.
 fn cos16(angle: u16) -> i64 {
     sin16(angle.wrapping_add(16_384))
-}
-
-/// SplitMix64: tiny, fast, and fully defined by its 64-bit state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n` > 0), by multiply-shift.
-    fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + self.below((hi - lo + 1) as u64) as i64
-    }
 }
 
 /// Settings fixed for a game's life.

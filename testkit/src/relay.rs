@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use edgeplay_protocol::hash::SplitMix64;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -125,7 +126,7 @@ impl UdpRelay {
         let (down_tx, down_rx) = mpsc::channel(QUEUE_LIMIT);
         {
             let (front, client, counters) = (front.clone(), client.clone(), counters.clone());
-            let mut rng = SplitMix(cfg.seed);
+            let mut rng = SplitMix64(cfg.seed);
             tasks.spawn(async move {
                 let mut buf = vec![0u8; MAX_DATAGRAM];
                 while let Ok((n, from)) = front.recv_from(&mut buf).await {
@@ -154,7 +155,7 @@ impl UdpRelay {
         }
         {
             let (back, counters) = (back.clone(), counters.clone());
-            let mut rng = SplitMix(cfg.seed ^ 0x9E37_79B9_7F4A_7C15);
+            let mut rng = SplitMix64(cfg.seed ^ 0x9E37_79B9_7F4A_7C15);
             tasks.spawn(async move {
                 let mut buf = vec![0u8; MAX_DATAGRAM];
                 loop {
@@ -233,32 +234,6 @@ where
     }
 }
 
-/// SplitMix64: small, seeded, good enough for loss draws.
-#[derive(Debug)]
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        if p <= 0.0 {
-            return false;
-        }
-        #[allow(
-            clippy::cast_precision_loss,
-            reason = "53 bits of a uniform draw are plenty"
-        )]
-        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        u < p
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,7 +241,7 @@ mod tests {
     #[test]
     fn loss_draws_are_seeded_and_near_their_rate() {
         let draw = |seed| {
-            let mut r = SplitMix(seed);
+            let mut r = SplitMix64(seed);
             (0..100_000).filter(|_| r.chance(0.02)).count()
         };
         assert_eq!(draw(7), draw(7));
