@@ -3,7 +3,13 @@
 //!
 //! - [`placement`]: the sans-IO index that narrows the registry to K candidates and the pick on
 //!   measured RTTs.
+//! - [`api`]: the HTTP API (axum).
+//! - [`store`]: durable edge and session records (embedded redb with group commit).
+//! - [`tokens`]: the broker's persisted Ed25519 key and the join tokens it signs.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod placement;
+pub mod store;
+pub mod tokens;

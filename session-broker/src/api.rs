@@ -1,0 +1,1149 @@
+//! The broker's HTTP API (axum): edge registration and heartbeats, session placement and
+//! selection, the broker's public key, health, metrics and the OpenAPI document.
+//!
+//! [`app`] is a plain `Router`, tested without a socket; [`serve`] binds it and stops when its
+//! `shutdown` future resolves. Edges sign their registration and heartbeats with their Ed25519
+//! identity (the edge id is the public key), over [`canonical_json`] of the body without its
+//! `signature`, prefixed by a domain string, so a signature for one purpose cannot be replayed
+//! for another; a signed `issued_unix_ms` within [`SIGNED_SKEW_MS`] of the broker's clock keeps
+//! old messages from being replayed later.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use edgeplay_protocol::coords::Coord;
+use edgeplay_protocol::token::{EdgeId, SessionId, Signature, from_hex, to_hex};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tracing::{info, warn};
+
+use crate::placement::{EdgeSpec, GPU_CLASSES, Index, IndexConfig, PlacementError, Request};
+use crate::store::{Store, StoreError, Table};
+use crate::tokens::BrokerKey;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 16 * 1024;
+/// How far a signed message's `issued_unix_ms` may be from the broker's clock.
+pub const SIGNED_SKEW_MS: u64 = 60_000;
+/// Domain prefix of registration signatures.
+pub const REGISTER_DOMAIN: &[u8] = b"edgeplay/edge-registration/v1\n";
+/// Domain prefix of heartbeat signatures.
+pub const HEARTBEAT_DOMAIN: &[u8] = b"edgeplay/edge-heartbeat/v1\n";
+
+/// The OpenAPI document served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+/// Per-player rate limit: a token bucket.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    /// Requests a player may make at once.
+    pub burst: f64,
+    /// Requests per second refilled.
+    pub per_sec: f64,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            burst: 20.0,
+            per_sec: 5.0,
+        }
+    }
+}
+
+/// What the API needs: the store, the key, and limits.
+#[derive(Debug)]
+pub struct Config {
+    /// Durable records.
+    pub store: Arc<dyn Store>,
+    /// The broker's signing key.
+    pub key: BrokerKey,
+    /// Per-player limit on session requests and selections.
+    pub rate: RateLimit,
+}
+
+/// An edge as registered: what it signed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeAd {
+    /// The edge's Ed25519 public key, hex.
+    pub id: EdgeId,
+    /// Region name, e.g. `eu-west`.
+    pub region: String,
+    /// GPU model, e.g. `RTX 4090`.
+    pub gpu: String,
+    /// GPU class 0..8 (higher is stronger); requests ask for a minimum.
+    pub gpu_class: u8,
+    /// Encoders the edge can run, e.g. `["nvenc-h264", "x264"]`.
+    pub encoders: Vec<String>,
+    /// Resolutions served, `WIDTHxHEIGHT`.
+    pub resolutions: Vec<String>,
+    /// Highest frame rate.
+    pub max_fps: u32,
+    /// Session slots.
+    pub capacity: u32,
+    /// Price per minute, in the settlement token's smallest unit.
+    pub price_per_min: u64,
+    /// Vivaldi coordinate.
+    pub coord: Coord,
+    /// QUIC endpoint players connect to.
+    pub quic_addr: SocketAddr,
+    /// SHA-256 fingerprint of the edge's QUIC certificate, hex.
+    pub cert_fingerprint: String,
+    /// When the edge signed this (unix ms).
+    pub issued_unix_ms: u64,
+}
+
+/// What the broker keeps about an edge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EdgeRecord {
+    /// The signed registration.
+    pub ad: EdgeAd,
+    /// Free slots at the last heartbeat.
+    pub free_slots: u32,
+    /// Whether the edge is draining (takes no new sessions).
+    pub draining: bool,
+}
+
+/// A session as the broker keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Session id.
+    pub id: SessionId,
+    /// Who asked.
+    pub player: String,
+    /// What was asked.
+    pub request: Request,
+    /// The K candidates offered.
+    pub candidates: Vec<EdgeId>,
+    /// The edge picked, once selected.
+    pub edge: Option<EdgeId>,
+    /// Creation time (unix ms).
+    pub created_unix_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct Metrics {
+    registry: Registry,
+    registrations: Counter,
+    heartbeats: Counter,
+    sessions: Counter,
+    selections: Counter,
+    rate_limited: Counter,
+    rejected_signatures: Counter,
+    edges: Gauge,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut m = Metrics::default();
+        let r = &mut m.registry;
+        r.register(
+            "broker_registrations",
+            "Edge registrations accepted",
+            m.registrations.clone(),
+        );
+        r.register(
+            "broker_heartbeats",
+            "Edge heartbeats accepted",
+            m.heartbeats.clone(),
+        );
+        r.register("broker_sessions", "Sessions created", m.sessions.clone());
+        r.register(
+            "broker_selections",
+            "Sessions placed on an edge",
+            m.selections.clone(),
+        );
+        r.register(
+            "broker_rate_limited",
+            "Requests refused by the per-player limit",
+            m.rate_limited.clone(),
+        );
+        r.register(
+            "broker_rejected_signatures",
+            "Edge messages with a bad signature",
+            m.rejected_signatures.clone(),
+        );
+        r.register("broker_edges", "Registered edges", m.edges.clone());
+        m
+    }
+}
+
+#[derive(Debug)]
+struct Live {
+    index: Index,
+    edges: HashMap<EdgeId, (EdgeRecord, Instant)>,
+    sessions: HashMap<SessionId, SessionRecord>,
+    buckets: HashMap<String, (f64, Instant)>,
+}
+
+#[derive(Debug)]
+struct AppState {
+    cfg: Config,
+    live: Mutex<Live>,
+    metrics: Metrics,
+}
+
+impl AppState {
+    fn live(&self) -> MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// An error a client sees: a status and a sentence saying what was wrong and what to do.
+#[derive(Debug)]
+pub struct AppError(StatusCode, String);
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<JsonRejection> for AppError {
+    fn from(r: JsonRejection) -> Self {
+        let status = match r {
+            JsonRejection::BytesRejection(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        AppError(status, r.body_text())
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        AppError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+fn bad(msg: impl Into<String>) -> AppError {
+    AppError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// JSON with object keys sorted bytewise and no whitespace: the bytes edges sign.
+pub fn canonical_json(v: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out
+}
+
+fn write_canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(&m[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(x, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// The bytes an edge signs for `body` (a JSON object without `signature`).
+pub fn signed_bytes(domain: &[u8], body: &Value) -> Vec<u8> {
+    let mut b = domain.to_vec();
+    b.extend_from_slice(canonical_json(body).as_bytes());
+    b
+}
+
+/// Adds `signature` to `body`, signed with `key` (what an edge agent does).
+pub fn sign_body(
+    domain: &[u8],
+    mut body: Value,
+    key: &edgeplay_protocol::token::SigningKey,
+) -> Value {
+    use ed25519_dalek::Signer;
+    let sig = key.sign(&signed_bytes(domain, &body));
+    if let Value::Object(m) = &mut body {
+        m.insert("signature".into(), Value::String(to_hex(&sig.to_bytes())));
+    }
+    body
+}
+
+/// Parses `bytes` as a signed JSON object: the body without `signature`, and the signature.
+fn split_signed(bytes: &[u8]) -> Result<(Value, Signature), AppError> {
+    let mut v: Value = Json::<Value>::from_bytes(bytes)?.0;
+    let Value::Object(m) = &mut v else {
+        return Err(bad("body must be a JSON object"));
+    };
+    let sig = match m.remove("signature") {
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(bad("`signature`: expected a hex string of 64 bytes")),
+        None => {
+            return Err(bad(
+                "missing field `signature`: sign the body with the edge key",
+            ));
+        }
+    };
+    let sig: [u8; 64] = from_hex(&sig)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("`signature`: expected 128 hex digits (an Ed25519 signature)"))?;
+    Ok((v, Signature::from_bytes(&sig)))
+}
+
+fn check_signature(
+    s: &AppState,
+    domain: &[u8],
+    edge: &EdgeId,
+    body: &Value,
+    sig: &Signature,
+    issued_unix_ms: u64,
+) -> Result<(), AppError> {
+    let unauthorized = |m: String| {
+        s.metrics.rejected_signatures.inc();
+        AppError(StatusCode::UNAUTHORIZED, m)
+    };
+    let key = edge
+        .verifying_key()
+        .ok_or_else(|| unauthorized(format!("edge id {edge} is not an Ed25519 public key")))?;
+    key.verify_strict(&signed_bytes(domain, body), sig)
+        .map_err(|_| {
+            unauthorized(format!(
+                "signature does not match edge {edge}: sign the canonical JSON of the body without `signature` with the edge's key"
+            ))
+        })?;
+    if now_ms().abs_diff(issued_unix_ms) > SIGNED_SKEW_MS {
+        return Err(unauthorized(format!(
+            "`issued_unix_ms` {issued_unix_ms} is more than {SIGNED_SKEW_MS} ms from the broker's clock: sync the edge's clock and sign a fresh message"
+        )));
+    }
+    Ok(())
+}
+
+fn parse_resolution(r: &str) -> Option<(u32, u32)> {
+    let (w, h) = r.split_once('x')?;
+    Some((w.parse().ok()?, h.parse().ok()?))
+}
+
+fn spec_of(rec: &EdgeRecord) -> EdgeSpec {
+    let ad = &rec.ad;
+    let (w, h) = ad
+        .resolutions
+        .iter()
+        .filter_map(|r| parse_resolution(r))
+        .max_by_key(|&(w, h)| u64::from(w) * u64::from(h))
+        .unwrap_or((0, 0));
+    EdgeSpec {
+        id: ad.id,
+        region: ad.region.clone(),
+        coord: ad.coord,
+        gpu_class: ad.gpu_class,
+        max_width: w,
+        max_height: h,
+        max_fps: ad.max_fps,
+        price_per_min: ad.price_per_min,
+        free_slots: rec.free_slots.min(ad.capacity),
+        total_slots: ad.capacity,
+        reputation: 1.0,
+        accepting: !rec.draining,
+    }
+}
+
+fn validate_ad(ad: &EdgeAd) -> Result<(), AppError> {
+    if ad.region.is_empty() || ad.region.len() > 64 {
+        return Err(bad("`region`: 1 to 64 bytes, e.g. `eu-west`"));
+    }
+    if usize::from(ad.gpu_class) >= GPU_CLASSES {
+        return Err(bad(format!("`gpu_class`: must be below {GPU_CLASSES}")));
+    }
+    if !ad.coord.is_valid() {
+        return Err(bad(
+            "`coord`: not a valid Vivaldi coordinate (finite, height ≥ 0)",
+        ));
+    }
+    if ad.capacity == 0 {
+        return Err(bad("`capacity`: at least 1 session slot"));
+    }
+    if ad.resolutions.is_empty() || ad.resolutions.iter().any(|r| parse_resolution(r).is_none()) {
+        return Err(bad(
+            "`resolutions`: a non-empty list of WIDTHxHEIGHT, e.g. [\"1920x1080\"]",
+        ));
+    }
+    Ok(())
+}
+
+/// Loads the store's edges and sessions and builds the router.
+pub async fn app(cfg: Config) -> Result<Router, StoreError> {
+    let mut live = Live {
+        index: Index::new(IndexConfig::default()),
+        edges: HashMap::new(),
+        sessions: HashMap::new(),
+        buckets: HashMap::new(),
+    };
+    let now = Instant::now();
+    for (key, v) in cfg.store.list(Table::Edges).await? {
+        match serde_json::from_slice::<EdgeRecord>(&v) {
+            Ok(rec) => {
+                live.index.upsert(spec_of(&rec));
+                live.edges.insert(rec.ad.id, (rec, now));
+            }
+            Err(e) => warn!(%key, error = %e, "skipping unreadable edge record"),
+        }
+    }
+    for (key, v) in cfg.store.list(Table::Sessions).await? {
+        match serde_json::from_slice::<SessionRecord>(&v) {
+            Ok(rec) => {
+                live.sessions.insert(rec.id, rec);
+            }
+            Err(e) => warn!(%key, error = %e, "skipping unreadable session record"),
+        }
+    }
+    info!(
+        edges = live.edges.len(),
+        sessions = live.sessions.len(),
+        "registry loaded"
+    );
+    let metrics = Metrics::new();
+    metrics.edges.set(live.edges.len() as i64);
+    Ok(router(Arc::new(AppState {
+        cfg,
+        live: Mutex::new(live),
+        metrics,
+    })))
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route(
+            "/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
+        .route("/v1/broker/key", get(broker_key))
+        .route("/v1/edges", post(register).get(list_edges))
+        .route("/v1/edges/{id}/heartbeat", post(heartbeat))
+        .route("/v1/sessions", post(create_session))
+        .route("/v1/sessions/{id}", get(get_session))
+        .route("/v1/sessions/{id}/select", post(select))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &s.metrics.registry) {
+        return AppError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+async fn broker_key(State(s): State<Arc<AppState>>) -> Json<Value> {
+    Json(serde_json::json!({
+        "algorithm": "ed25519",
+        "public_key": to_hex(s.cfg.key.public().as_bytes()),
+    }))
+}
+
+async fn register(
+    State(s): State<Arc<AppState>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    let body = body.map_err(|e| AppError(StatusCode::PAYLOAD_TOO_LARGE, e.body_text()))?;
+    let (unsigned, sig) = split_signed(&body)?;
+    // Through axum's decoder so that errors name the field's path.
+    let Json(ad) = Json::<EdgeAd>::from_bytes(canonical_json(&unsigned).as_bytes())?;
+    validate_ad(&ad)?;
+    check_signature(
+        &s,
+        REGISTER_DOMAIN,
+        &ad.id,
+        &unsigned,
+        &sig,
+        ad.issued_unix_ms,
+    )?;
+    let rec = EdgeRecord {
+        free_slots: ad.capacity,
+        draining: false,
+        ad,
+    };
+    let bytes = serde_json::to_vec(&rec).map_err(|e| bad(e.to_string()))?;
+    s.cfg
+        .store
+        .put(Table::Edges, rec.ad.id.to_string(), bytes)
+        .await?;
+    let id = rec.ad.id;
+    let created = {
+        let mut live = s.live();
+        live.index.upsert(spec_of(&rec));
+        let created = live.edges.insert(id, (rec, Instant::now())).is_none();
+        s.metrics.edges.set(live.edges.len() as i64);
+        created
+    };
+    s.metrics.registrations.inc();
+    info!(edge = %id, "edge registered");
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(serde_json::json!({
+            "id": id,
+            "heartbeat_url": format!("/v1/edges/{id}/heartbeat"),
+        })),
+    ))
+}
+
+async fn list_edges(State(s): State<Arc<AppState>>) -> Json<Vec<EdgeRecord>> {
+    let live = s.live();
+    let mut v: Vec<EdgeRecord> = live.edges.values().map(|(r, _)| r.clone()).collect();
+    v.sort_by_key(|r| r.ad.id);
+    Json(v)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Heartbeat {
+    free_slots: u32,
+    #[serde(default)]
+    draining: bool,
+    issued_unix_ms: u64,
+}
+
+fn parse_id<T: std::str::FromStr>(what: &str, id: &str) -> Result<T, AppError>
+where
+    T::Err: std::fmt::Display,
+{
+    id.parse()
+        .map_err(|e| bad(format!("{what} id `{id}` in the path: {e}")))
+}
+
+async fn heartbeat(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<Value>, AppError> {
+    let edge: EdgeId = parse_id("edge", &id)?;
+    if !s.live().edges.contains_key(&edge) {
+        return Err(AppError(
+            StatusCode::NOT_FOUND,
+            format!("edge {edge} is not registered: POST /v1/edges first"),
+        ));
+    }
+    let body = body.map_err(|e| AppError(StatusCode::PAYLOAD_TOO_LARGE, e.body_text()))?;
+    let (unsigned, sig) = split_signed(&body)?;
+    let Json(hb) = Json::<Heartbeat>::from_bytes(canonical_json(&unsigned).as_bytes())?;
+    check_signature(
+        &s,
+        HEARTBEAT_DOMAIN,
+        &edge,
+        &unsigned,
+        &sig,
+        hb.issued_unix_ms,
+    )?;
+    // Liveness and load live in memory; only registrations reach the store.
+    let mut live = s.live();
+    let Live { index, edges, .. } = &mut *live;
+    let Some((rec, seen)) = edges.get_mut(&edge) else {
+        return Err(AppError(
+            StatusCode::NOT_FOUND,
+            format!("edge {edge} is not registered: POST /v1/edges first"),
+        ));
+    };
+    rec.free_slots = hb.free_slots;
+    rec.draining = hb.draining;
+    *seen = Instant::now();
+    index.upsert(spec_of(rec));
+    s.metrics.heartbeats.inc();
+    Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+/// A player's session request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionRequest {
+    player: String,
+    #[serde(default)]
+    coord: Option<Coord>,
+    #[serde(default)]
+    region: Option<String>,
+    width: u32,
+    height: u32,
+    fps: u32,
+    #[serde(default)]
+    min_gpu_class: u8,
+    #[serde(default)]
+    max_price_per_min: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct CandidateOut {
+    edge: EdgeId,
+    region: String,
+    quic_addr: SocketAddr,
+}
+
+fn rate_limit(s: &AppState, player: &str) -> Result<(), AppError> {
+    let rate = s.cfg.rate;
+    let now = Instant::now();
+    let mut live = s.live();
+    if live.buckets.len() > 100_000 {
+        // Full buckets carry no information: forget them to bound memory.
+        live.buckets.retain(|_, (tokens, at)| {
+            *tokens + now.duration_since(*at).as_secs_f64() * rate.per_sec < rate.burst
+        });
+    }
+    let (tokens, at) = live
+        .buckets
+        .entry(player.to_owned())
+        .or_insert((rate.burst, now));
+    *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate.per_sec).min(rate.burst);
+    *at = now;
+    if *tokens < 1.0 {
+        drop(live);
+        s.metrics.rate_limited.inc();
+        return Err(AppError(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "player `{player}` is over {} requests/s (burst {}): retry in a second",
+                rate.per_sec, rate.burst
+            ),
+        ));
+    }
+    *tokens -= 1.0;
+    Ok(())
+}
+
+async fn create_session(
+    State(s): State<Arc<AppState>>,
+    body: Result<Json<SessionRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    let Json(req) = body?;
+    if req.player.is_empty() || req.player.len() > edgeplay_protocol::token::MAX_PLAYER_LEN {
+        return Err(bad("`player`: 1 to 64 bytes"));
+    }
+    if req.coord.is_some_and(|c| !c.is_valid()) {
+        return Err(bad(
+            "`coord`: not a valid Vivaldi coordinate (finite, height ≥ 0)",
+        ));
+    }
+    rate_limit(&s, &req.player)?;
+    let request = Request {
+        coord: req.coord,
+        region: req.region,
+        width: req.width,
+        height: req.height,
+        fps: req.fps,
+        min_gpu_class: req.min_gpu_class,
+        max_price_per_min: req.max_price_per_min,
+    };
+    let (candidates, out) = {
+        let live = s.live();
+        let cands: Vec<EdgeId> = live
+            .index
+            .candidates_scored(&request)
+            .map_err(|e| bad(e.to_string()))?
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect();
+        let out: Vec<CandidateOut> = cands
+            .iter()
+            .filter_map(|id| live.edges.get(id))
+            .map(|(r, _)| CandidateOut {
+                edge: r.ad.id,
+                region: r.ad.region.clone(),
+                quic_addr: r.ad.quic_addr,
+            })
+            .collect();
+        (cands, out)
+    };
+    if candidates.is_empty() {
+        return Err(AppError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no edge meets the request: relax the resolution, GPU class or price, or retry later"
+                .into(),
+        ));
+    }
+    let mut raw = [0u8; 16];
+    getrandom::fill(&mut raw)
+        .map_err(|e| AppError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let id = SessionId(raw);
+    let rec = SessionRecord {
+        id,
+        player: req.player,
+        request,
+        candidates,
+        edge: None,
+        created_unix_ms: now_ms(),
+    };
+    let bytes = serde_json::to_vec(&rec).map_err(|e| bad(e.to_string()))?;
+    s.cfg
+        .store
+        .put(Table::Sessions, id.to_string(), bytes)
+        .await?;
+    s.live().sessions.insert(id, rec);
+    s.metrics.sessions.inc();
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "session": id,
+            "candidates": out,
+            "select_url": format!("/v1/sessions/{id}/select"),
+        })),
+    ))
+}
+
+async fn get_session(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<SessionRecord>, AppError> {
+    let sid: SessionId = parse_id("session", &id)?;
+    s.live()
+        .sessions
+        .get(&sid)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| no_session(&sid))
+}
+
+fn no_session(id: &SessionId) -> AppError {
+    AppError(
+        StatusCode::NOT_FOUND,
+        format!("no session {id}: ask for one with POST /v1/sessions"),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Measured {
+    edge: EdgeId,
+    rtt_ms: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SelectRequest {
+    measured: Vec<Measured>,
+}
+
+async fn select(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Result<Json<SelectRequest>, JsonRejection>,
+) -> Result<Json<Value>, AppError> {
+    let sid: SessionId = parse_id("session", &id)?;
+    let Json(req) = body?;
+    let player = s
+        .live()
+        .sessions
+        .get(&sid)
+        .map(|r| r.player.clone())
+        .ok_or_else(|| no_session(&sid))?;
+    rate_limit(&s, &player)?;
+    let measured: Vec<(EdgeId, f64)> = req.measured.iter().map(|m| (m.edge, m.rtt_ms)).collect();
+    let (rec, edge) = {
+        let live = s.live();
+        let rec = live.sessions.get(&sid).ok_or_else(|| no_session(&sid))?;
+        let pick = live
+            .index
+            .pick(&rec.request, &rec.candidates, &measured)
+            .map_err(|e| match e {
+                PlacementError::NoMeasuredCandidate => {
+                    AppError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+                }
+                PlacementError::NoLocation => bad(e.to_string()),
+            })?;
+        let edge = live
+            .edges
+            .get(&pick.edge)
+            .map(|(r, _)| r.ad.clone())
+            .ok_or_else(|| {
+                AppError(
+                    StatusCode::CONFLICT,
+                    "the chosen edge left: ask for a new session".into(),
+                )
+            })?;
+        let mut rec = rec.clone();
+        rec.edge = Some(pick.edge);
+        (rec, edge)
+    };
+    let (token, t) = s
+        .cfg
+        .key
+        .mint(sid, edge.id, &rec.player, now_ms())
+        .map_err(|e| AppError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let bytes = serde_json::to_vec(&rec).map_err(|e| bad(e.to_string()))?;
+    s.cfg
+        .store
+        .put(Table::Sessions, sid.to_string(), bytes)
+        .await?;
+    s.live().sessions.insert(sid, rec);
+    s.metrics.selections.inc();
+    info!(session = %sid, edge = %edge.id, "session placed");
+    Ok(Json(serde_json::json!({
+        "session": sid,
+        "edge": edge.id,
+        "quic_addr": edge.quic_addr,
+        "cert_fingerprint": edge.cert_fingerprint,
+        "whep_url": format!("/v1/sessions/{sid}/whep"),
+        "token": to_hex(&token),
+        "expires_unix_ms": t.expires_unix_ms,
+    })))
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then drains open requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::RedbStore;
+    use axum::body::Body;
+    use axum::http::Request as HttpRequest;
+    use edgeplay_protocol::token::{SigningKey, verify};
+    use tower::ServiceExt;
+
+    struct T {
+        router: Router,
+        key: BrokerKey,
+        _dir: PathGuard,
+    }
+
+    struct PathGuard(std::path::PathBuf);
+    impl Drop for PathGuard {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    async fn setup(name: &str, rate: RateLimit) -> T {
+        let dir = std::env::temp_dir().join(format!("edgeplay-api-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let key = BrokerKey::load_or_create(&dir).unwrap();
+        let store = Arc::new(RedbStore::open(&dir).unwrap());
+        let router = app(Config {
+            store,
+            key: key.clone(),
+            rate,
+        })
+        .await
+        .unwrap();
+        T {
+            router,
+            key,
+            _dir: PathGuard(dir),
+        }
+    }
+
+    async fn call(
+        r: &Router,
+        method: &str,
+        uri: &str,
+        body: Option<String>,
+    ) -> (StatusCode, Value) {
+        let mut b = HttpRequest::builder().method(method).uri(uri);
+        if body.is_some() {
+            b = b.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = b.body(body.map_or_else(Body::empty, Body::from)).unwrap();
+        let resp = r.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, v)
+    }
+
+    pub(crate) fn edge_body(key: &SigningKey, x: f64, port: u16) -> Value {
+        let id = EdgeId(key.verifying_key().to_bytes());
+        let body = serde_json::json!({
+            "id": id,
+            "region": "eu",
+            "gpu": "RTX 4090",
+            "gpu_class": 3,
+            "encoders": ["nvenc-h264", "x264"],
+            "resolutions": ["1920x1080", "1280x720"],
+            "max_fps": 60,
+            "capacity": 4,
+            "price_per_min": 100,
+            "coord": {"x": x, "y": 0.0, "height": 1.0},
+            "quic_addr": format!("127.0.0.1:{port}"),
+            "cert_fingerprint": "ab".repeat(32),
+            "issued_unix_ms": now_ms(),
+        });
+        sign_body(REGISTER_DOMAIN, body, key)
+    }
+
+    fn session_body(player: &str) -> String {
+        serde_json::json!({
+            "player": player,
+            "coord": {"x": 1.0, "y": 0.0, "height": 1.0},
+            "width": 1280, "height": 720, "fps": 60,
+        })
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn register_place_select_gives_a_token_the_edge_accepts() {
+        let t = setup("flow", RateLimit::default()).await;
+        let keys = [
+            SigningKey::from_bytes(&[1; 32]),
+            SigningKey::from_bytes(&[2; 32]),
+        ];
+        for (i, k) in keys.iter().enumerate() {
+            let (st, v) = call(
+                &t.router,
+                "POST",
+                "/v1/edges",
+                Some(edge_body(k, i as f64 * 10.0, 4433 + i as u16).to_string()),
+            )
+            .await;
+            assert_eq!(st, StatusCode::CREATED, "{v}");
+        }
+        let e1 = EdgeId(keys[1].verifying_key().to_bytes());
+        let hb = sign_body(
+            HEARTBEAT_DOMAIN,
+            serde_json::json!({"free_slots": 2, "issued_unix_ms": now_ms()}),
+            &keys[1],
+        );
+        let (st, v) = call(
+            &t.router,
+            "POST",
+            &format!("/v1/edges/{e1}/heartbeat"),
+            Some(hb.to_string()),
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+
+        let (st, v) = call(
+            &t.router,
+            "POST",
+            "/v1/sessions",
+            Some(session_body("alice")),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        assert_eq!(v["candidates"].as_array().unwrap().len(), 2);
+        let sid = v["session"].as_str().unwrap().to_owned();
+        // The farther edge by coordinates answers faster when measured: it wins.
+        let sel = serde_json::json!({"measured": [
+            {"edge": EdgeId(keys[0].verifying_key().to_bytes()), "rtt_ms": 30.0},
+            {"edge": e1, "rtt_ms": 5.0},
+        ]});
+        let (st, v) = call(
+            &t.router,
+            "POST",
+            &format!("/v1/sessions/{sid}/select"),
+            Some(sel.to_string()),
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert_eq!(v["edge"], serde_json::json!(e1));
+        assert_eq!(v["quic_addr"], "127.0.0.1:4434");
+        assert_eq!(v["whep_url"], format!("/v1/sessions/{sid}/whep"));
+        let token = from_hex(v["token"].as_str().unwrap()).unwrap();
+        let got = verify(&token, &t.key.public(), now_ms(), &e1).unwrap();
+        assert_eq!(got.player, "alice");
+        assert_eq!(got.session.to_string(), sid);
+
+        let (st, v) = call(&t.router, "GET", &format!("/v1/sessions/{sid}"), None).await;
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(v["edge"], serde_json::json!(e1));
+        let (_, v) = call(&t.router, "GET", "/v1/broker/key", None).await;
+        assert_eq!(v["public_key"], to_hex(t.key.public().as_bytes()));
+    }
+
+    #[tokio::test]
+    async fn bad_signature_is_401_and_unknown_heartbeat_is_404() {
+        let t = setup("auth", RateLimit::default()).await;
+        let k = SigningKey::from_bytes(&[3; 32]);
+        let mut body = edge_body(&k, 0.0, 1);
+        body["price_per_min"] = serde_json::json!(1); // changed after signing
+        let (st, v) = call(&t.router, "POST", "/v1/edges", Some(body.to_string())).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+        // Signed by another key than the id claims.
+        let other = SigningKey::from_bytes(&[4; 32]);
+        let mut body = edge_body(&k, 0.0, 1);
+        body.as_object_mut().unwrap().remove("signature");
+        let forged = sign_body(REGISTER_DOMAIN, body, &other);
+        let (st, _) = call(&t.router, "POST", "/v1/edges", Some(forged.to_string())).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+        let hb = sign_body(
+            HEARTBEAT_DOMAIN,
+            serde_json::json!({"free_slots": 1, "issued_unix_ms": now_ms()}),
+            &k,
+        );
+        let id = EdgeId(k.verifying_key().to_bytes());
+        let (st, v) = call(
+            &t.router,
+            "POST",
+            &format!("/v1/edges/{id}/heartbeat"),
+            Some(hb.to_string()),
+        )
+        .await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    }
+
+    #[tokio::test]
+    async fn malformed_json_names_the_field_and_oversized_is_413() {
+        let t = setup("bad", RateLimit::default()).await;
+        let (st, v) = call(
+            &t.router,
+            "POST",
+            "/v1/sessions",
+            Some(r#"{"player":"p","width":"wide","height":720,"fps":60}"#.into()),
+        )
+        .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST);
+        assert!(v["error"].as_str().unwrap().contains("width"), "{v}");
+        let (st, v) = call(
+            &t.router,
+            "POST",
+            "/v1/sessions",
+            Some(r#"{"player":"p","height":720,"fps":60}"#.into()),
+        )
+        .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST);
+        assert!(v["error"].as_str().unwrap().contains("width"), "{v}");
+        let (st, v) = call(&t.router, "POST", "/v1/sessions", Some("{not json".into())).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+        let k = SigningKey::from_bytes(&[5; 32]);
+        let mut body = edge_body(&k, 0.0, 1);
+        body["capacity"] = serde_json::json!(-1);
+        let (st, v) = call(&t.router, "POST", "/v1/edges", Some(body.to_string())).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST);
+        assert!(v["error"].as_str().unwrap().contains("capacity"), "{v}");
+        let big = format!(r#"{{"player":"{}"}}"#, "x".repeat(MAX_BODY));
+        let (st, _) = call(&t.router, "POST", "/v1/sessions", Some(big.clone())).await;
+        assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+        let (st, _) = call(&t.router, "POST", "/v1/edges", Some(big)).await;
+        assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn a_player_over_the_limit_gets_429_and_others_do_not() {
+        let t = setup(
+            "rate",
+            RateLimit {
+                burst: 3.0,
+                per_sec: 0.001,
+            },
+        )
+        .await;
+        let k = SigningKey::from_bytes(&[6; 32]);
+        let (st, _) = call(
+            &t.router,
+            "POST",
+            "/v1/edges",
+            Some(edge_body(&k, 0.0, 1).to_string()),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED);
+        for _ in 0..3 {
+            let (st, v) = call(&t.router, "POST", "/v1/sessions", Some(session_body("bob"))).await;
+            assert_eq!(st, StatusCode::CREATED, "{v}");
+        }
+        let (st, _) = call(&t.router, "POST", "/v1/sessions", Some(session_body("bob"))).await;
+        assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
+        let (st, _) = call(
+            &t.router,
+            "POST",
+            "/v1/sessions",
+            Some(session_body("carol")),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED);
+    }
+
+    #[tokio::test]
+    async fn health_metrics_and_openapi_are_served() {
+        let t = setup("meta", RateLimit::default()).await;
+        let (st, _) = call(&t.router, "GET", "/healthz", None).await;
+        assert_eq!(st, StatusCode::OK);
+        let (st, v) = call(&t.router, "GET", "/metrics", None).await;
+        assert_eq!(st, StatusCode::OK);
+        assert!(v.as_str().unwrap().contains("broker_sessions_total"), "{v}");
+        let (st, v) = call(&t.router, "GET", "/openapi.json", None).await;
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(v["openapi"], "3.1.0");
+        assert!(v["paths"]["/v1/sessions/{id}/select"].is_object());
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_without_whitespace() {
+        let v: Value =
+            serde_json::from_str(r#"{ "b": [1, {"d": 2, "c": "x"}], "a": null }"#).unwrap();
+        assert_eq!(canonical_json(&v), r#"{"a":null,"b":[1,{"c":"x","d":2}]}"#);
+    }
+}
