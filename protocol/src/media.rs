@@ -204,13 +204,7 @@ impl FrameHeader {
     pub fn decode(bytes: &[u8]) -> Result<Self, MediaError> {
         const WHAT: &str = "frame header";
         let mut r = Reader::new(WHAT, bytes);
-        let version = r.u8()?;
-        if version != VERSION {
-            return Err(MediaError::Version {
-                what: WHAT,
-                got: version,
-            });
-        }
+        r.version()?;
         let flags = r.u8()?;
         if flags & !1 != 0 {
             return Err(invalid(WHAT, format!("unknown flags {flags:#04x}")));
@@ -267,13 +261,7 @@ impl AudioHeader {
     pub fn decode(bytes: &[u8]) -> Result<Self, MediaError> {
         const WHAT: &str = "audio header";
         let mut r = Reader::new(WHAT, bytes);
-        let version = r.u8()?;
-        if version != VERSION {
-            return Err(MediaError::Version {
-                what: WHAT,
-                got: version,
-            });
-        }
+        r.version()?;
         if r.u8()? != 0 {
             return Err(invalid(WHAT, "reserved byte is not zero".into()));
         }
@@ -717,13 +705,7 @@ impl ControlMessage {
         let mut r = Reader::new(WHAT, body);
         let msg = match r.u8()? {
             tag::HELLO => {
-                let version = r.u8()?;
-                if version != VERSION {
-                    return Err(MediaError::Version {
-                        what: WHAT,
-                        got: version,
-                    });
-                }
+                r.version()?;
                 ControlMessage::Hello {
                     token: r.bytes16(MAX_TOKEN_LEN)?.to_vec(),
                 }
@@ -752,13 +734,7 @@ impl ControlMessage {
             }),
             tag::INPUTS => ControlMessage::Inputs(InputRun::decode(&mut r)?),
             tag::WELCOME => {
-                let version = r.u8()?;
-                if version != VERSION {
-                    return Err(MediaError::Version {
-                        what: WHAT,
-                        got: version,
-                    });
-                }
+                r.version()?;
                 ControlMessage::Welcome {
                     session_id: r.string16()?,
                     width: r.u16()?,
@@ -844,6 +820,17 @@ impl<'a> Reader<'a> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.bytes(N)?);
         Ok(out)
+    }
+
+    /// Reads the version byte; anything but [`VERSION`] is refused, named by `what`.
+    fn version(&mut self) -> Result<(), MediaError> {
+        match self.u8()? {
+            VERSION => Ok(()),
+            got => Err(MediaError::Version {
+                what: self.what,
+                got,
+            }),
+        }
     }
 
     fn u8(&mut self) -> Result<u8, MediaError> {
