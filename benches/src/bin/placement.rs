@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use edgeplay_broker::placement::{EdgeSpec, Index, IndexConfig, Request};
 use edgeplay_protocol::coords::{Coord, Vivaldi};
+use edgeplay_protocol::hash::SplitMix64;
 use edgeplay_protocol::token::EdgeId;
 
 struct Args {
@@ -70,18 +71,14 @@ fn parse_args() -> Result<Args> {
 }
 
 /// splitmix64: small, fast, seedable; the bench must be reproducible.
-struct Rng(u64);
+struct Rng(SplitMix64);
 
 impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+    fn new(seed: u64) -> Self {
+        Self(SplitMix64(seed))
     }
     fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        (self.0.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
     fn below(&mut self, n: usize) -> usize {
         (self.unit() * n as f64) as usize % n
@@ -141,6 +138,29 @@ fn edge_id(i: usize) -> EdgeId {
     EdgeId(b)
 }
 
+/// The client probes every candidate (not timed: that is network time), then the broker picks;
+/// returns the pick's time and the chosen edge's true RTT.
+fn probe_and_pick(
+    world: &World,
+    index: &Index,
+    rng: &mut Rng,
+    p: &Player,
+    cands: &[EdgeId],
+    probed: &mut Vec<(EdgeId, f64)>,
+) -> (Duration, Option<f64>) {
+    probed.clear();
+    for c in cands {
+        probed.push((*c, world.probe(rng, p.city, p.access, index_of(c))));
+    }
+    let t = Instant::now();
+    let pick = index.pick(&p.req, cands, probed).ok();
+    let took = t.elapsed();
+    (
+        took,
+        pick.map(|pk| world.true_rtt(p.city, p.access, index_of(&pk.edge))),
+    )
+}
+
 fn index_of(id: &EdgeId) -> usize {
     let mut b = [0u8; 8];
     b.copy_from_slice(&id.0[..8]);
@@ -196,7 +216,7 @@ impl World {
 }
 
 fn build_world(seed: u64, n_edges: usize) -> (World, Vec<usize>) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let cont_cum: Vec<f64> = CONTINENTS
         .iter()
         .scan(0.0, |s, c| {
@@ -225,7 +245,7 @@ fn build_world(seed: u64, n_edges: usize) -> (World, Vec<usize>) {
                 let (ax, ay) = city_xy[a];
                 let (bx, by) = city_xy[b];
                 // Fibre: 100 km of distance per ms of RTT, inflated by the route taken.
-                let inflation = 1.1 + 0.5 * Rng(seed ^ ((a * CITIES + b) as u64)).unit();
+                let inflation = 1.1 + 0.5 * Rng::new(seed ^ ((a * CITIES + b) as u64)).unit();
                 1.0 + (ax - bx).hypot(ay - by) / 100.0 * inflation
             };
             base[a * CITIES + b] = d as f32;
@@ -298,7 +318,7 @@ fn build_world(seed: u64, n_edges: usize) -> (World, Vec<usize>) {
 
 /// Vivaldi on noisy samples: landmarks gossip first, then every edge joins against them.
 fn derive_coordinates(w: &mut World, landmarks: &[usize], seed: u64) -> Landmarks {
-    let mut rng = Rng(seed ^ 0x5eed);
+    let mut rng = Rng::new(seed ^ 0x5eed);
     let n = landmarks.len();
     let mut lm: Vec<Vivaldi> = (0..n).map(|i| Vivaldi::new(i as u64 + 1)).collect();
     for _ in 0..(n * 400) {
@@ -360,7 +380,7 @@ impl Landmarks {
 }
 
 fn players(w: &World, l: &Landmarks, n: usize, seed: u64) -> Vec<Player> {
-    let mut rng = Rng(seed ^ 0x9a7e);
+    let mut rng = Rng::new(seed ^ 0x9a7e);
     (0..n)
         .map(|i| {
             let city = rng.weighted(&w.city_cum);
@@ -469,7 +489,7 @@ fn main() -> Result<()> {
         index_s.as_secs_f64()
     );
 
-    let mut rng = Rng(args.seed ^ 0x0b5e);
+    let mut rng = Rng::new(args.seed ^ 0x0b5e);
     let (mut ours, mut scan, mut coords) = (
         Strategy::default(),
         Strategy::default(),
@@ -485,15 +505,9 @@ fn main() -> Result<()> {
         // Ours: index, probes (not timed: network), pick.
         let t = Instant::now();
         let cands = index.candidates(&p.req);
-        let mut took = t.elapsed();
-        probed.clear();
-        for c in &cands {
-            probed.push((*c, world.probe(&mut rng, p.city, p.access, index_of(c))));
-        }
-        let t = Instant::now();
-        let pick = index.pick(&p.req, &cands, &probed).ok();
-        took += t.elapsed();
-        ours.record(took, pick.map(|pk| truth(&pk.edge)), best);
+        let took = t.elapsed();
+        let (pick_took, chosen) = probe_and_pick(&world, &index, &mut rng, p, &cands, &mut probed);
+        ours.record(took + pick_took, chosen, best);
 
         // Coordinates alone: the index's best by coordinates, no probing.
         let t = Instant::now();
@@ -509,15 +523,10 @@ fn main() -> Result<()> {
                 .into_iter()
                 .map(|c| c.1)
                 .collect();
-            let mut took = t.elapsed();
-            probed.clear();
-            for c in &cands {
-                probed.push((*c, world.probe(&mut rng, p.city, p.access, index_of(c))));
-            }
-            let t = Instant::now();
-            let pick = index.pick(&p.req, &cands, &probed).ok();
-            took += t.elapsed();
-            scan.record(took, pick.map(|pk| truth(&pk.edge)), best);
+            let took = t.elapsed();
+            let (pick_took, chosen) =
+                probe_and_pick(&world, &index, &mut rng, p, &cands, &mut probed);
+            scan.record(took + pick_took, chosen, best);
         }
     }
     println!(
