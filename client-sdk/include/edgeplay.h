@@ -13,6 +13,11 @@
 #include <stdint.h>
 
 // What a call did. Negative values are failures; [`ep_last_error`] says more.
+//
+// ```c
+// EpStatus rc = ep_session_next_frame(s, 16, &f);
+// if (rc < 0) fprintf(stderr, "%d: %s\n", rc, ep_last_error());
+// ```
 typedef enum EpStatus {
   // Done.
   EP_STATUS_OK = 0,
@@ -39,6 +44,10 @@ typedef enum EpStatus {
 } EpStatus;
 
 // Kinds of [`EpInput`] (the `kind` field).
+//
+// ```c
+// EpInput click = { .kind = EP_INPUT_KIND_BUTTON, .index = 0, .down = 1 };
+// ```
 typedef enum EpInputKind {
   // A key went down or up: `key` (a DOM `KeyboardEvent.code` such as `"ArrowUp"`), `down`.
   EP_INPUT_KIND_KEY = 0,
@@ -53,9 +62,19 @@ typedef enum EpInputKind {
 } EpInputKind;
 
 // A live session (opaque to C).
+//
+// ```c
+// EpSession *s = ep_client_connect(addr, fp, token, NULL);
+// /* … */
+// ep_session_close(s);
+// ```
 typedef struct EpSession EpSession;
 
 // Options of [`ep_client_connect`]; pass `NULL` for the defaults (all fields zero).
+//
+// ```c
+// EpOptions opts = { .worker_threads = 1, .connect_timeout_ms = 5000 };
+// ```
 typedef struct EpOptions {
   // Threads of the session's runtime (0: 2). QUIC and frame reassembly run there; the
   // decoder has its own thread.
@@ -65,6 +84,10 @@ typedef struct EpOptions {
 } EpOptions;
 
 // What the frame stamp in the picture says (see `edgeplay_protocol::stamp`).
+//
+// ```c
+// if (f.has_stamp && f.stamp.input_seq >= my_seq) printf("input shown at tick %u\n", f.stamp.tick);
+// ```
 typedef struct EpStamp {
   // Frame number within the session.
   uint32_t frame;
@@ -79,6 +102,11 @@ typedef struct EpStamp {
 } EpStamp;
 
 // A decoded NV12 picture. Its planes stay valid until [`ep_frame_release`].
+//
+// ```c
+// uint8_t luma = f.y[row * f.y_stride + col];
+// const uint8_t *uv = f.uv + (row / 2) * f.uv_stride + (col & ~1u); /* uv[0] = U, uv[1] = V */
+// ```
 typedef struct EpFrame {
   // Width in pixels.
   uint32_t width;
@@ -115,6 +143,11 @@ typedef struct EpFrame {
 } EpFrame;
 
 // One input event for [`ep_session_send_input`]. Only the fields its `kind` names are read.
+//
+// ```c
+// EpInput key = { .kind = EP_INPUT_KIND_KEY, .key = "KeyW", .down = 1 };
+// EpInput stick = { .kind = EP_INPUT_KIND_GAMEPAD_AXIS, .index = 0, .value = -16384 };
+// ```
 typedef struct EpInput {
   // One of [`EpInputKind`].
   uint32_t kind;
@@ -133,6 +166,12 @@ typedef struct EpInput {
 } EpInput;
 
 // A snapshot of a session's counters (see `edgeplay_client::Stats`).
+//
+// ```c
+// EpStats st;
+// ep_session_stats(s, &st);
+// printf("%.1f fps, rtt %.2f ms\n", st.fps, st.rtt_us / 1000.0);
+// ```
 typedef struct EpStats {
   // Frame streams fully received.
   uint64_t frames_received;

@@ -45,6 +45,11 @@ use edgeplay_protocol::stamp::read_luma;
 use crate::{Client, ClientError, Frame, Session, WELCOME_TIMEOUT, parse_fingerprint};
 
 /// What a call did. Negative values are failures; [`ep_last_error`] says more.
+///
+/// ```c
+/// EpStatus rc = ep_session_next_frame(s, 16, &f);
+/// if (rc < 0) fprintf(stderr, "%d: %s\n", rc, ep_last_error());
+/// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EpStatus {
@@ -73,6 +78,10 @@ pub enum EpStatus {
 }
 
 /// Kinds of [`EpInput`] (the `kind` field).
+///
+/// ```c
+/// EpInput click = { .kind = EP_INPUT_KIND_BUTTON, .index = 0, .down = 1 };
+/// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EpInputKind {
@@ -89,6 +98,10 @@ pub enum EpInputKind {
 }
 
 /// Options of [`ep_client_connect`]; pass `NULL` for the defaults (all fields zero).
+///
+/// ```c
+/// EpOptions opts = { .worker_threads = 1, .connect_timeout_ms = 5000 };
+/// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct EpOptions {
@@ -100,6 +113,10 @@ pub struct EpOptions {
 }
 
 /// What the frame stamp in the picture says (see `edgeplay_protocol::stamp`).
+///
+/// ```c
+/// if (f.has_stamp && f.stamp.input_seq >= my_seq) printf("input shown at tick %u\n", f.stamp.tick);
+/// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EpStamp {
@@ -116,6 +133,11 @@ pub struct EpStamp {
 }
 
 /// A decoded NV12 picture. Its planes stay valid until [`ep_frame_release`].
+///
+/// ```c
+/// uint8_t luma = f.y[row * f.y_stride + col];
+/// const uint8_t *uv = f.uv + (row / 2) * f.uv_stride + (col & ~1u); /* uv[0] = U, uv[1] = V */
+/// ```
 #[repr(C)]
 #[derive(Debug)]
 pub struct EpFrame {
@@ -211,6 +233,12 @@ impl EpFrame {
 }
 
 /// A snapshot of a session's counters (see `edgeplay_client::Stats`).
+///
+/// ```c
+/// EpStats st;
+/// ep_session_stats(s, &st);
+/// printf("%.1f fps, rtt %.2f ms\n", st.fps, st.rtt_us / 1000.0);
+/// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct EpStats {
@@ -245,6 +273,11 @@ pub struct EpStats {
 }
 
 /// One input event for [`ep_session_send_input`]. Only the fields its `kind` names are read.
+///
+/// ```c
+/// EpInput key = { .kind = EP_INPUT_KIND_KEY, .key = "KeyW", .down = 1 };
+/// EpInput stick = { .kind = EP_INPUT_KIND_GAMEPAD_AXIS, .index = 0, .value = -16384 };
+/// ```
 #[repr(C)]
 #[derive(Debug)]
 pub struct EpInput {
@@ -265,6 +298,12 @@ pub struct EpInput {
 }
 
 /// A live session (opaque to C).
+///
+/// ```c
+/// EpSession *s = ep_client_connect(addr, fp, token, NULL);
+/// /* … */
+/// ep_session_close(s);
+/// ```
 #[derive(Debug)]
 pub struct EpSession {
     runtime: tokio::runtime::Runtime,

@@ -52,6 +52,14 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "chromium",
         "headless browser for the web player's end-to-end test",
     ),
+    (
+        "xvfb",
+        "a virtual X server for edgeplay-play's window-mode test",
+    ),
+    (
+        "xdotool",
+        "presses keys and moves the mouse in edgeplay-play's window-mode test",
+    ),
 ];
 
 /// GStreamer elements the media path needs, with the package that ships each.
