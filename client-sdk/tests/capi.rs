@@ -116,3 +116,47 @@ async fn c_example_plays_checks_input_and_closes_against_a_live_edge() {
 
     edge.stop().await;
 }
+
+/// The header is C++ too (`cpp_compat`): a C++ program links and gets a clear refusal.
+#[test]
+fn header_serves_cpp_and_refuses_a_malformed_fingerprint() {
+    let tmp = TempDir::new("edgeplay-capi-cpp");
+    let src = tmp.0.join("refuse.cpp");
+    std::fs::write(
+        &src,
+        r#"#include "edgeplay.h"
+#include <cstdio>
+#include <cstring>
+int main() {
+    EpSession *s = ep_client_connect("127.0.0.1:9", "not-hex", "token", nullptr);
+    if (s != nullptr || ep_last_status() != EP_STATUS_INVALID_ARGUMENT) return 1;
+    if (std::strstr(ep_last_error(), "64 hex digits") == nullptr) return 2;
+    EpFrame f{};
+    ep_frame_release(&f);
+    std::puts(ep_last_error());
+    return ep_session_close(nullptr) == EP_STATUS_OK ? 0 : 3;
+}
+"#,
+    )
+    .unwrap();
+    let lib = cdylib_dir();
+    let exe = tmp.0.join("refuse");
+    let status = Command::new("c++")
+        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("include"))
+        .arg(&src)
+        .arg("-L")
+        .arg(&lib)
+        .arg("-ledgeplay_client")
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .expect("the system C++ compiler `c++` runs (apt-get install g++)");
+    assert!(
+        status.success(),
+        "a C++ program compiles against include/edgeplay.h"
+    );
+    let out = play(&exe).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is not 64 hex digits"));
+}
