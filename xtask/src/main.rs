@@ -60,6 +60,14 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "xdotool",
         "presses keys and moves the mouse in edgeplay-play's window-mode test",
     ),
+    (
+        "libx11-6",
+        "Xlib, loaded at run time by edgeplay-play's window (minifb)",
+    ),
+    (
+        "libxcursor1",
+        "Xcursor, loaded at run time by edgeplay-play's window (minifb)",
+    ),
 ];
 
 /// GStreamer elements the media path needs, with the package that ships each.

@@ -1,5 +1,6 @@
-//! Window mode: frames shown with minifb (X11, loaded at run time), keyboard and mouse sent
-//! as protocol input events.
+//! Window mode: frames shown with minifb (X11 only: libX11 and libXcursor are loaded with
+//! `dlopen` when the window opens, so building needs no X11 headers and a machine without them
+//! gets an error, not a failed start), keyboard and mouse sent as protocol input events.
 
 use std::time::Duration;
 
@@ -91,7 +92,9 @@ pub fn run(runtime: &tokio::runtime::Runtime, session: &mut Session) -> Result<(
     });
     let mut window = match opened {
         Ok(w) => w.context("cannot open a window (is the X server reachable through DISPLAY?)")?,
-        Err(_) => bail!("cannot open a window: the X11 libraries failed (install libx11-6)"),
+        Err(_) => bail!(
+            "cannot open a window: the X11 libraries failed (install libx11-6 and libxcursor1)"
+        ),
     };
     let mut pixels = Vec::new();
     let mut size = (0usize, 0usize);
