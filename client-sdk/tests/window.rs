@@ -120,6 +120,21 @@ async fn window_shows_live_frames_and_sends_keyboard_and_mouse() {
     let first = wait_for(&x.display, "a frame", |_| true).await;
     let later = wait_for(&x.display, "a later frame", |s| s.frame > first.frame + 10).await;
     assert_eq!(later.input_seq, 0, "no input sent yet");
+    // The title reports the rate and latency it measures.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut cmd = Command::new("xdotool");
+        cmd.args(["search", "--name", "fps, glass-to-glass [0-9.]+ ms"])
+            .env("DISPLAY", &x.display);
+        if output(cmd).await.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the title never showed fps and latency"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // A key press and release through the X server: inputs 1 and 2.
     xdotool(

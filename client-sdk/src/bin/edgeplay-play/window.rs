@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use edgeplay_client::Session;
 use edgeplay_protocol::input::{InputEvent, Key};
+use edgeplay_protocol::stamp::read_luma;
 use minifb::{KeyRepeat, MouseButton, MouseMode, Window, WindowOptions};
 
 use crate::image::nv12_to_0rgb;
@@ -101,6 +102,8 @@ pub fn run(runtime: &tokio::runtime::Runtime, session: &mut Session) -> Result<(
     let mut last_mouse: Option<(f32, f32)> = None;
     let buttons = [MouseButton::Left, MouseButton::Middle, MouseButton::Right];
     let mut held = [false; 3];
+    // The title shows frames per second and glass-to-glass (from the frame stamps) each second.
+    let (mut shown, mut g2g_us, mut since) = (0u32, 0u64, std::time::Instant::now());
     while window.is_open() {
         let frame = runtime.block_on(async {
             tokio::time::timeout(Duration::from_millis(4), session.next_frame()).await
@@ -115,6 +118,23 @@ pub fn run(runtime: &tokio::runtime::Runtime, session: &mut Session) -> Result<(
                 window
                     .update_with_buffer(&pixels, size.0, size.1)
                     .context("cannot draw into the window")?;
+                if let Ok(stamp) = read_luma(f.luma(), size.0, size.1, size.0) {
+                    let decoded_us = crate::unix_us().saturating_sub(
+                        u64::try_from(f.decoded_at.elapsed().as_micros()).unwrap_or(0),
+                    );
+                    g2g_us += decoded_us.saturating_sub(stamp.render_time_us);
+                }
+                shown += 1;
+                if since.elapsed() >= Duration::from_secs(1) {
+                    let secs = since.elapsed().as_secs_f64();
+                    #[allow(clippy::cast_precision_loss, reason = "a second's latencies")]
+                    let g2g_ms = g2g_us as f64 / f64::from(shown.max(1)) / 1000.0;
+                    window.set_title(&format!(
+                        "edgeplay-play: {:.0} fps, glass-to-glass {g2g_ms:.1} ms",
+                        f64::from(shown) / secs
+                    ));
+                    (shown, g2g_us, since) = (0, 0, std::time::Instant::now());
+                }
             }
             Ok(None) => bail!("the edge ended the session"),
             Err(_) => window.update(),
