@@ -47,7 +47,7 @@ struct Cli {
     #[arg(long, env = "EDGEPLAY_TOKEN", hide_env_values = true)]
     token: String,
     /// Headless: stop after this many decoded frames (no window).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     frames: Option<u64>,
     /// Headless: write each frame as DIR/frame-NNNNNN.ppm and its stamp to DIR/stamps.jsonl.
     #[arg(long, requires = "frames")]
