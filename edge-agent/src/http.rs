@@ -145,6 +145,10 @@ fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
+    #[allow(clippy::cast_possible_truncation, reason = "bit/s fit an i64")]
+    s.metrics
+        .webrtc_estimate_bps
+        .set(s.whep.estimate_sum_bps() as i64);
     (
         [(
             header::CONTENT_TYPE,
@@ -472,6 +476,7 @@ async fn whep_offer_inner(
         threads: 0,
         audio: true,
     };
+    let pipeline_kbps = pipeline.bitrate_kbps;
     let cfg = SessionConfig::new(id.clone(), pipeline, 1);
     let (gpu, metrics) = (s.gpu.clone(), Arc::clone(&s.metrics));
     let handle = tokio::task::spawn_blocking(move || Session::start(&gpu, cfg, metrics))
@@ -485,7 +490,7 @@ async fn whep_offer_inner(
         })?;
     let answer = s
         .whep
-        .offer(&body, handle)
+        .offer(&body, handle, pipeline_kbps)
         .await
         .map_err(|e| whep_error(&e))?;
     info!(session = %id, peer = %&answer.id[..8], "WHEP session created");

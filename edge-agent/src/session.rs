@@ -455,6 +455,9 @@ impl Runner {
             Control::SetBitrate { kbps } => {
                 let kbps = kbps.clamp(BITRATE_RANGE_KBPS.0, BITRATE_RANGE_KBPS.1);
                 self.pipeline.video_encoder().set_bitrate(kbps);
+                let applied = self.pipeline.video_encoder().stats().bitrate_kbps;
+                self.metrics.video_bitrate_kbps.set(i64::from(applied));
+                self.metrics.video_bitrate_changes.inc();
             }
             Control::End => {}
         }

@@ -24,7 +24,10 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use edgeplay_protocol::whep::{AckMessage, InputMessage, WireError};
-use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{
+    Attribute, CongestionControlBuilder, Interceptor, Packet, Slot, StreamInfo, TaggedPacket,
+    TwccSenderBuilder,
+};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::codec::h264::H264Payloader;
@@ -47,6 +50,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
+use crate::rate::{EncoderRate, Estimate};
 use crate::session::{Control, MediaPacket, SessionHandle};
 
 /// The playout-delay RTP header extension (min/max delay in 10 ms units, 12 bits each).
@@ -58,6 +62,8 @@ pub const H264_FMTP: &str =
 pub const VANISHED_GRACE: Duration = Duration::from_secs(3);
 /// How long a peer may take to connect after its answer before it is dropped.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often the peer's task moves the encoder to the congestion controller's estimate.
+pub const RATE_INTERVAL: Duration = Duration::from_millis(200);
 /// RTP payload size: below any path MTU with SRTP, extension and IP/UDP headers.
 const RTP_MTU: usize = 1200;
 const VIDEO_PT: u8 = 102;
@@ -118,6 +124,10 @@ pub struct PeerCounters {
     pub keyframe_requests: AtomicU64,
     /// Video access units sent.
     pub frames_sent: AtomicU64,
+    /// The encoder target this peer last asked for (kbit/s).
+    pub encoder_kbps: AtomicU64,
+    /// Encoder bitrate changes this peer asked for.
+    pub bitrate_changes: AtomicU64,
 }
 
 struct Peer {
@@ -125,6 +135,8 @@ struct Peer {
     pc: Arc<dyn PeerConnection>,
     stop: Notify,
     counters: PeerCounters,
+    /// The transport-cc estimate, written by the interceptor chain.
+    estimate: Arc<Estimate>,
 }
 
 /// The WHEP peers of an edge.
@@ -171,7 +183,8 @@ impl Whep {
         self.len() == 0
     }
 
-    /// Answers `offer` with a peer that plays `session`; the peer ends the session when it ends.
+    /// Answers `offer` with a peer that plays `session` (encoding at `session_kbps`, the ceiling
+    /// of its congestion controller); the peer ends the session when it ends.
     ///
     /// # Errors
     /// The offer is malformed or cannot be answered.
@@ -179,19 +192,25 @@ impl Whep {
         self: &Arc<Self>,
         offer: &[u8],
         session: SessionHandle,
+        session_kbps: u32,
     ) -> Result<Answer, WebRtcError> {
         let sdp = edgeplay_protocol::whep::check_offer(offer)?.to_owned();
         let id = random_hex().map_err(internal)?;
         let secret = random_hex().map_err(internal)?;
         let span = info_span!("whep", session = %session.id(), peer = %&id[..8]);
-        let (pc, wiring) = negotiate(self.local_ip, sdp)
+        let (pc, wiring) = negotiate(self.local_ip, sdp, session_kbps)
             .instrument(span.clone())
             .await?;
+        let counters = PeerCounters::default();
+        counters
+            .encoder_kbps
+            .store(u64::from(session_kbps), Ordering::Relaxed);
         let peer = Arc::new(Peer {
             secret: secret.clone(),
             pc,
             stop: Notify::new(),
-            counters: PeerCounters::default(),
+            counters,
+            estimate: Arc::clone(&wiring.estimate),
         });
         let answer = wiring.answer.clone();
         self.peers().insert(id.clone(), Arc::clone(&peer));
@@ -199,7 +218,7 @@ impl Whep {
         let key = id.clone();
         tokio::spawn(
             async move {
-                run_peer(&peer, session, wiring).await;
+                run_peer(&peer, session, wiring, session_kbps).await;
                 end_peer(&whep, &key, &peer).await;
             }
             .instrument(span),
@@ -275,13 +294,31 @@ impl Whep {
     /// # Errors
     /// Unknown peer or wrong secret.
     pub fn stats(&self, id: &str, secret: Option<&str>) -> Result<serde_json::Value, WebRtcError> {
-        let c = &self.authorised(id, secret)?.counters;
+        let peer = self.authorised(id, secret)?;
+        let (c, e) = (&peer.counters, &peer.estimate);
         Ok(serde_json::json!({
             "inputs": c.inputs.load(Ordering::Relaxed),
             "garbage": c.garbage.load(Ordering::Relaxed),
             "keyframe_requests": c.keyframe_requests.load(Ordering::Relaxed),
             "frames_sent": c.frames_sent.load(Ordering::Relaxed),
+            "encoder_kbps": c.encoder_kbps.load(Ordering::Relaxed),
+            "bitrate_changes": c.bitrate_changes.load(Ordering::Relaxed),
+            "estimate_bps": e.bps().round(),
+            "delay_based_bps": e.delay_bps().round(),
+            "loss_based_bps": e.loss_bps().round(),
+            "loss": e.loss(),
+            "twcc_feedbacks": e.feedbacks(),
         }))
+    }
+
+    /// The sum of the live peers' transport-cc estimates, bit/s (for `/metrics`).
+    #[must_use]
+    pub fn estimate_sum_bps(&self) -> f64 {
+        self.peers()
+            .values()
+            .filter(|p| p.estimate.feedbacks() > 0)
+            .map(|p| p.estimate.bps())
+            .sum()
     }
 
     /// Asks every peer to stop (server shutdown).
@@ -316,6 +353,7 @@ struct Wiring {
     audio: Arc<TrackLocalStaticRTP>,
     audio_sender: Arc<dyn RtpSender>,
     audio_ssrc: u32,
+    estimate: Arc<Estimate>,
 }
 
 struct Events {
@@ -469,6 +507,7 @@ fn local_track(
 async fn negotiate(
     local_ip: IpAddr,
     offer: String,
+    session_kbps: u32,
 ) -> Result<(Arc<dyn PeerConnection>, Wiring), WebRtcError> {
     let (video_codec, audio_codec) = (video_codec(), audio_codec());
     let mut media = MediaEngine::default();
@@ -487,8 +526,19 @@ async fn negotiate(
             None,
         )
         .map_err(internal)?;
+    // The defaults register the transport-cc extension and feedback (and answer a peer's own
+    // media with feedback); the sender half numbers every outgoing packet transport-wide, and
+    // the congestion-control interceptor (wire-most) records departures, joins the player's
+    // feedback to them and drives the estimator.
+    let estimator = crate::rate::estimator(session_kbps);
+    let estimate = estimator.estimate();
     let registry = register_default_interceptors(Registry::new(), &mut media)
         .map_err(internal)?
+        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        .with(
+            Slot::CongestionControl,
+            CongestionControlBuilder::new(estimator).build(),
+        )
         // Application-most, so the other interceptors see every RTCP packet first.
         .with(Slot::from(14_000), KeyframeRequests::default());
     let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
@@ -553,6 +603,7 @@ async fn negotiate(
             audio,
             audio_sender,
             audio_ssrc,
+            estimate,
         })
     }
     .await;
@@ -730,7 +781,7 @@ fn is_gone(state: RTCPeerConnectionState) -> bool {
     clippy::too_many_lines,
     reason = "one select loop reads best in one piece"
 )]
-async fn run_peer(peer: &Arc<Peer>, session: SessionHandle, mut w: Wiring) {
+async fn run_peer(peer: &Arc<Peer>, session: SessionHandle, mut w: Wiring, session_kbps: u32) {
     let connected = tokio::select! {
         () = peer.stop.notified() => false,
         r = tokio::time::timeout(CONNECT_TIMEOUT, w.state.wait_for(|s| {
@@ -767,6 +818,9 @@ async fn run_peer(peer: &Arc<Peer>, session: SessionHandle, mut w: Wiring) {
     let mut control: Option<Arc<dyn DataChannel>> = None;
     let mut started = false;
     let mut vanished_at: Option<tokio::time::Instant> = None;
+    let mut rate = EncoderRate::new(session_kbps);
+    let mut rate_tick = tokio::time::interval(RATE_INTERVAL);
+    rate_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let deadline = vanished_at.map(|t| t + VANISHED_GRACE);
         tokio::select! {
@@ -805,6 +859,20 @@ async fn run_peer(peer: &Arc<Peer>, session: SessionHandle, mut w: Wiring) {
                     tasks.spawn(read_channel(channel, label, ctl_tx.clone(), Arc::clone(peer)));
                 } else {
                     warn!(%label, "unknown data channel: this edge reads `input` and `control`");
+                }
+            }
+            _ = rate_tick.tick() => {
+                // Until the first feedback the estimate is a guess: leave the encoder alone.
+                if w.estimate.feedbacks() == 0 {
+                    continue;
+                }
+                if let Some(kbps) = rate.on_estimate(w.estimate.bps()) {
+                    debug!(kbps, estimate = w.estimate.bps(), "encoder bitrate follows the estimate");
+                    peer.counters.encoder_kbps.store(u64::from(kbps), Ordering::Relaxed);
+                    peer.counters.bitrate_changes.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = session.send(Control::SetBitrate { kbps }) {
+                        warn!(error = %e, "session refused a bitrate change");
+                    }
                 }
             }
             Some(ctl) = ctl_rx.recv() => {

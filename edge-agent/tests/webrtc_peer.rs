@@ -28,6 +28,8 @@ use webrtc::peer_connection::{
 };
 
 const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
+const TRANSPORT_CC_URI: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 
 /// What the test keeps of one received video RTP packet.
 #[derive(Debug)]
@@ -360,6 +362,19 @@ fn webrtc_rs_peer_sees_playout_delay_keyframes_on_pli_counted_garbage_and_is_fre
         video_section.contains("level-asymmetry-allowed=1"),
         "{video_section}"
     );
+    // transport-cc is negotiated: the extension and the feedback type on the video codec.
+    assert!(
+        video_section
+            .lines()
+            .any(|l| l.starts_with("a=extmap:") && l.trim_end().ends_with(TRANSPORT_CC_URI)),
+        "no transport-cc extmap in the answer:\n{video_section}"
+    );
+    assert!(
+        video_section
+            .lines()
+            .any(|l| l.starts_with("a=rtcp-fb:") && l.trim_end().ends_with(" transport-cc")),
+        "no transport-cc feedback in the answer:\n{video_section}"
+    );
 
     rt.block_on(async {
         c.pc.set_remote_description(RTCSessionDescription::answer(answer.clone()).expect("answer"))
@@ -477,6 +492,47 @@ fn webrtc_rs_peer_sees_playout_delay_keyframes_on_pli_counted_garbage_and_is_fre
         s["keyframe_requests"].as_u64().unwrap_or(0) >= 21,
         "PLIs counted: {s}"
     );
+
+    // 3b. The player's TWCC feedback drives the congestion controller, and the encoder follows
+    // its estimate: it starts at half the session's 6000 kbit/s and climbs on an empty path.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let s = loop {
+        let (_, s) = stats(&edge, &location, &secret);
+        let changes = s["bitrate_changes"].as_u64().unwrap_or(0);
+        if changes >= 2 || Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("congestion control: {s}");
+    assert!(
+        s["twcc_feedbacks"].as_u64().unwrap_or(0) > 0,
+        "TWCC feedback read: {s}"
+    );
+    assert!(
+        s["bitrate_changes"].as_u64().unwrap_or(0) >= 2,
+        "encoder moved: {s}"
+    );
+    let kbps = s["encoder_kbps"].as_u64().unwrap_or(0);
+    assert!((100..=6000).contains(&kbps), "{s}");
+    let estimate = s["estimate_bps"].as_f64().unwrap_or(0.0);
+    assert!(estimate > 100_000.0, "{s}");
+    let (status, _, metrics) = edge.request("GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    let metric = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{metrics}"))
+    };
+    assert!(metric("edgeplay_edge_video_bitrate_changes_total ") >= 2.0);
+    let applied = metric("edgeplay_edge_video_bitrate_kbps ");
+    // The session started the encoder at 6000; the controller's first word halves it.
+    assert!(
+        (100.0..6000.0).contains(&applied),
+        "the encoder's own bitrate changed: {applied} kbit/s"
+    );
+    assert!(metric("edgeplay_edge_webrtc_estimate_bps ") > 100_000.0);
 
     // 4. Garbage on both channels is counted and dropped; a real input after it still applies.
     rt.block_on(async {
