@@ -413,7 +413,7 @@ fn whep_error(e: &WebRtcError) -> AppError {
         WebRtcError::Negotiation(_) => StatusCode::NOT_ACCEPTABLE,
         WebRtcError::NotFound(_) => StatusCode::NOT_FOUND,
         WebRtcError::Forbidden => StatusCode::FORBIDDEN,
-        WebRtcError::IceRestart => StatusCode::NOT_IMPLEMENTED,
+        WebRtcError::BadPatch(_) => StatusCode::BAD_REQUEST,
         WebRtcError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     AppError(status, e.to_string())
@@ -477,7 +477,12 @@ async fn whep_offer_inner(
         audio: true,
     };
     let pipeline_kbps = pipeline.bitrate_kbps;
-    let cfg = SessionConfig::new(id.clone(), pipeline, 1);
+    // The profile is the client's to choose (its first sendable H.264), and the encoder is
+    // built with it, so it is read before the session starts.
+    let profile = std::str::from_utf8(&body)
+        .map(edgeplay_protocol::whep::h264_profile)
+        .unwrap_or_default();
+    let cfg = SessionConfig::new(id.clone(), pipeline, 1).with_profile(profile);
     let (gpu, metrics) = (s.gpu.clone(), Arc::clone(&s.metrics));
     let handle = tokio::task::spawn_blocking(move || Session::start(&gpu, cfg, metrics))
         .await
@@ -490,7 +495,7 @@ async fn whep_offer_inner(
         })?;
     let answer = s
         .whep
-        .offer(&body, handle, pipeline_kbps)
+        .offer(&body, handle, pipeline_kbps, profile)
         .await
         .map_err(|e| whep_error(&e))?;
     info!(session = %id, peer = %&answer.id[..8], "WHEP session created");
@@ -519,8 +524,28 @@ async fn whep_patch(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    let is_fragment = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/trickle-ice-sdpfrag"));
+    if !is_fragment {
+        return with_cors(
+            AppError(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "a WHEP PATCH is sent as `Content-Type: application/trickle-ice-sdpfrag`".into(),
+            )
+            .into_response(),
+        );
+    }
     with_cors(match s.whep.patch(&id, bearer(&headers), &body).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        // An ICE restart: the edge's new credentials and candidates.
+        Ok(Some(fragment)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/trickle-ice-sdpfrag")],
+            fragment,
+        )
+            .into_response(),
         Err(e) => whep_error(&e).into_response(),
     })
 }

@@ -161,6 +161,9 @@ pub struct SessionConfig {
     pub pipeline: PipelineConfig,
     /// Game seed.
     pub seed: u64,
+    /// The H.264 profile to encode (what a WebRTC peer negotiated; constrained baseline by
+    /// default).
+    pub profile: crate::encode::H264Profile,
 }
 
 impl SessionConfig {
@@ -171,7 +174,15 @@ impl SessionConfig {
             id: id.into(),
             pipeline,
             seed,
+            profile: crate::encode::H264Profile::default(),
         }
+    }
+
+    /// The same, encoding `profile`.
+    #[must_use]
+    pub fn with_profile(mut self, profile: crate::encode::H264Profile) -> Self {
+        self.profile = profile;
+        self
     }
 }
 
@@ -221,7 +232,7 @@ impl Session {
                 tick_hz: cfg.pipeline.fps,
             },
         )?;
-        let pipeline = SessionPipeline::new(gpu, &cfg.pipeline, game)?;
+        let pipeline = SessionPipeline::with_profile(gpu, &cfg.pipeline, game, cfg.profile)?;
         let (control_tx, control_rx) = mpsc::channel(CONTROL_BUFFER);
         let (media_tx, _) = broadcast::channel(MEDIA_BUFFER);
         let (ack_tx, ack_rx) = watch::channel(InputAck::default());

@@ -1,8 +1,9 @@
 //! The WebRTC transport: a WHEP (RFC 9725) peer per player, fed by a live [`session`].
 //!
 //! [`Whep`] holds the peers of an edge. [`Whep::offer`] answers a browser's SDP offer with one
-//! `webrtc` peer connection that sends the session's H.264 (constrained baseline 42e01f,
-//! packetization-mode 1, one access unit per RTP timestamp) and Opus on the session clock, and
+//! `webrtc` peer connection that sends the session's H.264 (constrained baseline 42e01f, or
+//! high 640c1f with no B-frames when the client prefers it; packetization-mode 1, one access
+//! unit per RTP timestamp) and Opus on the session clock, and
 //! takes the player's inputs on two data channels (`"input"`: unordered, no retransmits, for
 //! pointer motion; `"control"`: ordered and reliable, for keys, buttons and acks). Every video
 //! packet carries the playout-delay extension with min = max = 0 so Chromium renders without a
@@ -23,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use edgeplay_protocol::whep::{AckMessage, InputMessage, WireError};
+use edgeplay_protocol::whep::{AckMessage, H264Profile, InputMessage, WireError};
 use rtc::interceptor::{
     Attribute, CongestionControlBuilder, Interceptor, Packet, Slot, StreamInfo, TaggedPacket,
     TwccSenderBuilder,
@@ -55,9 +56,15 @@ use crate::session::{Control, MediaPacket, SessionHandle};
 
 /// The playout-delay RTP header extension (min/max delay in 10 ms units, 12 bits each).
 pub const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
-/// H.264 constrained baseline 3.1, single NAL / non-interleaved; the level may differ per side.
-pub const H264_FMTP: &str =
-    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+/// H.264 single NAL / non-interleaved, level 3.1 (the level may differ per side): the fmtp of
+/// `profile`.
+#[must_use]
+pub fn h264_fmtp(profile: H264Profile) -> String {
+    format!(
+        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={}",
+        profile.profile_level_id()
+    )
+}
 /// How long an ICE-disconnected player may come back before its session is freed.
 pub const VANISHED_GRACE: Duration = Duration::from_secs(3);
 /// How long a peer may take to connect after its answer before it is dropped.
@@ -91,11 +98,9 @@ pub enum WebRtcError {
         "the session secret is missing or wrong: send `Authorization: Bearer <secret>` with the secret of the 201"
     )]
     Forbidden,
-    /// ICE restarts are not supported yet.
-    #[error(
-        "ICE restart is not supported by this edge yet: DELETE the session and POST a new offer"
-    )]
-    IceRestart,
+    /// The WebRTC stack refused an ICE restart or a trickled candidate.
+    #[error("{0}; check the fragment (RFC 8840), or DELETE the session and POST a new offer")]
+    BadPatch(String),
 }
 
 fn internal(e: impl std::fmt::Display) -> WebRtcError {
@@ -107,7 +112,7 @@ fn internal(e: impl std::fmt::Display) -> WebRtcError {
 pub struct Answer {
     /// The resource id (unguessable, 128 bits): the session URL is `/v1/whep/{id}`.
     pub id: String,
-    /// The secret that authorises PATCH and DELETE (128 bits).
+    /// The secret that authorises PATCH (trickle ICE, ICE restart) and DELETE (128 bits).
     pub secret: String,
     /// The SDP answer, with every local ICE candidate (the edge does not trickle).
     pub sdp: String,
@@ -137,6 +142,10 @@ struct Peer {
     counters: PeerCounters,
     /// The transport-cc estimate, written by the interceptor chain.
     estimate: Arc<Estimate>,
+    /// Whether local ICE gathering is complete (it restarts with an ICE restart).
+    gathered: watch::Receiver<bool>,
+    /// One PATCH at a time: a restart is a whole offer/answer round.
+    patching: tokio::sync::Mutex<()>,
 }
 
 /// The WHEP peers of an edge.
@@ -193,12 +202,13 @@ impl Whep {
         offer: &[u8],
         session: SessionHandle,
         session_kbps: u32,
+        profile: H264Profile,
     ) -> Result<Answer, WebRtcError> {
         let sdp = edgeplay_protocol::whep::check_offer(offer)?.to_owned();
         let id = random_hex().map_err(internal)?;
         let secret = random_hex().map_err(internal)?;
         let span = info_span!("whep", session = %session.id(), peer = %&id[..8]);
-        let (pc, wiring) = negotiate(self.local_ip, sdp, session_kbps)
+        let (pc, wiring) = negotiate(self.local_ip, sdp, session_kbps, profile)
             .instrument(span.clone())
             .await?;
         let counters = PeerCounters::default();
@@ -211,6 +221,8 @@ impl Whep {
             stop: Notify::new(),
             counters,
             estimate: Arc::clone(&wiring.estimate),
+            gathered: wiring.gathered.clone(),
+            patching: tokio::sync::Mutex::new(()),
         });
         let answer = wiring.answer.clone();
         self.peers().insert(id.clone(), Arc::clone(&peer));
@@ -242,40 +254,108 @@ impl Whep {
         }
     }
 
-    /// Adds the trickled ICE candidates of an SDP fragment (RFC 8840).
+    /// Applies a WHEP `PATCH` (RFC 9725 section 4.3): a trickle-ICE fragment (RFC 8840) with
+    /// more candidates for the current ICE session (`Ok(None)`: 204), or, when it carries a new
+    /// `a=ice-ufrag` and `a=ice-pwd`, an ICE restart: the peer connection takes the client's new
+    /// credentials and candidates as a renegotiation, restarts ICE with fresh local credentials,
+    /// and `Ok(Some(fragment))` carries those and the edge's candidates back (200). DTLS, SRTP,
+    /// the data channels and the session live on.
     ///
     /// # Errors
-    /// Unknown peer, wrong secret, a fragment that asks for an ICE restart, or a bad candidate.
+    /// Unknown peer, wrong secret, a malformed fragment, a ufrag that is neither the current
+    /// one nor a restart (no password), or a candidate or restart the stack refuses.
     pub async fn patch(
         &self,
         id: &str,
         secret: Option<&str>,
         fragment: &[u8],
-    ) -> Result<(), WebRtcError> {
+    ) -> Result<Option<String>, WebRtcError> {
+        use edgeplay_protocol::whep::{parse_fragment, restart_answer_fragment, restart_offer};
         let peer = self.authorised(id, secret)?;
-        let candidates = edgeplay_protocol::whep::fragment_candidates(fragment)?;
-        if let Some(ufrag) = edgeplay_protocol::whep::fragment_ufrag(fragment) {
-            let current = peer
-                .pc
-                .remote_description()
-                .await
-                .map(|d| d.sdp)
-                .unwrap_or_default();
-            if !current.contains(&format!("a=ice-ufrag:{ufrag}")) {
-                return Err(WebRtcError::IceRestart);
+        let frag = parse_fragment(fragment)?;
+        let _one = peer.patching.lock().await;
+        let current = peer
+            .pc
+            .remote_description()
+            .await
+            .map(|d| d.sdp)
+            .unwrap_or_default();
+        let has_line = |prefix: &str, value: &str| {
+            current
+                .lines()
+                .filter_map(|l| l.trim_end_matches('\r').strip_prefix(prefix))
+                .any(|v| v == value)
+        };
+        let restart = match (&frag.ufrag, &frag.pwd) {
+            (Some(u), _) if has_line("a=ice-ufrag:", u) => {
+                if frag
+                    .pwd
+                    .as_deref()
+                    .is_some_and(|p| !has_line("a=ice-pwd:", p))
+                {
+                    return Err(WireError::BadFragment(
+                        "it keeps the ICE ufrag but changes the password: an ICE restart changes both",
+                    )
+                    .into());
+                }
+                None
             }
-        }
-        for (candidate, sdp_mid) in candidates {
-            peer.pc
-                .add_ice_candidate(RTCIceCandidateInit {
-                    candidate,
-                    sdp_mid,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| WebRtcError::Negotiation(format!("bad ICE candidate: {e}")))?;
-        }
-        Ok(())
+            (Some(u), Some(p)) => Some((u, p)),
+            (Some(_), None) => {
+                return Err(WireError::BadFragment(
+                    "its `a=ice-ufrag` is not this session's: for an ICE restart send the new `a=ice-pwd` too; to trickle, use the current ufrag",
+                )
+                .into());
+            }
+            (None, _) => None,
+        };
+        let Some((ufrag, pwd)) = restart else {
+            for (candidate, sdp_mid) in frag.candidates {
+                peer.pc
+                    .add_ice_candidate(RTCIceCandidateInit {
+                        candidate,
+                        sdp_mid,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| WebRtcError::BadPatch(format!("bad ICE candidate: {e}")))?;
+            }
+            return Ok(None);
+        };
+        let offer = restart_offer(&current, ufrag, pwd, &frag.candidates)?;
+        let refused = |e: webrtc::error::Error| {
+            WebRtcError::BadPatch(format!("the ICE restart was refused: {e}"))
+        };
+        let mut gathered = peer.gathered.clone();
+        gathered.mark_unchanged();
+        peer.pc
+            .set_remote_description(RTCSessionDescription::offer(offer).map_err(refused)?)
+            .await
+            .map_err(refused)?;
+        let answer = peer.pc.create_answer(None).await.map_err(refused)?;
+        peer.pc
+            .set_local_description(answer)
+            .await
+            .map_err(refused)?;
+        // The restart may re-gather (host candidates: milliseconds) or keep its candidates.
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            if gathered.changed().await.is_ok() {
+                let _ = gathered.wait_for(|g| *g).await;
+            }
+        })
+        .await;
+        let local = peer
+            .pc
+            .local_description()
+            .await
+            .ok_or_else(|| internal("no local description after the ICE restart"))?
+            .sdp;
+        let body = restart_answer_fragment(&local)?;
+        info!(
+            candidates = body.matches("a=candidate:").count(),
+            "ICE restarted"
+        );
+        Ok(Some(body))
     }
 
     /// Ends a peer and its session (the answer comes before the teardown finishes).
@@ -345,6 +425,7 @@ async fn end_peer(whep: &Weak<Whep>, id: &str, peer: &Arc<Peer>) {
 /// What the peer's task needs once the answer is out.
 struct Wiring {
     answer: String,
+    gathered: watch::Receiver<bool>,
     state: watch::Receiver<RTCPeerConnectionState>,
     channels: mpsc::Receiver<Arc<dyn DataChannel>>,
     video: Arc<TrackLocalStaticRTP>,
@@ -365,9 +446,8 @@ struct Events {
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Events {
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        if state == RTCIceGatheringState::Complete {
-            let _ = self.gathered.send(true);
-        }
+        // Back to false when an ICE restart gathers again.
+        let _ = self.gathered.send(state == RTCIceGatheringState::Complete);
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
@@ -445,13 +525,13 @@ fn feedback(typ: &str, parameter: &str) -> RTCPFeedback {
     }
 }
 
-fn video_codec() -> RTCRtpCodecParameters {
+fn video_codec(profile: H264Profile) -> RTCRtpCodecParameters {
     RTCRtpCodecParameters {
         rtp_codec: RTCRtpCodec {
             mime_type: rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264.to_owned(),
             clock_rate: 90_000,
             channels: 0,
-            sdp_fmtp_line: H264_FMTP.to_owned(),
+            sdp_fmtp_line: h264_fmtp(profile),
             rtcp_feedback: vec![
                 feedback("nack", ""),
                 feedback("nack", "pli"),
@@ -508,8 +588,9 @@ async fn negotiate(
     local_ip: IpAddr,
     offer: String,
     session_kbps: u32,
+    profile: H264Profile,
 ) -> Result<(Arc<dyn PeerConnection>, Wiring), WebRtcError> {
-    let (video_codec, audio_codec) = (video_codec(), audio_codec());
+    let (video_codec, audio_codec) = (video_codec(profile), audio_codec());
     let mut media = MediaEngine::default();
     media
         .register_codec(video_codec.clone(), RtpCodecKind::Video)
@@ -590,11 +671,12 @@ async fn negotiate(
             .sdp;
         if !answer.contains("H264") {
             return Err(WebRtcError::Negotiation(
-                "the offer has no H.264 (constrained baseline, packetization-mode=1) this edge can send".into(),
+                "the offer has no H.264 (constrained baseline 42e01f or high 640c1f, packetization-mode=1) this edge can send".into(),
             ));
         }
         Ok(Wiring {
             answer,
+            gathered: gathered.clone(),
             state,
             channels,
             video,
