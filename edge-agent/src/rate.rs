@@ -12,8 +12,9 @@
 //! `rtc-interceptor` ships a GCC of its own, but it compares the filtered per-group delay
 //! gradient with the threshold without scaling it by the deltas it spans: a sender 10 % above
 //! a bottleneck grows the queue by under 2 ms per frame group, below its threshold, and the
-//! queue grows without end (the simulation below measured 3.9 s of queue at a 3 Mbit/s
-//! bottleneck). The protocol crate's trendline controller cuts the rate within a second there.
+//! queue grows without end (driven through the simulation of the tests below, 8 Mbit/s into a
+//! 3 Mbit/s link, its queue reached 3.9 s). The protocol crate's trendline controller cuts the
+//! rate under the link within a second there.
 //!
 //! [`estimator`] sizes the controller for one session (start at half the session's bitrate,
 //! never above it: the operator's bitrate is a ceiling, the path decides below it), and
