@@ -44,7 +44,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::PipelineConfig;
 use crate::session::{Control, MediaPacket, Session, SessionConfig, SessionError, SessionHandle};
 use crate::stats::{Stage, ms};
-use crate::webrtc::{WebRtcError, Whep};
+use crate::webrtc::{Patched, WebRtcError, Whep};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -414,6 +414,7 @@ fn whep_error(e: &WebRtcError) -> AppError {
         WebRtcError::NotFound(_) => StatusCode::NOT_FOUND,
         WebRtcError::Forbidden => StatusCode::FORBIDDEN,
         WebRtcError::BadPatch(_) => StatusCode::BAD_REQUEST,
+        WebRtcError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
         WebRtcError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     AppError(status, e.to_string())
@@ -510,6 +511,7 @@ async fn whep_offer_inner(
         (header::LOCATION.as_str(), location.as_str()),
         ("edgeplay-session-secret", answer.secret.as_str()),
         ("accept-patch", "application/trickle-ice-sdpfrag"),
+        ("etag", answer.etag.as_str()),
     ] {
         if let Ok(v) = HeaderValue::from_str(v) {
             h.insert(k, v);
@@ -537,17 +539,27 @@ async fn whep_patch(
             .into_response(),
         );
     }
-    with_cors(match s.whep.patch(&id, bearer(&headers), &body).await {
-        Ok(None) => StatusCode::NO_CONTENT.into_response(),
-        // An ICE restart: the edge's new credentials and candidates.
-        Ok(Some(fragment)) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/trickle-ice-sdpfrag")],
-            fragment,
-        )
-            .into_response(),
-        Err(e) => whep_error(&e).into_response(),
-    })
+    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
+    with_cors(
+        match s.whep.patch(&id, bearer(&headers), if_match, &body).await {
+            Ok(Patched::Trickled) => StatusCode::NO_CONTENT.into_response(),
+            // An ICE restart: the new ICE session's tag, the edge's new credentials and
+            // candidates.
+            Ok(Patched::Restarted { etag, fragment }) => {
+                let mut resp = (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/trickle-ice-sdpfrag")],
+                    fragment,
+                )
+                    .into_response();
+                if let Ok(v) = HeaderValue::from_str(&etag) {
+                    resp.headers_mut().insert(header::ETAG, v);
+                }
+                resp
+            }
+            Err(e) => whep_error(&e).into_response(),
+        },
+    )
 }
 
 async fn whep_delete(

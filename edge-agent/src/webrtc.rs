@@ -98,6 +98,11 @@ pub enum WebRtcError {
         "the session secret is missing or wrong: send `Authorization: Bearer <secret>` with the secret of the 201"
     )]
     Forbidden,
+    /// `If-Match` names another ICE session than the current one (RFC 9725 section 4.3.1).
+    #[error(
+        "If-Match names an ICE session this peer no longer has (the current ETag is {0}): use the ETag of the last 201 or ICE restart, or `*`"
+    )]
+    PreconditionFailed(String),
     /// The WebRTC stack refused an ICE restart or a trickled candidate.
     #[error("{0}; check the fragment (RFC 8840), or DELETE the session and POST a new offer")]
     BadPatch(String),
@@ -116,6 +121,33 @@ pub struct Answer {
     pub secret: String,
     /// The SDP answer, with every local ICE candidate (the edge does not trickle).
     pub sdp: String,
+    /// The entity tag of the ICE session (RFC 9725 section 4.3.1): the edge's quoted ufrag.
+    pub etag: String,
+}
+
+/// What a `PATCH` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Patched {
+    /// Candidates added to the current ICE session (204).
+    Trickled,
+    /// ICE restarted (200): the new ICE session's entity tag and the edge's new credentials and
+    /// candidates as a trickle-ICE fragment.
+    Restarted {
+        /// The new ICE session's entity tag.
+        etag: String,
+        /// The `application/trickle-ice-sdpfrag` body.
+        fragment: String,
+    },
+}
+
+/// The entity tag of the ICE session a local description describes: its quoted ufrag (unique
+/// per ICE session, and renewed by a restart).
+fn ice_etag(local_sdp: &str) -> String {
+    let ufrag = local_sdp
+        .lines()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix("a=ice-ufrag:"))
+        .unwrap_or_default();
+    format!("\"{ufrag}\"")
 }
 
 /// Counters of one peer (and, summed, of the edge).
@@ -238,6 +270,7 @@ impl Whep {
         Ok(Answer {
             id,
             secret,
+            etag: ice_etag(&answer),
             sdp: answer,
         })
     }
@@ -261,19 +294,36 @@ impl Whep {
     /// and `Ok(Some(fragment))` carries those and the edge's candidates back (200). DTLS, SRTP,
     /// the data channels and the session live on.
     ///
+    /// `if_match` (the request's `If-Match`), when given and not `*`, must be the current ICE
+    /// session's entity tag.
+    ///
     /// # Errors
-    /// Unknown peer, wrong secret, a malformed fragment, a ufrag that is neither the current
-    /// one nor a restart (no password), or a candidate or restart the stack refuses.
+    /// Unknown peer, wrong secret, a stale `If-Match`, a malformed fragment, a ufrag that is
+    /// neither the current one nor a restart (no password), or a candidate or restart the
+    /// stack refuses.
     pub async fn patch(
         &self,
         id: &str,
         secret: Option<&str>,
+        if_match: Option<&str>,
         fragment: &[u8],
-    ) -> Result<Option<String>, WebRtcError> {
+    ) -> Result<Patched, WebRtcError> {
         use edgeplay_protocol::whep::{parse_fragment, restart_answer_fragment, restart_offer};
         let peer = self.authorised(id, secret)?;
         let frag = parse_fragment(fragment)?;
         let _one = peer.patching.lock().await;
+        if let Some(tag) = if_match.map(str::trim).filter(|t| *t != "*") {
+            let local = peer
+                .pc
+                .local_description()
+                .await
+                .map(|d| d.sdp)
+                .unwrap_or_default();
+            let etag = ice_etag(&local);
+            if tag != etag {
+                return Err(WebRtcError::PreconditionFailed(etag));
+            }
+        }
         let current = peer
             .pc
             .remote_description()
@@ -320,7 +370,7 @@ impl Whep {
                     .await
                     .map_err(|e| WebRtcError::BadPatch(format!("bad ICE candidate: {e}")))?;
             }
-            return Ok(None);
+            return Ok(Patched::Trickled);
         };
         let offer = restart_offer(&current, ufrag, pwd, &frag.candidates)?;
         let refused = |e: webrtc::error::Error| {
@@ -350,12 +400,15 @@ impl Whep {
             .await
             .ok_or_else(|| internal("no local description after the ICE restart"))?
             .sdp;
-        let body = restart_answer_fragment(&local)?;
+        let fragment = restart_answer_fragment(&local)?;
         info!(
-            candidates = body.matches("a=candidate:").count(),
+            candidates = fragment.matches("a=candidate:").count(),
             "ICE restarted"
         );
-        Ok(Some(body))
+        Ok(Patched::Restarted {
+            etag: ice_etag(&local),
+            fragment,
+        })
     }
 
     /// Ends a peer and its session (the answer comes before the teardown finishes).

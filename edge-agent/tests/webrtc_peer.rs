@@ -611,17 +611,28 @@ fn webrtc_rs_peer_sees_playout_delay_keyframes_on_pli_counted_garbage_and_is_fre
     let old_ufrag = first_attr(&c.offer, "a=ice-ufrag:");
     let mid = first_attr(&c.offer, "a=mid:");
     let candidate = first_attr(&c.offer, "a=candidate:");
-    let patch = |body: &[u8], content_type: &str| {
+    let patch_if = |body: &[u8], content_type: &str, if_match: &str| {
         edge.request(
             "PATCH",
             &location,
-            &[("Content-Type", content_type), ("Authorization", &auth)],
+            &[
+                ("Content-Type", content_type),
+                ("Authorization", &auth),
+                ("If-Match", if_match),
+            ],
             body,
         )
     };
+    let patch = |body: &[u8], content_type: &str| patch_if(body, content_type, "*");
+    // The ICE session's entity tag (RFC 9725 section 4.3.1) came with the 201.
+    let etag = support::header(&headers, "etag")
+        .expect("an ETag with the 201")
+        .to_owned();
     let trickle = format!("a=ice-ufrag:{old_ufrag}\r\na=mid:{mid}\r\na=candidate:{candidate}\r\n");
-    let (status, _, body) = patch(trickle.as_bytes(), frag_type.1);
+    let (status, _, body) = patch_if(trickle.as_bytes(), frag_type.1, &etag);
     assert_eq!(status, 204, "trickle with the current ufrag: {body}");
+    let (status, _, body) = patch_if(trickle.as_bytes(), frag_type.1, "\"stale\"");
+    assert_eq!(status, 412, "If-Match of another ICE session: {body}");
     for (bad, why) in [
         (&b"a=ice-ufrag:nope1234\r\n"[..], "a=ice-pwd"),
         (b"\xff\xfe", "UTF-8"),
@@ -678,6 +689,9 @@ fn webrtc_rs_peer_sees_playout_delay_keyframes_on_pli_counted_garbage_and_is_fre
         !edge_frag.candidates.is_empty(),
         "the edge's candidates: {body}"
     );
+    let new_etag = support::header(&headers, "etag").expect("a new ETag");
+    assert_eq!(new_etag, format!("\"{edge_ufrag}\""));
+    assert_ne!(new_etag, etag);
     let new_answer = edgeplay_protocol::whep::restart_offer(
         &answer,
         &edge_ufrag,
@@ -733,6 +747,11 @@ fn webrtc_rs_peer_sees_playout_delay_keyframes_on_pli_counted_garbage_and_is_fre
     assert_eq!(
         status, 400,
         "old-generation trickle after the restart: {body}"
+    );
+    let (status, _, body) = patch_if(b"a=end-of-candidates\r\n", frag_type.1, &etag);
+    assert_eq!(
+        status, 412,
+        "the old ICE session's tag after the restart: {body}"
     );
     let (status, s) = stats(&edge, &location, &secret);
     assert_eq!(status, 200, "the session lives on: {s}");
