@@ -14,6 +14,7 @@ pub mod http;
 pub mod metrics;
 pub mod pipeline;
 pub mod quic;
+pub mod rate;
 pub mod render;
 pub mod session;
 pub mod stats;
