@@ -125,6 +125,8 @@ pub struct SessionPipeline {
     pcm: Vec<i16>,
     frame: u32,
     frame_duration: Duration,
+    /// Schedule time the session skipped (see [`Self::skip`]), added to every PTS after it.
+    skipped: Duration,
 }
 
 impl SessionPipeline {
@@ -150,6 +152,7 @@ impl SessionPipeline {
             pcm,
             frame: 0,
             frame_duration: Duration::from_secs(1) / cfg.fps,
+            skipped: Duration::ZERO,
         })
     }
 
@@ -174,6 +177,15 @@ impl SessionPipeline {
     #[must_use]
     pub fn pts(&self, frame: u32) -> Duration {
         self.frame_duration * frame
+    }
+
+    /// Moves the media clock forward by `lost`: the session fell behind its schedule and skipped
+    /// it forward, so the PTS of later frames and sound (hence RTP timestamps) follow the wall
+    /// clock, not the frame count. Receivers see a gap in media time where real time passed
+    /// without frames; without it every skip reads as network delay, and a browser's audio
+    /// jitter buffer grows to cover it (100–170 ms measured) while video renders at once.
+    pub fn skip(&mut self, lost: Duration) {
+        self.skipped += lost;
     }
 
     /// Runs one tick: `apply_inputs` applies the inputs due at this tick, the game steps, the
@@ -204,9 +216,11 @@ impl SessionPipeline {
         let scene = self.game.scene();
         let pts = self.pts(self.frame);
         let target = &mut self.target;
-        let (video, stages) = self.video.encode(pts, force_keyframe, |buf| {
+        let (mut video, stages) = self.video.encode(pts, force_keyframe, |buf| {
             target.render_nv12(&scene, &stamp, buf)
         })?;
+        // The encoders see a gapless clock; the skipped schedule is added on the way out.
+        video.pts += self.skipped;
         let stages = stages?;
         // The video's latency ends when its access unit is out; audio runs after it.
         let total = started.elapsed();
@@ -216,6 +230,9 @@ impl SessionPipeline {
             self.game.render_audio(&mut self.pcm);
             enc.push(pts, &self.pcm)?;
             audio = enc.pull()?;
+            for a in &mut audio {
+                a.pts += self.skipped;
+            }
         }
         self.frame += 1;
         let timings = FrameTimings {

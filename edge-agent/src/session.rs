@@ -411,6 +411,7 @@ impl Runner {
                 // Fell behind by more than a frame: skip the schedule forward instead of
                 // bursting frames out to catch up.
                 self.metrics.frames_late.inc();
+                self.pipeline.skip(now - deadline);
                 deadline = now;
             }
             let force = keyframe_wanted

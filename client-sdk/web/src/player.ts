@@ -61,7 +61,7 @@ export interface PlayerStats {
   avSyncOnsets: { audio: number; video: number };
   /** WebAudio's own buffering (base) and its audio device's latency (output), in ms. */
   audioLatencyMs: { base: number; output: number } | null;
-  /** Mean time in the receiver's jitter buffers (getStats), in ms. */
+  /** Mean time in the receiver's jitter buffers over the last half second (getStats), in ms. */
   jitterBufferMs: { audio: number | null; video: number | null };
   lastStamp: { frame: number; tick: number; inputSeq: number; stateHash: string; renderTimeUs: string } | null;
   inputsSent: number;
@@ -358,6 +358,7 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
 
   // Stats from getStats, sampled twice a second.
   const jitterMs = { audio: null as number | null, video: null as number | null };
+  const jitterTotals: Record<"audio" | "video", { delay: number; emitted: number } | null> = { audio: null, video: null };
   let rtc = { fps: 0, bitrateKbps: 0, rttMs: null as number | null, decodeMs: null as number | null, dropped: 0 };
   let prev: { t: number; bytes: number; frames: number; decode: number; decoded: number } | null = null;
   const sample = async () => {
@@ -367,7 +368,12 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
     let rtt: number | null = null;
     report.forEach((s: any) => {
       if (s.type === "inbound-rtp" && s.jitterBufferEmittedCount > 0) {
-        jitterMs[s.kind === "audio" ? "audio" : "video"] = (s.jitterBufferDelay / s.jitterBufferEmittedCount) * 1000;
+        // Over the last half second, not the stream's life: the start's buffering fades slowly.
+        const kind = s.kind === "audio" ? "audio" : "video";
+        const last = jitterTotals[kind];
+        const emitted = s.jitterBufferEmittedCount - (last?.emitted ?? 0);
+        if (emitted > 0) jitterMs[kind] = ((s.jitterBufferDelay - (last?.delay ?? 0)) / emitted) * 1000;
+        jitterTotals[kind] = { delay: s.jitterBufferDelay, emitted: s.jitterBufferEmittedCount };
       }
       if (s.type === "inbound-rtp" && s.kind === "video") {
         bytes = s.bytesReceived ?? 0;
