@@ -77,6 +77,8 @@ export interface Player {
   /** Sends an input (pointer motion on the unreliable channel, the rest on the reliable one). */
   send(event: InputEvent): number | null;
   stats(): PlayerStats;
+  /** Every glass-to-glass and input-to-photon sample (ms) since the last call, for benches. */
+  takeLatencySamples(): { glassToGlassMs: number[]; inputToPhotonMs: number[] };
   close(): Promise<void>;
 }
 
@@ -209,6 +211,10 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
   let lastStamp: Stamp | null = null;
   let g2g: number[] = [];
   let i2p: number[] = [];
+  // Unwindowed copies, drained by takeLatencySamples (bounded: a reader that never drains
+  // keeps the last 6000).
+  let g2gTaken: number[] = [];
+  let i2pTaken: number[] = [];
   let lastI2p: number | null = null;
   let lastG2g: number | null = null;
 
@@ -339,11 +345,15 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
         const shownMs = performance.timeOrigin + meta.expectedDisplayTime;
         lastG2g = shownMs - Number(stamp.renderTimeUs) / 1000;
         g2g.push(lastG2g);
+        g2gTaken.push(lastG2g);
+        if (g2gTaken.length > 6000) g2gTaken = g2gTaken.slice(-3000);
         if (g2g.length > 600) g2g = g2g.slice(-300);
         for (const [s, t] of sentAt) {
           if (s <= stamp.inputSeq) {
             lastI2p = meta.expectedDisplayTime - t;
             i2p.push(lastI2p);
+            i2pTaken.push(lastI2p);
+            if (i2pTaken.length > 6000) i2pTaken = i2pTaken.slice(-3000);
             if (i2p.length > 600) i2p = i2p.slice(-300);
             sentAt.delete(s);
           }
@@ -699,6 +709,12 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
       error,
       notice,
     }),
+    takeLatencySamples: () => {
+      const out = { glassToGlassMs: g2gTaken, inputToPhotonMs: i2pTaken };
+      g2gTaken = [];
+      i2pTaken = [];
+      return out;
+    },
     close: async () => {
       closed = true;
       clearInterval(statsTimer);
