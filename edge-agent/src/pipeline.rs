@@ -199,6 +199,26 @@ impl SessionPipeline {
         force_keyframe: bool,
         apply_inputs: impl FnOnce(&mut Game) -> Result<(), PipelineError>,
     ) -> Result<Produced, PipelineError> {
+        let mut audio = Vec::new();
+        let mut produced = self.produce_with(force_keyframe, apply_inputs, |a| audio = a)?;
+        produced.audio = audio;
+        Ok(produced)
+    }
+
+    /// [`Self::produce`], handing the tick's Opus packets to `on_audio` as soon as they are
+    /// encoded, before the picture is rendered (`Produced::audio` is then empty). A live
+    /// transport sends them at once: the render and encode time, and its jitter, stay out of
+    /// the audio's arrival, which a receiver's audio jitter buffer sizes itself on. The sound
+    /// costs the picture one Opus encode of a tick (well under a millisecond).
+    ///
+    /// # Errors
+    /// As [`Self::produce`].
+    pub fn produce_with(
+        &mut self,
+        force_keyframe: bool,
+        apply_inputs: impl FnOnce(&mut Game) -> Result<(), PipelineError>,
+        on_audio: impl FnOnce(Vec<EncodedAudio>),
+    ) -> Result<Produced, PipelineError> {
         let started = Instant::now();
         apply_inputs(&mut self.game)?;
         self.game.step();
@@ -215,6 +235,15 @@ impl SessionPipeline {
         };
         let scene = self.game.scene();
         let pts = self.pts(self.frame);
+        if let Some(enc) = &mut self.audio {
+            self.game.render_audio(&mut self.pcm);
+            enc.push(pts, &self.pcm)?;
+            let mut audio = enc.pull()?;
+            for a in &mut audio {
+                a.pts += self.skipped;
+            }
+            on_audio(audio);
+        }
         let target = &mut self.target;
         let (mut video, stages) = self.video.encode(pts, force_keyframe, |buf| {
             target.render_nv12(&scene, &stamp, buf)
@@ -222,18 +251,9 @@ impl SessionPipeline {
         // The encoders see a gapless clock; the skipped schedule is added on the way out.
         video.pts += self.skipped;
         let stages = stages?;
-        // The video's latency ends when its access unit is out; audio runs after it.
+        // The video's latency ends when its access unit is out.
         let total = started.elapsed();
 
-        let mut audio = Vec::new();
-        if let Some(enc) = &mut self.audio {
-            self.game.render_audio(&mut self.pcm);
-            enc.push(pts, &self.pcm)?;
-            audio = enc.pull()?;
-            for a in &mut audio {
-                a.pts += self.skipped;
-            }
-        }
         self.frame += 1;
         let timings = FrameTimings {
             tick,
@@ -245,7 +265,7 @@ impl SessionPipeline {
         };
         Ok(Produced {
             video,
-            audio,
+            audio: Vec::new(),
             stamp,
             timings,
         })
