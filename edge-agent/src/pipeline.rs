@@ -126,6 +126,8 @@ pub struct SessionPipeline {
     pcm: Vec<i16>,
     frame: u32,
     frame_duration: Duration,
+    /// Schedule time the session skipped (see [`Self::skip`]), added to every PTS after it.
+    skipped: Duration,
 }
 
 impl SessionPipeline {
@@ -165,6 +167,7 @@ impl SessionPipeline {
             pcm,
             frame: 0,
             frame_duration: Duration::from_secs(1) / cfg.fps,
+            skipped: Duration::ZERO,
         })
     }
 
@@ -191,6 +194,15 @@ impl SessionPipeline {
         self.frame_duration * frame
     }
 
+    /// Moves the media clock forward by `lost`: the session fell behind its schedule and skipped
+    /// it forward, so the PTS of later frames and sound (hence RTP timestamps) follow the wall
+    /// clock, not the frame count. Receivers see a gap in media time where real time passed
+    /// without frames; without it every skip reads as network delay, and a browser's audio
+    /// jitter buffer grows to cover it (100–170 ms measured) while video renders at once.
+    pub fn skip(&mut self, lost: Duration) {
+        self.skipped += lost;
+    }
+
     /// Runs one tick: `apply_inputs` applies the inputs due at this tick, the game steps, the
     /// frame is rendered with its stamp, converted, read back and encoded; the tick's sound is
     /// pushed to the Opus encoder with the same PTS.
@@ -201,6 +213,26 @@ impl SessionPipeline {
         &mut self,
         force_keyframe: bool,
         apply_inputs: impl FnOnce(&mut Game) -> Result<(), PipelineError>,
+    ) -> Result<Produced, PipelineError> {
+        let mut audio = Vec::new();
+        let mut produced = self.produce_with(force_keyframe, apply_inputs, |a| audio = a)?;
+        produced.audio = audio;
+        Ok(produced)
+    }
+
+    /// [`Self::produce`], handing the tick's Opus packets to `on_audio` as soon as they are
+    /// encoded, before the picture is rendered (`Produced::audio` is then empty). A live
+    /// transport sends them at once: the render and encode time, and its jitter, stay out of
+    /// the audio's arrival, which a receiver's audio jitter buffer sizes itself on. The sound
+    /// costs the picture one Opus encode of a tick (well under a millisecond).
+    ///
+    /// # Errors
+    /// As [`Self::produce`].
+    pub fn produce_with(
+        &mut self,
+        force_keyframe: bool,
+        apply_inputs: impl FnOnce(&mut Game) -> Result<(), PipelineError>,
+        on_audio: impl FnOnce(Vec<EncodedAudio>),
     ) -> Result<Produced, PipelineError> {
         let started = Instant::now();
         apply_inputs(&mut self.game)?;
@@ -218,20 +250,25 @@ impl SessionPipeline {
         };
         let scene = self.game.scene();
         let pts = self.pts(self.frame);
-        let target = &mut self.target;
-        let (video, stages) = self.video.encode(pts, force_keyframe, |buf| {
-            target.render_nv12(&scene, &stamp, buf)
-        })?;
-        let stages = stages?;
-        // The video's latency ends when its access unit is out; audio runs after it.
-        let total = started.elapsed();
-
-        let mut audio = Vec::new();
         if let Some(enc) = &mut self.audio {
             self.game.render_audio(&mut self.pcm);
             enc.push(pts, &self.pcm)?;
-            audio = enc.pull()?;
+            let mut audio = enc.pull()?;
+            for a in &mut audio {
+                a.pts += self.skipped;
+            }
+            on_audio(audio);
         }
+        let target = &mut self.target;
+        let (mut video, stages) = self.video.encode(pts, force_keyframe, |buf| {
+            target.render_nv12(&scene, &stamp, buf)
+        })?;
+        // The encoders see a gapless clock; the skipped schedule is added on the way out.
+        video.pts += self.skipped;
+        let stages = stages?;
+        // The video's latency ends when its access unit is out.
+        let total = started.elapsed();
+
         self.frame += 1;
         let timings = FrameTimings {
             tick,
@@ -243,7 +280,7 @@ impl SessionPipeline {
         };
         Ok(Produced {
             video,
-            audio,
+            audio: Vec::new(),
             stamp,
             timings,
         })

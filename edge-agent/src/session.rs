@@ -422,6 +422,7 @@ impl Runner {
                 // Fell behind by more than a frame: skip the schedule forward instead of
                 // bursting frames out to catch up.
                 self.metrics.frames_late.inc();
+                self.pipeline.skip(now - deadline);
                 deadline = now;
             }
             let force = keyframe_wanted
@@ -431,10 +432,15 @@ impl Runner {
             }
             let pending = &mut self.pending;
             let metrics = &self.metrics;
-            let produced = self.pipeline.produce(force, |game| {
-                apply_due(game, pending, metrics);
-                Ok(())
-            })?;
+            let media = &self.media;
+            let produced = self.pipeline.produce_with(
+                force,
+                |game| {
+                    apply_due(game, pending, metrics);
+                    Ok(())
+                },
+                |audio| publish_audio(media, metrics, audio),
+            )?;
             if produced.video.keyframe {
                 last_keyframe = Some(Instant::now());
                 self.metrics.keyframes.inc();
@@ -501,14 +507,7 @@ impl Runner {
             stamp: p.stamp,
             encoded_at_us: unix_micros(),
         })));
-        for a in p.audio {
-            self.metrics.audio_packets.inc();
-            let _ = self.media.send(MediaPacket::Audio(Arc::new(AudioPacket {
-                pts: a.pts,
-                duration: a.duration,
-                data: a.data,
-            })));
-        }
+        publish_audio(&self.media, &self.metrics, p.audio);
     }
 
     fn summary(&self) -> SessionSummary {
@@ -521,6 +520,22 @@ impl Runner {
             last_input_seq: game.last_input_seq(),
             latency: stats.1.table(),
         }
+    }
+}
+
+/// Sends a tick's Opus packets to the viewers (a send error only means none is left).
+fn publish_audio(
+    media: &broadcast::Sender<MediaPacket>,
+    metrics: &Metrics,
+    audio: Vec<crate::encode::EncodedAudio>,
+) {
+    for a in audio {
+        metrics.audio_packets.inc();
+        let _ = media.send(MediaPacket::Audio(Arc::new(AudioPacket {
+            pts: a.pts,
+            duration: a.duration,
+            data: a.data,
+        })));
     }
 }
 

@@ -619,8 +619,12 @@ fn local_track(
     } else {
         "audio"
     };
+    // One media stream per track (msid `edgeplay-video` / `edgeplay-audio`), so Chromium does
+    // not lip-sync them: its synchronizer holds audio back to match an estimated video delay
+    // (jitter + decode + 10 ms render) that playout-delay 0 never applies, which put the
+    // tone 105 ms after its frame instead of 79 ms. Both tracks share the session clock.
     let track = MediaStreamTrack::new(
-        "edgeplay".to_owned(),
+        format!("edgeplay-{name}"),
         name.to_owned(),
         name.to_owned(),
         kind,

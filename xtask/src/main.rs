@@ -35,6 +35,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "avdec_h264, the software H.264 decoder",
     ),
     (
+        "gstreamer1.0-nice",
+        "ICE for webrtcbin, the baseline sender of `bench webrtc`",
+    ),
+    (
         "gstreamer1.0-tools",
         "gst-inspect-1.0, used to check the plugins",
     ),
@@ -397,7 +401,7 @@ fn demo(args: &[String]) -> Result {
 }
 
 /// The harness binaries of `benches/src/bin/`, each run in release with the remaining args.
-const BENCH_BINS: &[&str] = &["pipeline", "placement", "quic"];
+const BENCH_BINS: &[&str] = &["pipeline", "placement", "quic", "webrtc"];
 
 fn bench(args: &[String]) -> Result {
     setup()?;

@@ -8,7 +8,7 @@
 //! - glass-to-glass: stamp render time → decoded picture in the client (same machine clock);
 //! - input-to-photon: input sent → first decoded frame whose stamp shows that input applied.
 //!
-//! The WebRTC path is measured by the Chromium test; a side-by-side `bench webrtc` is to come.
+//! The WebRTC path to Chromium, against a webrtcbin baseline, is `bench webrtc`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

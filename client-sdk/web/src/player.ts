@@ -61,7 +61,7 @@ export interface PlayerStats {
   avSyncOnsets: { audio: number; video: number };
   /** WebAudio's own buffering (base) and its audio device's latency (output), in ms. */
   audioLatencyMs: { base: number; output: number } | null;
-  /** Mean time in the receiver's jitter buffers (getStats), in ms. */
+  /** Mean time in the receiver's jitter buffers over the last half second (getStats), in ms. */
   jitterBufferMs: { audio: number | null; video: number | null };
   lastStamp: { frame: number; tick: number; inputSeq: number; stateHash: string; renderTimeUs: string } | null;
   inputsSent: number;
@@ -77,6 +77,8 @@ export interface Player {
   /** Sends an input (pointer motion on the unreliable channel, the rest on the reliable one). */
   send(event: InputEvent): number | null;
   stats(): PlayerStats;
+  /** Every glass-to-glass and input-to-photon sample (ms) since the last call, for benches. */
+  takeLatencySamples(): { glassToGlassMs: number[]; inputToPhotonMs: number[] };
   close(): Promise<void>;
 }
 
@@ -209,6 +211,10 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
   let lastStamp: Stamp | null = null;
   let g2g: number[] = [];
   let i2p: number[] = [];
+  // Unwindowed copies, drained by takeLatencySamples (bounded: a reader that never drains
+  // keeps the last 6000).
+  let g2gTaken: number[] = [];
+  let i2pTaken: number[] = [];
   let lastI2p: number | null = null;
   let lastG2g: number | null = null;
 
@@ -339,11 +345,15 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
         const shownMs = performance.timeOrigin + meta.expectedDisplayTime;
         lastG2g = shownMs - Number(stamp.renderTimeUs) / 1000;
         g2g.push(lastG2g);
+        g2gTaken.push(lastG2g);
+        if (g2gTaken.length > 6000) g2gTaken = g2gTaken.slice(-3000);
         if (g2g.length > 600) g2g = g2g.slice(-300);
         for (const [s, t] of sentAt) {
           if (s <= stamp.inputSeq) {
             lastI2p = meta.expectedDisplayTime - t;
             i2p.push(lastI2p);
+            i2pTaken.push(lastI2p);
+            if (i2pTaken.length > 6000) i2pTaken = i2pTaken.slice(-3000);
             if (i2p.length > 600) i2p = i2p.slice(-300);
             sentAt.delete(s);
           }
@@ -358,6 +368,7 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
 
   // Stats from getStats, sampled twice a second.
   const jitterMs = { audio: null as number | null, video: null as number | null };
+  const jitterTotals: Record<"audio" | "video", { delay: number; emitted: number } | null> = { audio: null, video: null };
   let rtc = { fps: 0, bitrateKbps: 0, rttMs: null as number | null, decodeMs: null as number | null, dropped: 0 };
   let prev: { t: number; bytes: number; frames: number; decode: number; decoded: number } | null = null;
   const sample = async () => {
@@ -367,7 +378,12 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
     let rtt: number | null = null;
     report.forEach((s: any) => {
       if (s.type === "inbound-rtp" && s.jitterBufferEmittedCount > 0) {
-        jitterMs[s.kind === "audio" ? "audio" : "video"] = (s.jitterBufferDelay / s.jitterBufferEmittedCount) * 1000;
+        // Over the last half second, not the stream's life: the start's buffering fades slowly.
+        const kind = s.kind === "audio" ? "audio" : "video";
+        const last = jitterTotals[kind];
+        const emitted = s.jitterBufferEmittedCount - (last?.emitted ?? 0);
+        if (emitted > 0) jitterMs[kind] = ((s.jitterBufferDelay - (last?.delay ?? 0)) / emitted) * 1000;
+        jitterTotals[kind] = { delay: s.jitterBufferDelay, emitted: s.jitterBufferEmittedCount };
       }
       if (s.type === "inbound-rtp" && s.kind === "video") {
         bytes = s.bytesReceived ?? 0;
@@ -693,6 +709,12 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
       error,
       notice,
     }),
+    takeLatencySamples: () => {
+      const out = { glassToGlassMs: g2gTaken, inputToPhotonMs: i2pTaken };
+      g2gTaken = [];
+      i2pTaken = [];
+      return out;
+    },
     close: async () => {
       closed = true;
       clearInterval(statsTimer);

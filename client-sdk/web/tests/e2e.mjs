@@ -120,14 +120,15 @@ try {
   if (full !== "edgeplay-root") fail(`fullscreen button: fullscreenElement is ${full}`, { stats: await stats(), logs });
   await page.click(".edgeplay-fullscreen");
   await sleep(300);
-  // Audio–video sync: fly around (thrust, weaving) until three hits have a tone and a flash.
+  // Audio–video sync: fly around (thrust, weaving) until ten hits have a tone and a flash
+  // (45 s at most; fewer than three fails).
   await page.focus(".edgeplay-root");
   await page.keyboard.down("ArrowUp");
   const t2 = Date.now();
   let turn = 0;
   while (Date.now() - t2 < 45000) {
     s = await stats();
-    if (s.avSyncMs.length >= 3) break;
+    if (s.avSyncMs.length >= 10) break;
     const key = turn++ % 2 === 0 ? "ArrowLeft" : "ArrowRight";
     await page.keyboard.down(key);
     await sleep(250 + (turn % 3) * 150);
@@ -139,13 +140,15 @@ try {
   const avSync = s.avSyncMs;
   if (avSync.length < 3) fail(`only ${avSync.length} hits matched tone to flash in 45 s (onsets ${JSON.stringify(s.avSyncOnsets)})`, { stats: s, logs });
   // The median over the hits: one hit can land on a late audio packet or a frame boundary.
-  // Here only a gross failure (no tone, drift) fails; the 80 ms target is the caller's check.
-  const avMedian = [...avSync].sort((a, b) => a - b)[Math.floor(avSync.length / 2)];
+  // Here only a gross failure (no tone, drift) fails; the 80 ms bound is the caller's check.
+  const sorted = [...avSync].sort((a, b) => a - b);
+  const avMedian = sorted[Math.floor(sorted.length / 2)];
+  const avP95 = sorted[Math.min(sorted.length - 1, Math.ceil(sorted.length * 0.95) - 1)];
   if (Math.abs(avMedian) > 250) fail(`audio and video ${avMedian.toFixed(1)} ms apart (> 250 ms): ${JSON.stringify(avSync)}`, { stats: s });
   const errorVisible = await page.locator(".edgeplay-error").isVisible();
   if (errorVisible || s.error) fail(`error shown: ${s.error}`, { stats: s });
   await page.screenshot({ path: shot });
-  console.log(JSON.stringify({ ok: true, played, before, after: s.lastStamp, avSyncMs: avSync, avSyncMedianMs: avMedian, avSyncHeardMs: s.avSyncHeardMs, stats: s }));
+  console.log(JSON.stringify({ ok: true, played, before, after: s.lastStamp, avSyncMs: avSync, avSyncMedianMs: avMedian, avSyncP95Ms: avP95, avSyncHeardMs: s.avSyncHeardMs, stats: s }));
 } catch (e) {
   fail(`${e}`, { logs });
 } finally {

@@ -1,0 +1,79 @@
+// One measurement of `cargo xtask bench webrtc`: headless Chromium plays a WHEP stream through
+// the web player for a while, pressing keys, and prints every glass-to-glass and
+// input-to-photon sample the page measured, with frames shown and dropped.
+// Usage: node tests/bench.mjs <player page URL> <seconds to measure>
+import { chromium } from "playwright-core";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const [url, secondsArg] = process.argv.slice(2);
+const seconds = Number(secondsArg);
+if (!url || !(seconds > 0)) {
+  console.error("usage: node tests/bench.mjs <player page URL> <seconds>");
+  process.exit(2);
+}
+const fail = (msg, extra = {}) => {
+  console.log(JSON.stringify({ ok: false, error: msg, ...extra }));
+  process.exit(1);
+};
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+const userDataDir = mkdtempSync(join(tmpdir(), "edgeplay-bench-"));
+const context = await chromium.launchPersistentContext(userDataDir, {
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  headless: true,
+  viewport: { width: 1280, height: 720 },
+  args: [
+    "--autoplay-policy=no-user-gesture-required",
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+const page = context.pages()[0] ?? (await context.newPage());
+const logs = [];
+page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
+page.on("pageerror", (e) => logs.push(`pageerror: ${e}`));
+const stats = () => page.evaluate(() => window.edgeplay?.player?.stats() ?? null);
+try {
+  await page.goto(url, { waitUntil: "domcontentloaded" });
+  let s = null;
+  const t0 = Date.now();
+  while (Date.now() - t0 < 30000) {
+    s = await stats();
+    if (s?.error) fail(`player shows an error: ${s.error}`, { logs });
+    if (s && s.stampsRead >= 30) break;
+    await sleep(100);
+  }
+  if (!s || s.stampsRead < 30) fail("fewer than 30 stamped frames shown within 30 s", { stats: s, logs });
+  await page.focus(".edgeplay-root");
+  await page.evaluate(() => window.edgeplay.player.takeLatencySamples());
+  const start = await stats();
+  const began = Date.now();
+  // A key press or release every 250 ms: each is an input whose first frame is timed.
+  let down = false;
+  while (Date.now() - began < seconds * 1000) {
+    down = !down;
+    if (down) await page.keyboard.down("ArrowLeft");
+    else await page.keyboard.up("ArrowLeft");
+    await sleep(250);
+  }
+  if (down) await page.keyboard.up("ArrowLeft");
+  const wall = (Date.now() - began) / 1000;
+  const end = await stats();
+  const samples = await page.evaluate(() => window.edgeplay.player.takeLatencySamples());
+  if (end.error) fail(`player shows an error: ${end.error}`, { logs });
+  console.log(JSON.stringify({
+    ok: true,
+    seconds: wall,
+    presented: end.framesPresented - start.framesPresented,
+    dropped: end.framesDropped - start.framesDropped,
+    g2g: samples.glassToGlassMs,
+    i2p: samples.inputToPhotonMs,
+  }));
+} catch (e) {
+  fail(`${e}`, { logs });
+} finally {
+  await context.close();
+  rmSync(userDataDir, { recursive: true, force: true });
+}
