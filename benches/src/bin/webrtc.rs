@@ -31,7 +31,7 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use edgeplay_edge::encode::{self, EncoderChoice, EncoderKind};
+use edgeplay_edge::encode::{self, EncoderChoice, EncoderKind, H264Profile};
 use edgeplay_edge::gpu::Gpu;
 use edgeplay_edge::metrics::Metrics;
 use edgeplay_edge::pipeline::PipelineConfig;
@@ -131,7 +131,9 @@ async fn player_file(
     Ok(([(header::CONTENT_TYPE, mime)], bytes).into_response())
 }
 
-async fn start_session(b: &Arc<Bench>, w: u32, h: u32, fps: u32) -> Result<SessionHandle> {
+/// Starts a session and returns it with its bitrate (the ceiling of the edge's congestion
+/// controller).
+async fn start_session(b: &Arc<Bench>, w: u32, h: u32, fps: u32) -> Result<(SessionHandle, u32)> {
     let bitrate = CONFIGS
         .iter()
         .find(|c| (c.0, c.1, c.2) == (w, h, fps))
@@ -154,7 +156,8 @@ async fn start_session(b: &Arc<Bench>, w: u32, h: u32, fps: u32) -> Result<Sessi
     };
     let cfg = SessionConfig::new(id, pipeline, 1);
     let (gpu, metrics) = (b.gpu.clone(), Arc::clone(&b.metrics));
-    Ok(tokio::task::spawn_blocking(move || Session::start(&gpu, cfg, metrics)).await??)
+    let session = tokio::task::spawn_blocking(move || Session::start(&gpu, cfg, metrics)).await??;
+    Ok((session, bitrate))
 }
 
 async fn offer(
@@ -162,9 +165,16 @@ async fn offer(
     Path((sender, w, h, fps)): Path<(String, u32, u32, u32)>,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    let session = start_session(&b, w, h, fps).await.map_err(bad)?;
+    let (session, kbps) = start_session(&b, w, h, fps).await.map_err(bad)?;
     let sdp = match sender.as_str() {
-        "edge" => b.whep.offer(&body, session).await.map_err(bad)?.sdp,
+        "edge" => {
+            // The page offers constrained baseline first; webrtcbin gets the same stream.
+            b.whep
+                .offer(&body, session, kbps, H264Profile::default())
+                .await
+                .map_err(bad)?
+                .sdp
+        }
         "webrtcbin" => {
             let offer = String::from_utf8(body.to_vec()).map_err(bad)?;
             let (baseline, answer) = webrtcbin_answer(&offer, session).await.map_err(bad)?;
