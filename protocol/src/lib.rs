@@ -9,6 +9,7 @@
 //! - [`input`]: input events and the JSON-lines input script format.
 //! - [`game`]: the deterministic demo game, a pure function of (seed, ordered input log).
 //! - [`media`]: the QUIC media protocol (frame header, control messages, input datagrams).
+//! - [`link`]: the edge's persistent, authenticated connection to its broker, and the UDP echo.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -16,6 +17,7 @@ pub mod coords;
 pub mod game;
 pub mod hash;
 pub mod input;
+pub mod link;
 pub mod media;
 pub mod stamp;
 pub mod token;

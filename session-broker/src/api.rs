@@ -40,7 +40,7 @@ pub const MAX_BODY: usize = 16 * 1024;
 /// How far a signed message's `issued_unix_ms` may be from the broker's clock.
 pub const SIGNED_SKEW_MS: u64 = 60_000;
 /// Domain prefix of registration signatures.
-pub const REGISTER_DOMAIN: &[u8] = b"edgeplay/edge-registration/v1\n";
+pub const REGISTER_DOMAIN: &[u8] = edgeplay_protocol::link::REGISTER_DOMAIN;
 /// Domain prefix of heartbeat signatures.
 pub const HEARTBEAT_DOMAIN: &[u8] = b"edgeplay/edge-heartbeat/v1\n";
 
@@ -104,6 +104,9 @@ pub struct EdgeAd {
     pub quic_addr: SocketAddr,
     /// SHA-256 fingerprint of the edge's QUIC certificate, hex.
     pub cert_fingerprint: String,
+    /// UDP echo endpoint players measure their RTT to (`edgeplay_protocol::link::ECHO_MAGIC`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echo_addr: Option<SocketAddr>,
     /// When the edge signed this (unix ms).
     pub issued_unix_ms: u64,
 }
@@ -137,14 +140,14 @@ pub struct SessionRecord {
 }
 
 #[derive(Debug, Default)]
-struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     registrations: Counter,
     heartbeats: Counter,
     sessions: Counter,
     selections: Counter,
     rate_limited: Counter,
-    rejected_signatures: Counter,
+    pub(crate) rejected_signatures: Counter,
     edges: Gauge,
 }
 
@@ -192,10 +195,12 @@ struct Live {
 }
 
 #[derive(Debug)]
-struct AppState {
-    cfg: Config,
+pub(crate) struct AppState {
+    pub(crate) cfg: Config,
     live: Mutex<Live>,
-    metrics: Metrics,
+    pub(crate) metrics: Metrics,
+    /// Edges connected over the link, and the relay to them.
+    pub(crate) links: crate::edge_link::Links,
 }
 
 impl AppState {
@@ -207,6 +212,18 @@ impl AppState {
 /// An error a client sees: a status and a sentence saying what was wrong and what to do.
 #[derive(Debug)]
 pub struct AppError(StatusCode, String);
+
+impl AppError {
+    pub(crate) fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+        AppError(status, msg.into())
+    }
+}
+
+impl std::fmt::Display for AppError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.1, self.0)
+    }
+}
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
@@ -243,39 +260,7 @@ fn now_ms() -> u64 {
 
 /// JSON with object keys sorted bytewise and no whitespace: the bytes edges sign.
 pub fn canonical_json(v: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(v, &mut out);
-    out
-}
-
-fn write_canonical(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                write_canonical(&m[k], out);
-            }
-            out.push('}');
-        }
-        Value::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(x, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
+    edgeplay_protocol::link::canonical_json(v)
 }
 
 /// The bytes an edge signs for `body` (a JSON object without `signature`).
@@ -433,12 +418,15 @@ pub async fn app(cfg: Config) -> Result<Router, StoreError> {
         sessions = live.sessions.len(),
         "registry loaded"
     );
-    let metrics = Metrics::new();
+    let mut metrics = Metrics::new();
     metrics.edges.set(live.edges.len() as i64);
+    let links = crate::edge_link::Links::default();
+    links.register_metrics(&mut metrics.registry);
     Ok(router(Arc::new(AppState {
         cfg,
         live: Mutex::new(live),
         metrics,
+        links,
     })))
 }
 
@@ -456,6 +444,18 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/sessions", post(create_session))
         .route("/v1/sessions/{id}", get(get_session))
         .route("/v1/sessions/{id}/select", post(select))
+        .route("/v1/edges/link", get(crate::edge_link::link))
+        .route(
+            "/v1/sessions/{id}/whep",
+            post(crate::whep_relay::offer).options(crate::whep_relay::preflight),
+        )
+        .route(
+            "/v1/sessions/{id}/whep/{peer}",
+            axum::routing::patch(crate::whep_relay::resource)
+                .delete(crate::whep_relay::resource)
+                .get(crate::whep_relay::resource)
+                .options(crate::whep_relay::preflight),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -487,18 +487,43 @@ async fn register(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
     let body = body.map_err(|e| AppError(StatusCode::PAYLOAD_TOO_LARGE, e.body_text()))?;
-    let (unsigned, sig) = split_signed(&body)?;
+    let ad = verify_registration(&s, &body)?;
+    let id = ad.id;
+    let created = admit_edge(&s, ad).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(serde_json::json!({
+            "id": id,
+            "heartbeat_url": format!("/v1/edges/{id}/heartbeat"),
+        })),
+    ))
+}
+
+/// Parses and checks a signed registration (the body of `POST /v1/edges`, also sent over the
+/// edge link).
+pub(crate) fn verify_registration(s: &AppState, body: &[u8]) -> Result<EdgeAd, AppError> {
+    let (unsigned, sig) = split_signed(body)?;
     // Through axum's decoder so that errors name the field's path.
     let Json(ad) = Json::<EdgeAd>::from_bytes(canonical_json(&unsigned).as_bytes())?;
     validate_ad(&ad)?;
     check_signature(
-        &s,
+        s,
         REGISTER_DOMAIN,
         &ad.id,
         &unsigned,
         &sig,
         ad.issued_unix_ms,
     )?;
+    Ok(ad)
+}
+
+/// Stores a checked registration and puts the edge in the index: whether it is new.
+pub(crate) async fn admit_edge(s: &AppState, ad: EdgeAd) -> Result<bool, AppError> {
     let rec = EdgeRecord {
         free_slots: ad.capacity,
         draining: false,
@@ -519,18 +544,48 @@ async fn register(
     };
     s.metrics.registrations.inc();
     info!(edge = %id, "edge registered");
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
+    Ok(created)
+}
+
+/// Applies an edge's load report (from the link; the HTTP heartbeat does the same).
+pub(crate) fn apply_heartbeat(
+    s: &AppState,
+    edge: EdgeId,
+    free_slots: u32,
+    draining: bool,
+) -> Result<(), AppError> {
+    let mut live = s.live();
+    let Live { index, edges, .. } = &mut *live;
+    let Some((rec, seen)) = edges.get_mut(&edge) else {
+        return Err(AppError(
+            StatusCode::NOT_FOUND,
+            format!("edge {edge} is not registered: register again"),
+        ));
     };
-    Ok((
-        status,
-        Json(serde_json::json!({
-            "id": id,
-            "heartbeat_url": format!("/v1/edges/{id}/heartbeat"),
-        })),
-    ))
+    rec.free_slots = free_slots;
+    rec.draining = draining;
+    *seen = Instant::now();
+    index.upsert(spec_of(rec));
+    s.metrics.heartbeats.inc();
+    Ok(())
+}
+
+/// An edge's link dropped: it takes no new sessions until it links again.
+pub(crate) fn edge_gone(s: &AppState, edge: &EdgeId) {
+    s.live().index.remove(edge);
+    warn!(%edge, "edge gone: out of placement until it links again");
+}
+
+/// The edge a session was placed on: 404 for an unknown session, 409 before selection.
+pub(crate) fn session_edge(s: &AppState, sid: &SessionId) -> Result<EdgeId, AppError> {
+    let live = s.live();
+    let rec = live.sessions.get(sid).ok_or_else(|| no_session(sid))?;
+    rec.edge.ok_or_else(|| {
+        AppError(
+            StatusCode::CONFLICT,
+            format!("session {sid} has no edge yet: POST /v1/sessions/{sid}/select first"),
+        )
+    })
 }
 
 async fn list_edges(State(s): State<Arc<AppState>>) -> Json<Vec<EdgeRecord>> {
@@ -620,6 +675,8 @@ struct CandidateOut {
     edge: EdgeId,
     region: String,
     quic_addr: SocketAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    echo_addr: Option<SocketAddr>,
 }
 
 fn rate_limit(s: &AppState, player: &str) -> Result<(), AppError> {
@@ -692,6 +749,7 @@ async fn create_session(
                 edge: r.ad.id,
                 region: r.ad.region.clone(),
                 quic_addr: r.ad.quic_addr,
+                echo_addr: r.ad.echo_addr,
             })
             .collect();
         (cands, out)
