@@ -415,6 +415,8 @@ pub struct LinkConfig {
     pub key: SigningKey,
     /// What to register.
     pub advert: Advert,
+    /// Answers browsers' RTT probes.
+    pub prober: Arc<crate::probe::Prober>,
 }
 
 /// The edge's state the link reports.
@@ -572,9 +574,14 @@ async fn link_once(
                         Ok(None) => break,
                         Ok(Some(LinkMessage::Request { id, method, path, headers, body })) => {
                             let router = router.clone();
+                            let prober = Arc::clone(&cfg.prober);
                             let tx = resp_tx.clone();
                             requests.spawn(async move {
-                                let r = serve_request(router, id, &method, &path, headers, body).await;
+                                let r = if path == "/v1/probe" && method == "POST" {
+                                    serve_probe(&prober, id, &body).await
+                                } else {
+                                    serve_request(router, id, &method, &path, headers, body).await
+                                };
                                 let _ = tx.send(r).await;
                             });
                         }
@@ -606,6 +613,24 @@ async fn link_once(
     };
     requests.shutdown().await;
     Err(link_err(why))
+}
+
+/// Answers a browser's RTT probe offer with a data-channel-only peer.
+async fn serve_probe(prober: &crate::probe::Prober, id: u64, offer: &str) -> LinkMessage {
+    match prober.answer(offer.as_bytes()).await {
+        Ok(sdp) => LinkMessage::Response {
+            id,
+            status: 201,
+            headers: vec![("content-type".into(), "application/sdp".into())],
+            body: sdp,
+        },
+        Err(e) => LinkMessage::Response {
+            id,
+            status: 400,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: serde_json::json!({ "error": e.to_string() }).to_string(),
+        },
+    }
 }
 
 fn allowed(method: &str, path: &str) -> bool {
@@ -850,6 +875,7 @@ pub async fn serve(args: BrokerArgs, edge: Edge) -> anyhow::Result<()> {
             broker_key: broker,
             key,
             advert,
+            prober: Arc::new(crate::probe::Prober::new(edge.http.listen.ip())),
         },
         http.router(),
         load_rx,

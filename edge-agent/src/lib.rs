@@ -17,6 +17,7 @@ pub mod gpu;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
+pub mod probe;
 pub mod quic;
 pub mod render;
 pub mod session;

@@ -150,7 +150,7 @@ fn edges(broker: SocketAddr) -> Vec<Value> {
 }
 
 fn start_edge(broker: SocketAddr, name: &str, coord: &str, echo: &[&str]) -> (Proc, String) {
-    let dir = tmp(name);
+    let dir = tmp(&format!("{name}-{coord}"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-agent"));
     cmd.args([
         "run",
@@ -445,4 +445,67 @@ fn two_regions_through_the_broker() {
             .is_some_and(|s| s.success())
     );
     rt.block_on(relay.stop());
+}
+
+/// Chromium given only the broker's URL: it probes both candidate edges with RTCPeerConnections
+/// signalled through the broker, is placed, and plays through the broker's WHEP relay.
+#[test]
+fn chromium_plays_through_the_broker_with_only_its_url() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../client-sdk/web");
+    assert!(
+        std::path::Path::new(&chromium).exists()
+            && web.join("node_modules/playwright-core").exists(),
+        "needs {chromium} and client-sdk/web/node_modules: run `cargo xtask setup`"
+    );
+    let build = Command::new("npm")
+        .args(["run", "--silent", "build"])
+        .current_dir(&web)
+        .status()
+        .expect("npm runs");
+    assert!(build.success(), "npm run build failed in client-sdk/web");
+    let data = tmp("broker-web");
+    let mut broker = Proc::start(Command::new(broker_bin()).args([
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]));
+    let baddr: SocketAddr = broker.line("listening on").parse().unwrap();
+    let (_a, a_id) = start_edge(baddr, "web", "0,0,1", &[]);
+    let (_b, b_id) = start_edge(baddr, "web", "5,0,1", &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while edges(baddr).len() < 2 {
+        assert!(Instant::now() < deadline, "edges did not register");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let started = Instant::now();
+    let out = Command::new("timeout")
+        .args(["120", "node", "tests/e2e-broker.mjs"])
+        .arg(format!("http://{baddr}"))
+        .arg("web")
+        .env("CHROMIUM", &chromium)
+        .current_dir(&web)
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "e2e via broker ({:.1} s): {stdout}{}",
+        started.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "browser e2e failed: {stdout}");
+    let r: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(r["ok"], true);
+    let measured = r["placement"]["measured"].as_array().expect("measured");
+    assert_eq!(measured.len(), 2, "{measured:?}");
+    for m in measured {
+        let rtt = m["rttMs"].as_f64().expect("each candidate probed");
+        assert!((0.0..1000.0).contains(&rtt), "{m}");
+    }
+    let picked = r["placement"]["edge"].as_str().unwrap();
+    assert!(picked == a_id || picked == b_id);
+    broker.signal("-TERM");
+    let _ = broker.wait(Duration::from_secs(10));
 }

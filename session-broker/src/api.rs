@@ -441,13 +441,23 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/broker/key", get(broker_key))
         .route("/v1/edges", post(register).get(list_edges))
         .route("/v1/edges/{id}/heartbeat", post(heartbeat))
-        .route("/v1/sessions", post(create_session))
+        .route(
+            "/v1/sessions",
+            post(create_session).options(crate::whep_relay::preflight),
+        )
         .route("/v1/sessions/{id}", get(get_session))
-        .route("/v1/sessions/{id}/select", post(select))
+        .route(
+            "/v1/sessions/{id}/select",
+            post(select).options(crate::whep_relay::preflight),
+        )
         .route("/v1/edges/link", get(crate::edge_link::link))
         .route(
             "/v1/sessions/{id}/whep",
             post(crate::whep_relay::offer).options(crate::whep_relay::preflight),
+        )
+        .route(
+            "/v1/sessions/{id}/probe/{edge}",
+            post(crate::whep_relay::probe).options(crate::whep_relay::preflight),
         )
         .route(
             "/v1/sessions/{id}/whep/{peer}",
@@ -457,6 +467,8 @@ fn router(state: Arc<AppState>) -> Router {
                 .options(crate::whep_relay::preflight),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        // Players call the broker from pages on any origin.
+        .layer(axum::middleware::map_response(crate::whep_relay::add_cors))
         .with_state(state)
 }
 
@@ -574,6 +586,26 @@ pub(crate) fn apply_heartbeat(
 pub(crate) fn edge_gone(s: &AppState, edge: &EdgeId) {
     s.live().index.remove(edge);
     warn!(%edge, "edge gone: out of placement until it links again");
+}
+
+/// Checks that `edge` is one of the session's candidates (what a player may probe).
+pub(crate) fn session_candidate(
+    s: &AppState,
+    sid: &SessionId,
+    edge: &EdgeId,
+) -> Result<(), AppError> {
+    let live = s.live();
+    let rec = live.sessions.get(sid).ok_or_else(|| no_session(sid))?;
+    if rec.candidates.contains(edge) {
+        Ok(())
+    } else {
+        Err(AppError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "edge {edge} is not a candidate of session {sid}: probe the candidates the session lists"
+            ),
+        ))
+    }
 }
 
 /// The edge a session was placed on: 404 for an unknown session, 409 before selection.

@@ -56,6 +56,11 @@ fn cors(headers: &mut HeaderMap) {
     }
 }
 
+/// Adds the CORS headers to every broker response (a layer over the whole router).
+pub(crate) async fn add_cors(r: Response) -> Response {
+    with_cors(r)
+}
+
 fn with_cors(mut r: Response) -> Response {
     cors(r.headers_mut());
     r
@@ -175,6 +180,54 @@ pub(crate) async fn offer(
         body,
         OFFER_TIMEOUT,
     )
+    .await;
+    with_cors(r.unwrap_or_else(IntoResponse::into_response))
+}
+
+/// `POST /v1/sessions/{id}/probe/{edge}`: a browser's RTT probe offer (data channel only),
+/// relayed to one of the session's candidates, which answers with a short-lived peer.
+pub(crate) async fn probe(
+    State(s): State<Arc<AppState>>,
+    Path((id, edge)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let r = async {
+        let sid: SessionId = id.parse().map_err(|e| {
+            AppError::new(
+                StatusCode::BAD_REQUEST,
+                format!("session id `{id}` in the path: {e}"),
+            )
+        })?;
+        let edge: edgeplay_protocol::token::EdgeId = edge.parse().map_err(|e| {
+            AppError::new(
+                StatusCode::BAD_REQUEST,
+                format!("edge id `{edge}` in the path: {e}"),
+            )
+        })?;
+        api::session_candidate(&s, &sid, &edge)?;
+        let body = String::from_utf8(body.to_vec()).map_err(|_| {
+            AppError::new(StatusCode::BAD_REQUEST, "the probe offer must be SDP text")
+        })?;
+        let r = s
+            .links
+            .request(
+                edge,
+                "POST",
+                "/v1/probe".into(),
+                vec![("content-type".into(), "application/sdp".into())],
+                body,
+                OTHER_TIMEOUT,
+            )
+            .await
+            .map_err(|e| relay_error(&e))?;
+        let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        let ct = if status == StatusCode::CREATED {
+            "application/sdp"
+        } else {
+            "application/json"
+        };
+        Ok::<_, AppError>((status, [(header::CONTENT_TYPE, ct)], r.body).into_response())
+    }
     .await;
     with_cors(r.unwrap_or_else(IntoResponse::into_response))
 }
