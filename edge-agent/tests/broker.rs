@@ -309,6 +309,7 @@ fn two_regions_through_the_broker() {
         let (mut session, placement) = Client::connect_via_broker(&format!("http://{baddr}"), &req)
             .await
             .expect("placed and connected");
+        eprintln!("placed on {} after probing {:?}", placement.edge, placement.measured);
         assert_eq!(placement.measured.len(), 2, "{:?}", placement.measured);
         assert_eq!(placement.edge, near_id, "{:?}", placement.measured);
         let far_rtt = placement
