@@ -2,7 +2,9 @@
 //! "regions": the far edge's echo goes through testkit's UDP relay, which adds delay. The SDK,
 //! given only the broker's URL, probes both, is placed on the near one and gets frames over
 //! QUIC; WHEP goes through the broker's relay with the broker's join token (used once); a link
-//! handshake with a bad proof is refused; a killed edge leaves placement at once; SIGTERM drains.
+//! handshake with a bad proof is refused; an edge that does not answer gives 504; heartbeats come
+//! every 500 ms from a serving edge and rarely from an idle one; a killed edge leaves placement
+//! at once; SIGTERM drains.
 //!
 //! `session-broker` is another package's binary: `cargo test --workspace` (and `cargo xtask
 //! test`) builds it next to `edge-agent`; alone, run `cargo build -p edgeplay-broker` first.
@@ -178,6 +180,15 @@ fn start_edge(broker: SocketAddr, name: &str, coord: &str, echo: &[&str]) -> (Pr
     (p, id)
 }
 
+/// `broker_heartbeats_total` from the broker's metrics.
+fn heartbeats(broker: SocketAddr) -> u64 {
+    let (_, _, m) = http(broker, "GET", "/metrics", &[], "");
+    m.lines()
+        .find_map(|l| l.strip_prefix("broker_heartbeats_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("heartbeat counter")
+}
+
 fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -309,7 +320,10 @@ fn two_regions_through_the_broker() {
         let (mut session, placement) = Client::connect_via_broker(&format!("http://{baddr}"), &req)
             .await
             .expect("placed and connected");
-        eprintln!("placed on {} after probing {:?}", placement.edge, placement.measured);
+        eprintln!(
+            "placed on {} after probing {:?}",
+            placement.edge, placement.measured
+        );
         assert_eq!(placement.measured.len(), 2, "{:?}", placement.measured);
         assert_eq!(placement.edge, near_id, "{:?}", placement.measured);
         let far_rtt = placement
@@ -331,8 +345,26 @@ fn two_regions_through_the_broker() {
         })
         .await;
         assert!(got.is_ok() && frames >= 10, "got {frames} frames");
+        // One edge serves a session (heartbeats every 500 ms), the other is idle (every 15 s).
+        let before = heartbeats(baddr);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(3) {
+            let _ = tokio::time::timeout(Duration::from_millis(100), session.next_frame()).await;
+        }
+        let busy = heartbeats(baddr) - before;
+        assert!(
+            (4..=9).contains(&busy),
+            "{busy} heartbeats in 3 s while serving"
+        );
         session.close().await;
     });
+
+    // Both idle now: after the load change is reported, no more than that in 3 s.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = heartbeats(baddr);
+    std::thread::sleep(Duration::from_secs(3));
+    let idle = heartbeats(baddr) - before;
+    assert!(idle <= 1, "{idle} heartbeats in 3 s while idle");
 
     // WHEP through the relay: CORS preflight; a bad token is refused by the edge; the broker's
     // token passes the edge's check (the bad SDP is what it then refuses), and only once.
@@ -400,6 +432,16 @@ fn two_regions_through_the_broker() {
         "",
     );
     assert_eq!(st, 404, "unknown session");
+
+    // An edge that does not answer (stopped, its link still open): 504 with a clear message.
+    near.signal("-STOP");
+    let t = Instant::now();
+    let (st, h, body) = http(baddr, "GET", &format!("{whep}/abc123"), &[], "");
+    near.signal("-CONT");
+    assert_eq!(st, 504, "{body}");
+    assert!(body.contains("did not answer"), "{body}");
+    assert!(h.iter().any(|(k, _)| k == "access-control-allow-origin"));
+    assert!(t.elapsed() >= Duration::from_secs(4), "{:?}", t.elapsed());
 
     // Killing the far edge takes it out of placement as soon as its link drops.
     let mut far = far;
