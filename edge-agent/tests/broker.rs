@@ -424,6 +424,29 @@ fn two_regions_through_the_broker() {
         "garbage",
     );
     assert_eq!(st, 401, "a token is used once: {body}");
+    // Another session's relay refuses this session's token before the edge sees it.
+    let (_, v) = json_call(
+        baddr,
+        "POST",
+        "/v1/sessions",
+        &json!({"player": "dave", "width": 1280, "height": 720, "fps": 60, "coord": {"x": 30.0, "y": 0.0, "height": 1.0}}),
+    );
+    let other = v["session"].as_str().unwrap().to_owned();
+    let (st, v) = json_call(
+        baddr,
+        "POST",
+        &format!("/v1/sessions/{other}/select"),
+        &json!({"measured": [{"edge": near_id, "rtt_ms": 1.0}]}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let (st, _, body) = http(
+        baddr,
+        "POST",
+        &format!("/v1/sessions/{other}/whep"),
+        &[sdp[0], ("Authorization", &auth)],
+        "garbage",
+    );
+    assert_eq!(st, 403, "{body}");
     let (st, _, _) = http(
         baddr,
         "POST",

@@ -164,6 +164,35 @@ fn peer_ok(peer: &str) -> Result<(), AppError> {
     Ok(())
 }
 
+/// Refuses an offer whose join token names another session than the URL (the edge checks the
+/// signature, the edge and single use; this keeps one session's token out of another's relay).
+fn token_for_session(headers: &HeaderMap, sid: &str) -> Result<(), AppError> {
+    let Some(hex) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        // No token: the edge answers 401 with its explanation.
+        return Ok(());
+    };
+    let session = edgeplay_protocol::token::from_hex(hex.trim())
+        .ok()
+        .and_then(|b| {
+            edgeplay_protocol::token::decode_unverified(&b)
+                .ok()
+                .map(|t| t.0.session)
+        });
+    match session {
+        Some(t) if t.to_string() != sid => Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the join token is for session {t}, not {sid}: use the token /select gave for this session"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// `POST /v1/sessions/{id}/whep`: the offer, relayed to the session's edge.
 pub(crate) async fn offer(
     State(s): State<Arc<AppState>>,
@@ -171,6 +200,9 @@ pub(crate) async fn offer(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Err(e) = token_for_session(&headers, &id) {
+        return with_cors(e.into_response());
+    }
     let r = relay(
         &s,
         &id,
