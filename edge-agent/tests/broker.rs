@@ -498,11 +498,42 @@ fn two_regions_through_the_broker() {
     assert!(m.contains("broker_edge_links 1"), "{m}");
     assert!(m.contains("broker_link_handshakes_refused_total 1"), "{m}");
 
-    // SIGTERM: the near edge drains (no sessions left) and exits cleanly.
-    near.signal("-TERM");
+    // SIGTERM drains: the broker stops placing on the edge at once, the open session keeps
+    // playing, and the edge exits cleanly once it ends.
+    rt.block_on(async {
+        let (mut session, placement) =
+            Client::connect_via_broker(&format!("http://{baddr}"), &req.clone())
+                .await
+                .expect("placed on the remaining edge");
+        assert_eq!(placement.edge, near_id);
+        assert!(session.next_frame().await.is_some());
+        near.signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (st, v) = json_call(
+                baddr,
+                "POST",
+                "/v1/sessions",
+                &json!({"player": "erin", "width": 1280, "height": 720, "fps": 60, "coord": {"x": 0.0, "y": 0.0, "height": 1.0}}),
+            );
+            if st == 503 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "a draining edge is still offered: {v}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut more = 0;
+        while more < 30 {
+            let f = tokio::time::timeout(Duration::from_secs(10), session.next_frame()).await;
+            assert!(matches!(f, Ok(Some(_))), "the session stops while draining");
+            more += 1;
+        }
+        assert!(near.child.try_wait().unwrap().is_none(), "exited before its session ended");
+        session.close().await;
+    });
     let st = near
-        .wait(Duration::from_secs(30))
-        .expect("edge exits on SIGTERM");
+        .wait(Duration::from_secs(20))
+        .expect("edge exits once its session ended");
     assert!(st.success(), "{st:?}");
     broker.signal("-TERM");
     assert!(
