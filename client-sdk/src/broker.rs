@@ -68,6 +68,11 @@ pub enum BrokerError {
         "no candidate edge answered an RTT probe: UDP may be blocked between you and the edges"
     )]
     NoneReachable,
+    /// The placement's signature does not verify with the given broker key.
+    #[error(
+        "the broker's placement is not signed by the broker key you gave: check the key and the broker URL"
+    )]
+    BadSignature,
     /// Connecting to the chosen edge failed.
     #[error(transparent)]
     Connect(#[from] ClientError),
@@ -92,6 +97,9 @@ pub struct SessionRequest {
     pub min_gpu_class: u8,
     /// Highest price per minute accepted.
     pub max_price_per_min: Option<u64>,
+    /// The broker's Ed25519 public key: when given, the placement's signature must verify with
+    /// it (so the edge address, fingerprint and token are the broker's, whatever carried them).
+    pub broker_key: Option<[u8; 32]>,
 }
 
 impl SessionRequest {
@@ -107,6 +115,7 @@ impl SessionRequest {
             coord: None,
             min_gpu_class: 0,
             max_price_per_min: None,
+            broker_key: None,
         }
     }
 
@@ -251,6 +260,27 @@ pub async fn probe_rtt(echo: SocketAddr) -> Option<f64> {
     best
 }
 
+/// Checks the broker's signature over a `/select` answer.
+///
+/// # Errors
+/// [`BrokerError::BadSignature`].
+pub fn verify_placement(answer: &Value, broker_key: &[u8; 32]) -> Result<(), BrokerError> {
+    use edgeplay_protocol::link::{PLACEMENT_DOMAIN, canonical_json};
+    use edgeplay_protocol::token::{Signature, VerifyingKey};
+    let mut body = answer.clone();
+    let sig = body
+        .as_object_mut()
+        .and_then(|m| m.remove("signature"))
+        .and_then(|s| s.as_str().and_then(|h| from_hex(h).ok()))
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .ok_or(BrokerError::BadSignature)?;
+    let key = VerifyingKey::from_bytes(broker_key).map_err(|_| BrokerError::BadSignature)?;
+    let mut signed = PLACEMENT_DOMAIN.to_vec();
+    signed.extend_from_slice(canonical_json(&body).as_bytes());
+    key.verify_strict(&signed, &Signature::from_bytes(&sig))
+        .map_err(|_| BrokerError::BadSignature)
+}
+
 /// Asks `broker_url` for a session, probes the candidates, and has the broker pick one.
 ///
 /// # Errors
@@ -304,6 +334,9 @@ pub async fn place(broker_url: &str, req: &SessionRequest) -> Result<Placement, 
     .await?;
     if status != 200 {
         return Err(refused("the selection", status, &v));
+    }
+    if let Some(key) = &req.broker_key {
+        verify_placement(&v, key)?;
     }
     let edge = v["edge"].as_str().ok_or_else(|| bad("no edge"))?.to_owned();
     let quic_addr = v["quic_addr"]

@@ -312,11 +312,27 @@ fn two_regions_through_the_broker() {
     }
 
     // The SDK names only the broker; coordinates favour the far edge, probes the near one.
+    let (_, k) = json_call(baddr, "GET", "/v1/broker/key", &Value::Null);
+    let key: [u8; 32] = edgeplay_protocol::token::from_hex(k["public_key"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
     let req = SessionRequest {
         coord: Some((0.0, 0.0, 1.0)),
+        broker_key: Some(key),
         ..SessionRequest::new("alice", 1280, 720, 60)
     };
     rt.block_on(async {
+        // A placement checked against another key is refused.
+        let wrong = SessionRequest {
+            broker_key: Some(SigningKey::from_bytes(&[7; 32]).verifying_key().to_bytes()),
+            ..req.clone()
+        };
+        let e = edgeplay_client::broker::place(&format!("http://{baddr}"), &wrong).await;
+        assert!(
+            matches!(e, Err(edgeplay_client::broker::BrokerError::BadSignature)),
+            "{e:?}"
+        );
         let (mut session, placement) = Client::connect_via_broker(&format!("http://{baddr}"), &req)
             .await
             .expect("placed and connected");

@@ -40,6 +40,9 @@ pub const MAX_FRAME: usize = 256 * 1024;
 pub const PROOF_DOMAIN: &[u8] = b"edgeplay/edge-link-proof/v1\n";
 /// Domain of the broker's welcome signature.
 pub const WELCOME_DOMAIN: &[u8] = b"edgeplay/broker-link-welcome/v1\n";
+/// Domain of the broker's signature over a placement (the answer of `/select`, without its
+/// `signature`, as [`canonical_json`]).
+pub const PLACEMENT_DOMAIN: &[u8] = b"edgeplay/broker-placement/v1\n";
 /// Interval of heartbeats while an edge serves sessions.
 pub const HEARTBEAT_BUSY_MS: u64 = 500;
 /// Interval of heartbeats while an edge is idle.

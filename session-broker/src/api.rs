@@ -909,7 +909,7 @@ async fn select(
     s.live().sessions.insert(sid, rec);
     s.metrics.selections.inc();
     info!(session = %sid, edge = %edge.id, "session placed");
-    Ok(Json(serde_json::json!({
+    let mut answer = serde_json::json!({
         "session": sid,
         "edge": edge.id,
         "quic_addr": edge.quic_addr,
@@ -917,7 +917,15 @@ async fn select(
         "whep_url": format!("/v1/sessions/{sid}/whep"),
         "token": to_hex(&token),
         "expires_unix_ms": t.expires_unix_ms,
-    })))
+    });
+    // Signed, so a client that knows the broker's key trusts the address and fingerprint even
+    // when the answer came through something it does not trust.
+    let sig = s.cfg.key.sign(&signed_bytes(
+        edgeplay_protocol::link::PLACEMENT_DOMAIN,
+        &answer,
+    ));
+    answer["signature"] = Value::String(to_hex(&sig.to_bytes()));
+    Ok(Json(answer))
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains open requests.
@@ -1102,6 +1110,20 @@ mod tests {
         assert_eq!(v["edge"], serde_json::json!(e1));
         assert_eq!(v["quic_addr"], "127.0.0.1:4434");
         assert_eq!(v["whep_url"], format!("/v1/sessions/{sid}/whep"));
+        let mut unsigned = v.clone();
+        let sig = unsigned
+            .as_object_mut()
+            .unwrap()
+            .remove("signature")
+            .unwrap();
+        let sig: [u8; 64] = from_hex(sig.as_str().unwrap()).unwrap().try_into().unwrap();
+        t.key
+            .public()
+            .verify_strict(
+                &signed_bytes(edgeplay_protocol::link::PLACEMENT_DOMAIN, &unsigned),
+                &Signature::from_bytes(&sig),
+            )
+            .expect("the placement is signed by the broker");
         let token = from_hex(v["token"].as_str().unwrap()).unwrap();
         let got = verify(&token, &t.key.public(), now_ms(), &e1).unwrap();
         assert_eq!(got.player, "alice");
