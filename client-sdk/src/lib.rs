@@ -10,6 +10,8 @@
 //!   input the edge has not acknowledged yet, until the edge's committed number covers it;
 //! - [`Session::stats`] and [`Session::close`].
 //!
+//! [`Client::connect_via_broker`] ([`broker`]) does all of it from a broker URL alone.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), edgeplay_client::ClientError> {
 //! use edgeplay_client::{Client, parse_fingerprint};
@@ -30,6 +32,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod broker;
 mod decode;
 #[allow(
     unsafe_code,

@@ -71,6 +71,8 @@ struct AppState {
     metrics: Arc<Metrics>,
     sessions: Mutex<HashMap<String, SessionHandle>>,
     whep: Arc<Whep>,
+    /// The broker's join tokens, checked instead of the dev token when the edge serves a broker.
+    tokens: Option<Arc<dyn crate::quic::TokenCheck>>,
 }
 
 impl AppState {
@@ -114,6 +116,7 @@ pub fn app(cfg: DevServerConfig, gpu: Gpu, metrics: Arc<Metrics>) -> Router {
         gpu,
         metrics,
         sessions: Mutex::new(HashMap::new()),
+        tokens: None,
     });
     router(state)
 }
@@ -437,6 +440,10 @@ async fn whep_offer_inner(
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, AppError> {
     let token_ok = match (&s.cfg.dev_token, bearer(headers)) {
+        (_, Some(got)) if s.tokens.is_some() => s
+            .tokens
+            .as_ref()
+            .is_some_and(|t| t.check(got.as_bytes()).is_ok()),
         (Some(want), Some(got)) => {
             want.len() == got.len()
                 && want
@@ -657,6 +664,7 @@ pub async fn serve_dev(
         gpu,
         metrics,
         sessions: Mutex::new(HashMap::new()),
+        tokens: None,
     });
     println!("edge-agent --dev serving on http://{addr}");
     if let Some(token) = &state.cfg.dev_token {
@@ -731,4 +739,51 @@ fn random_id() -> std::io::Result<String> {
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The edge's HTTP side when it serves a broker's players (`edge-agent run --broker`): the same
+/// routes, WHEP offers authorised by the broker's join tokens. The same router serves the
+/// edge's own listener (health, metrics) and the requests the broker relays over the link.
+#[derive(Debug, Clone)]
+pub struct EdgeHttp {
+    state: Arc<AppState>,
+}
+
+impl EdgeHttp {
+    /// State for `cfg`, join tokens checked by `tokens`.
+    #[must_use]
+    pub fn new(
+        cfg: DevServerConfig,
+        gpu: Gpu,
+        metrics: Arc<Metrics>,
+        tokens: Arc<dyn crate::quic::TokenCheck>,
+    ) -> Self {
+        Self {
+            state: Arc::new(AppState {
+                whep: Whep::new(cfg.listen.ip()),
+                cfg,
+                gpu,
+                metrics,
+                sessions: Mutex::new(HashMap::new()),
+                tokens: Some(tokens),
+            }),
+        }
+    }
+
+    /// The router over this state.
+    pub fn router(&self) -> Router {
+        router(Arc::clone(&self.state))
+    }
+
+    /// Ends every WebRTC peer and dev session (at shutdown, after draining).
+    pub async fn end_all(&self) {
+        self.state.whep.stop_all();
+        let handles: Vec<SessionHandle> = self.state.sessions().drain().map(|(_, h)| h).collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            for h in handles {
+                let _ = h.end();
+            }
+        })
+        .await;
+    }
 }

@@ -6,13 +6,18 @@
 //! timestamped media to the transports through the live session runtime ([`session`]).
 //! [`pipeline`] is one session's media path; [`stats`] and [`metrics`] measure it.
 //!
+//! [`agent`] joins a home broker (`edge-agent run --broker`): link, heartbeats, relayed WHEP,
+//! join tokens, UDP echo, drain.
+//!
 //! `unsafe` lives only in [`gpu`], the one module that talks to Vulkan.
+pub mod agent;
 pub mod convert;
 pub mod encode;
 pub mod gpu;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
+pub mod probe;
 pub mod quic;
 pub mod rate;
 pub mod render;

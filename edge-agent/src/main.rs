@@ -39,7 +39,7 @@ enum Command {
     /// Run sessions offline: play an input script, encode to a file, print per-stage latency.
     Encode(EncodeArgs),
     /// Serve live sessions.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -117,6 +117,8 @@ struct RunArgs {
     /// HTTP/WebRTC only and says so.
     #[arg(long, default_value = "127.0.0.1:4433", env = "EDGEPLAY_QUIC_LISTEN")]
     quic_listen: std::net::SocketAddr,
+    #[command(flatten)]
+    broker: edgeplay_edge::agent::BrokerArgs,
 }
 
 fn parse_resolution(s: &str) -> Result<(u32, u32), String> {
@@ -146,7 +148,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Probe { media } => probe(&media),
         Command::Encode(args) => encode_cmd(&args),
-        Command::Run(args) => run_cmd(args),
+        Command::Run(args) => run_cmd(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -356,10 +358,13 @@ fn run_offline(
 }
 
 fn run_cmd(args: RunArgs) -> Result<()> {
-    if !args.dev {
+    if !args.dev && args.broker.broker.is_none() {
         bail!(
-            "`edge-agent run` needs a broker, which this build cannot join yet: run `edge-agent run --dev` to serve sessions locally"
+            "`edge-agent run` serves either a broker's players (`--broker http://HOST:PORT`) or local dev sessions (`--dev`): pick one"
         );
+    }
+    if args.dev && args.broker.broker.is_some() {
+        bail!("`--dev` and `--broker` exclude each other: drop one");
     }
     let encoder = encode::probe(args.media.encoder).context("video encoder")?;
     let gpu = Gpu::new().context("Vulkan")?;
@@ -393,6 +398,21 @@ fn run_cmd(args: RunArgs) -> Result<()> {
         threads: 0,
         audio: true,
     };
+    if !args.dev {
+        let mut quic = QuicConfig::new(args.quic_listen, quic_pipeline);
+        quic.max_sessions = args.max_sessions;
+        let edge = edgeplay_edge::agent::Edge {
+            http: DevServerConfig {
+                dev_token: None,
+                ..dev
+            },
+            gpu_name: gpu.info().name.clone(),
+            gpu,
+            metrics,
+            quic,
+        };
+        return runtime.block_on(edgeplay_edge::agent::serve(args.broker, edge));
+    }
     runtime.block_on(async {
         let mut quic_cfg = QuicConfig::new(args.quic_listen, quic_pipeline);
         quic_cfg.max_sessions = args.max_sessions;

@@ -10,6 +10,7 @@
 //! - [`game`]: the deterministic demo game, a pure function of (seed, ordered input log).
 //! - [`media`]: the QUIC media protocol (frame header, control messages, input datagrams).
 //! - [`gcc`]: the WebRTC sender's delay-based congestion controller over transport-cc feedback.
+//! - [`link`]: the edge's persistent, authenticated connection to its broker, and the UDP echo.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -18,6 +19,7 @@ pub mod game;
 pub mod gcc;
 pub mod hash;
 pub mod input;
+pub mod link;
 pub mod media;
 pub mod stamp;
 pub mod token;

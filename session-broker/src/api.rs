@@ -40,7 +40,7 @@ pub const MAX_BODY: usize = 16 * 1024;
 /// How far a signed message's `issued_unix_ms` may be from the broker's clock.
 pub const SIGNED_SKEW_MS: u64 = 60_000;
 /// Domain prefix of registration signatures.
-pub const REGISTER_DOMAIN: &[u8] = b"edgeplay/edge-registration/v1\n";
+pub const REGISTER_DOMAIN: &[u8] = edgeplay_protocol::link::REGISTER_DOMAIN;
 /// Domain prefix of heartbeat signatures.
 pub const HEARTBEAT_DOMAIN: &[u8] = b"edgeplay/edge-heartbeat/v1\n";
 
@@ -104,6 +104,9 @@ pub struct EdgeAd {
     pub quic_addr: SocketAddr,
     /// SHA-256 fingerprint of the edge's QUIC certificate, hex.
     pub cert_fingerprint: String,
+    /// UDP echo endpoint players measure their RTT to (`edgeplay_protocol::link::ECHO_MAGIC`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echo_addr: Option<SocketAddr>,
     /// When the edge signed this (unix ms).
     pub issued_unix_ms: u64,
 }
@@ -137,14 +140,14 @@ pub struct SessionRecord {
 }
 
 #[derive(Debug, Default)]
-struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     registrations: Counter,
     heartbeats: Counter,
     sessions: Counter,
     selections: Counter,
     rate_limited: Counter,
-    rejected_signatures: Counter,
+    pub(crate) rejected_signatures: Counter,
     edges: Gauge,
 }
 
@@ -192,10 +195,12 @@ struct Live {
 }
 
 #[derive(Debug)]
-struct AppState {
-    cfg: Config,
+pub(crate) struct AppState {
+    pub(crate) cfg: Config,
     live: Mutex<Live>,
-    metrics: Metrics,
+    pub(crate) metrics: Metrics,
+    /// Edges connected over the link, and the relay to them.
+    pub(crate) links: crate::edge_link::Links,
 }
 
 impl AppState {
@@ -207,6 +212,18 @@ impl AppState {
 /// An error a client sees: a status and a sentence saying what was wrong and what to do.
 #[derive(Debug)]
 pub struct AppError(StatusCode, String);
+
+impl AppError {
+    pub(crate) fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+        AppError(status, msg.into())
+    }
+}
+
+impl std::fmt::Display for AppError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.1, self.0)
+    }
+}
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
@@ -243,39 +260,7 @@ fn now_ms() -> u64 {
 
 /// JSON with object keys sorted bytewise and no whitespace: the bytes edges sign.
 pub fn canonical_json(v: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(v, &mut out);
-    out
-}
-
-fn write_canonical(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                write_canonical(&m[k], out);
-            }
-            out.push('}');
-        }
-        Value::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(x, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
+    edgeplay_protocol::link::canonical_json(v)
 }
 
 /// The bytes an edge signs for `body` (a JSON object without `signature`).
@@ -433,12 +418,15 @@ pub async fn app(cfg: Config) -> Result<Router, StoreError> {
         sessions = live.sessions.len(),
         "registry loaded"
     );
-    let metrics = Metrics::new();
+    let mut metrics = Metrics::new();
     metrics.edges.set(live.edges.len() as i64);
+    let links = crate::edge_link::Links::default();
+    links.register_metrics(&mut metrics.registry);
     Ok(router(Arc::new(AppState {
         cfg,
         live: Mutex::new(live),
         metrics,
+        links,
     })))
 }
 
@@ -453,10 +441,34 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/broker/key", get(broker_key))
         .route("/v1/edges", post(register).get(list_edges))
         .route("/v1/edges/{id}/heartbeat", post(heartbeat))
-        .route("/v1/sessions", post(create_session))
+        .route(
+            "/v1/sessions",
+            post(create_session).options(crate::whep_relay::preflight),
+        )
         .route("/v1/sessions/{id}", get(get_session))
-        .route("/v1/sessions/{id}/select", post(select))
+        .route(
+            "/v1/sessions/{id}/select",
+            post(select).options(crate::whep_relay::preflight),
+        )
+        .route("/v1/edges/link", get(crate::edge_link::link))
+        .route(
+            "/v1/sessions/{id}/whep",
+            post(crate::whep_relay::offer).options(crate::whep_relay::preflight),
+        )
+        .route(
+            "/v1/sessions/{id}/probe/{edge}",
+            post(crate::whep_relay::probe).options(crate::whep_relay::preflight),
+        )
+        .route(
+            "/v1/sessions/{id}/whep/{peer}",
+            axum::routing::patch(crate::whep_relay::resource)
+                .delete(crate::whep_relay::resource)
+                .get(crate::whep_relay::resource)
+                .options(crate::whep_relay::preflight),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        // Players call the broker from pages on any origin.
+        .layer(axum::middleware::map_response(crate::whep_relay::add_cors))
         .with_state(state)
 }
 
@@ -487,18 +499,43 @@ async fn register(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
     let body = body.map_err(|e| AppError(StatusCode::PAYLOAD_TOO_LARGE, e.body_text()))?;
-    let (unsigned, sig) = split_signed(&body)?;
+    let ad = verify_registration(&s, &body)?;
+    let id = ad.id;
+    let created = admit_edge(&s, ad).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(serde_json::json!({
+            "id": id,
+            "heartbeat_url": format!("/v1/edges/{id}/heartbeat"),
+        })),
+    ))
+}
+
+/// Parses and checks a signed registration (the body of `POST /v1/edges`, also sent over the
+/// edge link).
+pub(crate) fn verify_registration(s: &AppState, body: &[u8]) -> Result<EdgeAd, AppError> {
+    let (unsigned, sig) = split_signed(body)?;
     // Through axum's decoder so that errors name the field's path.
     let Json(ad) = Json::<EdgeAd>::from_bytes(canonical_json(&unsigned).as_bytes())?;
     validate_ad(&ad)?;
     check_signature(
-        &s,
+        s,
         REGISTER_DOMAIN,
         &ad.id,
         &unsigned,
         &sig,
         ad.issued_unix_ms,
     )?;
+    Ok(ad)
+}
+
+/// Stores a checked registration and puts the edge in the index: whether it is new.
+pub(crate) async fn admit_edge(s: &AppState, ad: EdgeAd) -> Result<bool, AppError> {
     let rec = EdgeRecord {
         free_slots: ad.capacity,
         draining: false,
@@ -519,18 +556,68 @@ async fn register(
     };
     s.metrics.registrations.inc();
     info!(edge = %id, "edge registered");
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
+    Ok(created)
+}
+
+/// Applies an edge's load report (from the link; the HTTP heartbeat does the same).
+pub(crate) fn apply_heartbeat(
+    s: &AppState,
+    edge: EdgeId,
+    free_slots: u32,
+    draining: bool,
+) -> Result<(), AppError> {
+    let mut live = s.live();
+    let Live { index, edges, .. } = &mut *live;
+    let Some((rec, seen)) = edges.get_mut(&edge) else {
+        return Err(AppError(
+            StatusCode::NOT_FOUND,
+            format!("edge {edge} is not registered: register again"),
+        ));
     };
-    Ok((
-        status,
-        Json(serde_json::json!({
-            "id": id,
-            "heartbeat_url": format!("/v1/edges/{id}/heartbeat"),
-        })),
-    ))
+    rec.free_slots = free_slots;
+    rec.draining = draining;
+    *seen = Instant::now();
+    index.upsert(spec_of(rec));
+    s.metrics.heartbeats.inc();
+    Ok(())
+}
+
+/// An edge's link dropped: it takes no new sessions until it links again.
+pub(crate) fn edge_gone(s: &AppState, edge: &EdgeId) {
+    s.live().index.remove(edge);
+    warn!(%edge, "edge gone: out of placement until it links again");
+}
+
+/// Checks that `edge` is one of the session's candidates (what a player may probe).
+pub(crate) fn session_candidate(
+    s: &AppState,
+    sid: &SessionId,
+    edge: &EdgeId,
+) -> Result<(), AppError> {
+    let live = s.live();
+    let rec = live.sessions.get(sid).ok_or_else(|| no_session(sid))?;
+    if rec.candidates.contains(edge) {
+        Ok(())
+    } else {
+        Err(AppError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "edge {edge} is not a candidate of session {sid}: probe the candidates the session lists"
+            ),
+        ))
+    }
+}
+
+/// The edge a session was placed on: 404 for an unknown session, 409 before selection.
+pub(crate) fn session_edge(s: &AppState, sid: &SessionId) -> Result<EdgeId, AppError> {
+    let live = s.live();
+    let rec = live.sessions.get(sid).ok_or_else(|| no_session(sid))?;
+    rec.edge.ok_or_else(|| {
+        AppError(
+            StatusCode::CONFLICT,
+            format!("session {sid} has no edge yet: POST /v1/sessions/{sid}/select first"),
+        )
+    })
 }
 
 async fn list_edges(State(s): State<Arc<AppState>>) -> Json<Vec<EdgeRecord>> {
@@ -620,6 +707,8 @@ struct CandidateOut {
     edge: EdgeId,
     region: String,
     quic_addr: SocketAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    echo_addr: Option<SocketAddr>,
 }
 
 fn rate_limit(s: &AppState, player: &str) -> Result<(), AppError> {
@@ -692,6 +781,7 @@ async fn create_session(
                 edge: r.ad.id,
                 region: r.ad.region.clone(),
                 quic_addr: r.ad.quic_addr,
+                echo_addr: r.ad.echo_addr,
             })
             .collect();
         (cands, out)
@@ -819,7 +909,7 @@ async fn select(
     s.live().sessions.insert(sid, rec);
     s.metrics.selections.inc();
     info!(session = %sid, edge = %edge.id, "session placed");
-    Ok(Json(serde_json::json!({
+    let mut answer = serde_json::json!({
         "session": sid,
         "edge": edge.id,
         "quic_addr": edge.quic_addr,
@@ -827,7 +917,15 @@ async fn select(
         "whep_url": format!("/v1/sessions/{sid}/whep"),
         "token": to_hex(&token),
         "expires_unix_ms": t.expires_unix_ms,
-    })))
+    });
+    // Signed, so a client that knows the broker's key trusts the address and fingerprint even
+    // when the answer came through something it does not trust.
+    let sig = s.cfg.key.sign(&signed_bytes(
+        edgeplay_protocol::link::PLACEMENT_DOMAIN,
+        &answer,
+    ));
+    answer["signature"] = Value::String(to_hex(&sig.to_bytes()));
+    Ok(Json(answer))
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains open requests.
@@ -1012,6 +1110,20 @@ mod tests {
         assert_eq!(v["edge"], serde_json::json!(e1));
         assert_eq!(v["quic_addr"], "127.0.0.1:4434");
         assert_eq!(v["whep_url"], format!("/v1/sessions/{sid}/whep"));
+        let mut unsigned = v.clone();
+        let sig = unsigned
+            .as_object_mut()
+            .unwrap()
+            .remove("signature")
+            .unwrap();
+        let sig: [u8; 64] = from_hex(sig.as_str().unwrap()).unwrap().try_into().unwrap();
+        t.key
+            .public()
+            .verify_strict(
+                &signed_bytes(edgeplay_protocol::link::PLACEMENT_DOMAIN, &unsigned),
+                &Signature::from_bytes(&sig),
+            )
+            .expect("the placement is signed by the broker");
         let token = from_hex(v["token"].as_str().unwrap()).unwrap();
         let got = verify(&token, &t.key.public(), now_ms(), &e1).unwrap();
         assert_eq!(got.player, "alice");

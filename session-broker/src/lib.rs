@@ -6,10 +6,14 @@
 //! - [`api`]: the HTTP API (axum).
 //! - [`store`]: durable edge and session records (embedded redb with group commit).
 //! - [`tokens`]: the broker's persisted Ed25519 key and the join tokens it signs.
+//! - [`edge_link`]: edges' persistent, authenticated connection (heartbeats, relay).
+//! - [`whep_relay`]: WHEP offers and their PATCH/DELETE relayed to edges over the link.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod edge_link;
 pub mod placement;
 pub mod store;
 pub mod tokens;
+pub mod whep_relay;

@@ -90,6 +90,12 @@ impl BrokerKey {
         self.key.verifying_key()
     }
 
+    /// Signs `msg` (the edge link's welcome, which proves this key to the edge).
+    pub fn sign(&self, msg: &[u8]) -> edgeplay_protocol::token::Signature {
+        use ed25519_dalek::Signer;
+        self.key.sign(msg)
+    }
+
     /// A signed, single-use join token for `player` on `edge`, valid [`TOKEN_LIFETIME_MS`].
     pub fn mint(
         &self,

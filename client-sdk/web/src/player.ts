@@ -10,12 +10,25 @@
  */
 import { readLuma, rgbaToLuma, STAMP_SPAN_PX, type Stamp } from "./stamp.js";
 export { readLuma, crc16, fromBits, type Stamp } from "./stamp.js";
+export { placeViaBroker, probeRtt, type Placement } from "./broker.js";
+import { placeViaBroker, type Placement } from "./broker.js";
 
 export interface PlayerOptions {
   /** The edge's WHEP endpoint, e.g. `http://127.0.0.1:8080/v1/whep`. */
   whepUrl: string;
   /** The join token (the broker's, or the one `edge-agent run --dev` prints). */
   token?: string;
+  /**
+   * A session broker's URL: the player asks it for a session, probes the candidate edges, and
+   * plays through its WHEP relay (`whepUrl` and `token` then come from the broker).
+   */
+  broker?: string;
+  /** Player id sent to the broker (default: a random one). */
+  playerId?: string;
+  /** Region the broker searches (a browser has no network coordinate of its own yet). */
+  region?: string;
+  /** Called with the broker's placement, once made. */
+  onPlacement?: (p: Placement) => void;
   /** Show the stats overlay (default true). */
   stats?: boolean;
   /**
@@ -561,6 +574,18 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
   };
 
   const connect = async () => {
+    if (options.broker && !options.token) {
+      try {
+        const placed = await placeViaBroker(options.broker, options.playerId ?? `web-${Math.random().toString(36).slice(2, 10)}`, {
+          width: 1280, height: 720, fps: 60, region: options.region,
+        });
+        options = { ...options, whepUrl: placed.whepUrl, token: placed.token };
+        options.onPlacement?.(placed);
+      } catch (e) {
+        showError(`${e instanceof Error ? e.message : e}`);
+        return;
+      }
+    }
     if (!options.token) {
       showError("No join token: open the player with #token=<token> (edge-agent run --dev prints one) or pass `token`.");
       return;
@@ -735,11 +760,16 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
 /** `<edgeplay-player whep-url="..." token="..." stats="off">`: the player as a custom element. */
 export class EdgeplayPlayerElement extends HTMLElement {
   player: Player | null = null;
+  /** The broker's placement, in broker mode. */
+  placement: Placement | null = null;
   connectedCallback() {
     if (this.player) return;
     this.player = createPlayer(this, {
       whepUrl: this.getAttribute("whep-url") ?? new URL("/v1/whep", location.href).toString(),
       token: this.getAttribute("token") ?? undefined,
+      broker: this.getAttribute("broker") ?? undefined,
+      region: this.getAttribute("region") ?? undefined,
+      onPlacement: (p) => (this.placement = p),
       stats: this.getAttribute("stats") !== "off",
       avSync: this.hasAttribute("av-sync"),
     });

@@ -1,0 +1,624 @@
+//! A real `session-broker run` and two `edge-agent run --broker` processes on loopback, two
+//! "regions": the far edge's echo goes through testkit's UDP relay, which adds delay. The SDK,
+//! given only the broker's URL, probes both, is placed on the near one and gets frames over
+//! QUIC; WHEP goes through the broker's relay with the broker's join token (used once); a link
+//! handshake with a bad proof is refused; an edge that does not answer gives 504; heartbeats come
+//! every 500 ms from a serving edge and rarely from an idle one; a killed edge leaves placement
+//! at once; SIGTERM drains.
+//!
+//! `session-broker` is another package's binary: `cargo test --workspace` (and `cargo xtask
+//! test`) builds it next to `edge-agent`; alone, run `cargo build -p edgeplay-broker` first.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edgeplay_client::Client;
+use edgeplay_client::broker::SessionRequest;
+use edgeplay_edge::agent::Advert;
+use edgeplay_protocol::link::{self, FrameReader, LinkMessage, encode_frame, parse_http_head};
+use edgeplay_protocol::token::{SigningKey, to_hex};
+use edgeplay_testkit::relay::{RelayConfig, UdpRelay};
+use serde_json::{Value, json};
+
+struct Proc {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn start(cmd: &mut Command) -> Self {
+        let mut child = cmd
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("process starts");
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in out.lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The rest of the first stdout line that starts with `prefix`.
+    fn line(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let l = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no line starting with `{prefix}`"));
+            if let Some(rest) = l.trim().strip_prefix(prefix) {
+                return rest.trim().to_owned();
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok);
+    }
+
+    fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn broker_bin() -> PathBuf {
+    let edge = PathBuf::from(env!("CARGO_BIN_EXE_edge-agent"));
+    let p = edge.with_file_name("session-broker");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p edgeplay-broker` first",
+        p.display()
+    );
+    p
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("edgeplay-broker-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// One HTTP/1.1 request: status, headers (lower-case names), body.
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let head = parse_http_head(&buf).unwrap().expect("a whole response");
+    let body = String::from_utf8_lossy(&buf[head.len..]).into_owned();
+    (head.status, head.headers, body)
+}
+
+fn json_call(addr: SocketAddr, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    let (st, _, b) = http(
+        addr,
+        method,
+        path,
+        &[("Content-Type", "application/json")],
+        &body.to_string(),
+    );
+    (st, serde_json::from_str(&b).unwrap_or(Value::Null))
+}
+
+fn edges(broker: SocketAddr) -> Vec<Value> {
+    let (_, v) = json_call(broker, "GET", "/v1/edges", &Value::Null);
+    v.as_array().cloned().unwrap_or_default()
+}
+
+fn start_edge(broker: SocketAddr, name: &str, coord: &str, echo: &[&str]) -> (Proc, String) {
+    let dir = tmp(&format!("{name}-{coord}"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-agent"));
+    cmd.args([
+        "run",
+        "--broker",
+        &format!("http://{broker}"),
+        "--listen",
+        "127.0.0.1:0",
+        "--quic-listen",
+        "127.0.0.1:0",
+        "--max-sessions",
+        "2",
+        "--region",
+        name,
+        "--coord",
+        coord,
+        "--drain-timeout-secs",
+        "20",
+        "--data-dir",
+    ])
+    .arg(&dir)
+    .args(echo);
+    let p = Proc::start(&mut cmd);
+    let id = p.line("edge-agent");
+    let id = id.split_whitespace().next().unwrap().to_owned();
+    (p, id)
+}
+
+/// `broker_heartbeats_total` from the broker's metrics.
+fn heartbeats(broker: SocketAddr) -> u64 {
+    let (_, _, m) = http(broker, "GET", "/metrics", &[], "");
+    m.lines()
+        .find_map(|l| l.strip_prefix("broker_heartbeats_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("heartbeat counter")
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A raw link that answers the hello with a proof signed by the wrong key.
+fn forged_link(broker: SocketAddr) -> LinkMessage {
+    let mut s = TcpStream::connect(broker).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /v1/edges/link HTTP/1.1\r\nHost: {broker}\r\nConnection: upgrade\r\nUpgrade: {}\r\n\r\n",
+        link::UPGRADE
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let mut frames = FrameReader::default();
+    let mut chunk = [0u8; 4096];
+    let mut head_done = false;
+    let mut read_msg = |s: &mut TcpStream, buf: &mut Vec<u8>| loop {
+        if !head_done && let Some(h) = parse_http_head(buf).unwrap() {
+            assert_eq!(h.status, 101);
+            frames.push(&buf[h.len..]);
+            head_done = true;
+        }
+        if head_done && let Some(m) = frames.next_message().unwrap() {
+            return m;
+        }
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "broker closed the link");
+        if head_done {
+            frames.push(&chunk[..n]);
+        } else {
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    let LinkMessage::Hello { .. } = read_msg(&mut s, &mut buf) else {
+        panic!("no hello")
+    };
+    let key = SigningKey::from_bytes(&[42; 32]);
+    let wrong = SigningKey::from_bytes(&[43; 32]);
+    let advert = Advert {
+        region: "forged".into(),
+        gpu: "none".into(),
+        gpu_class: 0,
+        encoders: vec!["x264".into()],
+        resolutions: vec!["1280x720".into()],
+        max_fps: 60,
+        capacity: 1,
+        price_per_min: 0,
+        coord: Default::default(),
+        quic_addr: "127.0.0.1:9".parse().unwrap(),
+        cert_fingerprint: "00".repeat(32),
+        echo_addr: "127.0.0.1:9".parse().unwrap(),
+    };
+    let proof = {
+        use ed25519_dalek::Signer;
+        wrong.sign(b"not the challenge")
+    };
+    let reg = LinkMessage::Register {
+        registration: advert.signed(&key),
+        edge_nonce: "11".repeat(32),
+        proof: to_hex(&proof.to_bytes()),
+    };
+    s.write_all(&encode_frame(&reg).unwrap()).unwrap();
+    read_msg(&mut s, &mut buf)
+}
+
+#[test]
+fn two_regions_through_the_broker() {
+    let data = tmp("broker");
+    let mut broker = Proc::start(Command::new(broker_bin()).args([
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]));
+    let baddr: SocketAddr = broker.line("listening on").parse().unwrap();
+
+    // A bad proof on the link is refused, and nothing is registered.
+    match forged_link(baddr) {
+        LinkMessage::Refused { error } => assert!(error.contains("proof"), "{error}"),
+        other => panic!("expected refused, got {other:?}"),
+    }
+    assert!(edges(baddr).is_empty());
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // The far region: its echo answers through a relay adding 40 ms each way.
+    let far_echo = free_udp_port();
+    let relay = rt
+        .block_on(UdpRelay::start(
+            SocketAddr::from(([127, 0, 0, 1], far_echo)),
+            RelayConfig {
+                delay: Duration::from_millis(40),
+                ..RelayConfig::default()
+            },
+        ))
+        .unwrap();
+    let far_echo_arg = format!("127.0.0.1:{far_echo}");
+    let relay_arg = relay.local_addr().to_string();
+    let (far, far_id) = start_edge(
+        baddr,
+        "far",
+        "0,0,1",
+        &[
+            "--echo-listen",
+            &far_echo_arg,
+            "--advertise-echo",
+            &relay_arg,
+        ],
+    );
+    let (mut near, near_id) = start_edge(baddr, "near", "30,0,1", &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while edges(baddr).len() < 2 {
+        assert!(Instant::now() < deadline, "edges did not register");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The SDK names only the broker; coordinates favour the far edge, probes the near one.
+    let (_, k) = json_call(baddr, "GET", "/v1/broker/key", &Value::Null);
+    let key: [u8; 32] = edgeplay_protocol::token::from_hex(k["public_key"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let req = SessionRequest {
+        coord: Some((0.0, 0.0, 1.0)),
+        broker_key: Some(key),
+        ..SessionRequest::new("alice", 1280, 720, 60)
+    };
+    rt.block_on(async {
+        // A placement checked against another key is refused.
+        let wrong = SessionRequest {
+            broker_key: Some(SigningKey::from_bytes(&[7; 32]).verifying_key().to_bytes()),
+            ..req.clone()
+        };
+        let e = edgeplay_client::broker::place(&format!("http://{baddr}"), &wrong).await;
+        assert!(
+            matches!(e, Err(edgeplay_client::broker::BrokerError::BadSignature)),
+            "{e:?}"
+        );
+        let (mut session, placement) = Client::connect_via_broker(&format!("http://{baddr}"), &req)
+            .await
+            .expect("placed and connected");
+        eprintln!(
+            "placed on {} after probing {:?}",
+            placement.edge, placement.measured
+        );
+        assert_eq!(placement.measured.len(), 2, "{:?}", placement.measured);
+        assert_eq!(placement.edge, near_id, "{:?}", placement.measured);
+        let far_rtt = placement
+            .measured
+            .iter()
+            .find(|(e, _)| *e == far_id)
+            .and_then(|m| m.1)
+            .expect("far edge measured");
+        assert!(far_rtt >= 80.0, "the relay adds 80 ms, measured {far_rtt}");
+        let mut frames = 0;
+        let got = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(f) = session.next_frame().await {
+                assert_eq!((f.width, f.height), (1280, 720));
+                frames += 1;
+                if frames >= 10 {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(got.is_ok() && frames >= 10, "got {frames} frames");
+        // One edge serves a session (heartbeats every 500 ms), the other is idle (every 15 s).
+        let before = heartbeats(baddr);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(3) {
+            let _ = tokio::time::timeout(Duration::from_millis(100), session.next_frame()).await;
+        }
+        let busy = heartbeats(baddr) - before;
+        assert!(
+            (4..=9).contains(&busy),
+            "{busy} heartbeats in 3 s while serving"
+        );
+        session.close().await;
+    });
+
+    // Both idle now: after the load change is reported, no more than that in 3 s.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = heartbeats(baddr);
+    std::thread::sleep(Duration::from_secs(3));
+    let idle = heartbeats(baddr) - before;
+    assert!(idle <= 1, "{idle} heartbeats in 3 s while idle");
+
+    // WHEP through the relay: CORS preflight; a bad token is refused by the edge; the broker's
+    // token passes the edge's check (the bad SDP is what it then refuses), and only once.
+    let (st, v) = json_call(
+        baddr,
+        "POST",
+        "/v1/sessions",
+        &json!({"player": "bob", "width": 1280, "height": 720, "fps": 60, "coord": {"x": 30.0, "y": 0.0, "height": 1.0}}),
+    );
+    assert_eq!(st, 201, "{v}");
+    let sid = v["session"].as_str().unwrap().to_owned();
+    let (st, _, _) = http(baddr, "POST", &format!("/v1/sessions/{sid}/whep"), &[], "");
+    assert_eq!(st, 409, "an offer before selection");
+    let (st, v) = json_call(
+        baddr,
+        "POST",
+        &format!("/v1/sessions/{sid}/select"),
+        &json!({"measured": [{"edge": near_id, "rtt_ms": 1.0}]}),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["whep_url"], format!("/v1/sessions/{sid}/whep"));
+    let token = v["token"].as_str().unwrap().to_owned();
+    let whep = format!("/v1/sessions/{sid}/whep");
+    let (st, h, _) = http(baddr, "OPTIONS", &whep, &[], "");
+    assert_eq!(st, 204);
+    assert!(
+        h.iter()
+            .any(|(k, v)| k == "access-control-expose-headers" && v.contains("location"))
+    );
+    let sdp = [("Content-Type", "application/sdp")];
+    let (st, h, body) = http(
+        baddr,
+        "POST",
+        &whep,
+        &[sdp[0], ("Authorization", "Bearer 00")],
+        "v=0\r\n",
+    );
+    assert_eq!(st, 401, "{body}");
+    assert!(
+        h.iter()
+            .any(|(k, v)| k == "access-control-allow-origin" && v == "*")
+    );
+    let auth = format!("Bearer {token}");
+    let (st, _, body) = http(
+        baddr,
+        "POST",
+        &whep,
+        &[sdp[0], ("Authorization", &auth)],
+        "garbage",
+    );
+    assert_eq!(st, 400, "the token passed; the offer is refused: {body}");
+    let (st, _, body) = http(
+        baddr,
+        "POST",
+        &whep,
+        &[sdp[0], ("Authorization", &auth)],
+        "garbage",
+    );
+    assert_eq!(st, 401, "a token is used once: {body}");
+    // Another session's relay refuses this session's token before the edge sees it.
+    let (_, v) = json_call(
+        baddr,
+        "POST",
+        "/v1/sessions",
+        &json!({"player": "dave", "width": 1280, "height": 720, "fps": 60, "coord": {"x": 30.0, "y": 0.0, "height": 1.0}}),
+    );
+    let other = v["session"].as_str().unwrap().to_owned();
+    let (st, v) = json_call(
+        baddr,
+        "POST",
+        &format!("/v1/sessions/{other}/select"),
+        &json!({"measured": [{"edge": near_id, "rtt_ms": 1.0}]}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let (st, _, body) = http(
+        baddr,
+        "POST",
+        &format!("/v1/sessions/{other}/whep"),
+        &[sdp[0], ("Authorization", &auth)],
+        "garbage",
+    );
+    assert_eq!(st, 403, "{body}");
+    let (st, _, _) = http(
+        baddr,
+        "POST",
+        &format!("/v1/sessions/{}/whep", "0".repeat(32)),
+        &[],
+        "",
+    );
+    assert_eq!(st, 404, "unknown session");
+
+    // An edge that does not answer (stopped, its link still open): 504 with a clear message.
+    near.signal("-STOP");
+    let t = Instant::now();
+    let (st, h, body) = http(baddr, "GET", &format!("{whep}/abc123"), &[], "");
+    near.signal("-CONT");
+    assert_eq!(st, 504, "{body}");
+    assert!(body.contains("did not answer"), "{body}");
+    assert!(h.iter().any(|(k, _)| k == "access-control-allow-origin"));
+    assert!(t.elapsed() >= Duration::from_secs(4), "{:?}", t.elapsed());
+
+    // Killing the far edge takes it out of placement as soon as its link drops.
+    let mut far = far;
+    far.signal("-KILL");
+    let _ = far.wait(Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, v) = json_call(
+            baddr,
+            "POST",
+            "/v1/sessions",
+            &json!({"player": "carol", "width": 1280, "height": 720, "fps": 60, "coord": {"x": 0.0, "y": 0.0, "height": 1.0}}),
+        );
+        assert_eq!(st, 201, "{v}");
+        let c: Vec<&str> = v["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["edge"].as_str())
+            .collect();
+        if c == [near_id.as_str()] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "killed edge still offered: {c:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, _, m) = http(baddr, "GET", "/metrics", &[], "");
+    assert!(m.contains("broker_edge_links 1"), "{m}");
+    assert!(m.contains("broker_link_handshakes_refused_total 1"), "{m}");
+
+    // SIGTERM drains: the broker stops placing on the edge at once, the open session keeps
+    // playing, and the edge exits cleanly once it ends.
+    rt.block_on(async {
+        let (mut session, placement) =
+            Client::connect_via_broker(&format!("http://{baddr}"), &req.clone())
+                .await
+                .expect("placed on the remaining edge");
+        assert_eq!(placement.edge, near_id);
+        assert!(session.next_frame().await.is_some());
+        near.signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (st, v) = json_call(
+                baddr,
+                "POST",
+                "/v1/sessions",
+                &json!({"player": "erin", "width": 1280, "height": 720, "fps": 60, "coord": {"x": 0.0, "y": 0.0, "height": 1.0}}),
+            );
+            if st == 503 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "a draining edge is still offered: {v}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut more = 0;
+        while more < 30 {
+            let f = tokio::time::timeout(Duration::from_secs(10), session.next_frame()).await;
+            assert!(matches!(f, Ok(Some(_))), "the session stops while draining");
+            more += 1;
+        }
+        assert!(near.child.try_wait().unwrap().is_none(), "exited before its session ended");
+        session.close().await;
+    });
+    let st = near
+        .wait(Duration::from_secs(20))
+        .expect("edge exits once its session ended");
+    assert!(st.success(), "{st:?}");
+    broker.signal("-TERM");
+    assert!(
+        broker
+            .wait(Duration::from_secs(10))
+            .is_some_and(|s| s.success())
+    );
+    rt.block_on(relay.stop());
+}
+
+/// Chromium given only the broker's URL: it probes both candidate edges with RTCPeerConnections
+/// signalled through the broker, is placed, and plays through the broker's WHEP relay.
+#[test]
+fn chromium_plays_through_the_broker_with_only_its_url() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../client-sdk/web");
+    assert!(
+        std::path::Path::new(&chromium).exists()
+            && web.join("node_modules/playwright-core").exists(),
+        "needs {chromium} and client-sdk/web/node_modules: run `cargo xtask setup`"
+    );
+    let build = Command::new("npm")
+        .args(["run", "--silent", "build"])
+        .current_dir(&web)
+        .status()
+        .expect("npm runs");
+    assert!(build.success(), "npm run build failed in client-sdk/web");
+    let data = tmp("broker-web");
+    let mut broker = Proc::start(Command::new(broker_bin()).args([
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]));
+    let baddr: SocketAddr = broker.line("listening on").parse().unwrap();
+    let (_a, a_id) = start_edge(baddr, "web", "0,0,1", &[]);
+    let (_b, b_id) = start_edge(baddr, "web", "5,0,1", &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while edges(baddr).len() < 2 {
+        assert!(Instant::now() < deadline, "edges did not register");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let started = Instant::now();
+    let out = Command::new("timeout")
+        .args(["120", "node", "tests/e2e-broker.mjs"])
+        .arg(format!("http://{baddr}"))
+        .arg("web")
+        .env("CHROMIUM", &chromium)
+        .current_dir(&web)
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "e2e via broker ({:.1} s): {stdout}{}",
+        started.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "browser e2e failed: {stdout}");
+    let r: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(r["ok"], true);
+    let measured = r["placement"]["measured"].as_array().expect("measured");
+    assert_eq!(measured.len(), 2, "{measured:?}");
+    for m in measured {
+        let rtt = m["rttMs"].as_f64().expect("each candidate probed");
+        assert!((0.0..1000.0).contains(&rtt), "{m}");
+    }
+    let picked = r["placement"]["edge"].as_str().unwrap();
+    assert!(picked == a_id || picked == b_id);
+    broker.signal("-TERM");
+    let _ = broker.wait(Duration::from_secs(10));
+}

@@ -1,0 +1,31 @@
+//! The edge link's decoders on arbitrary bytes: the frame reader (fed in uneven chunks, as a
+//! socket would) and the HTTP response head the link's upgrade and the SDK read. Never panics;
+//! every message that decodes encodes and decodes again (JSON numbers may
+//! move by an ulp, so equality is not asked).
+#![no_main]
+
+use edgeplay_protocol::link::{FrameReader, encode_frame, parse_http_head};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(Some(h)) = parse_http_head(data) {
+        assert!(h.len <= data.len());
+    }
+    let mut r = FrameReader::default();
+    let step = usize::from(data.first().copied().unwrap_or(1)).max(1);
+    for chunk in data.chunks(step) {
+        r.push(chunk);
+        loop {
+            match r.next_message() {
+                Ok(Some(m)) => {
+                    let frame = encode_frame(&m).expect("a decoded message encodes");
+                    let mut again = FrameReader::default();
+                    again.push(&frame);
+                    assert!(matches!(again.next_message(), Ok(Some(_))));
+                }
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+});
