@@ -4,12 +4,15 @@
 //! - [`placement`]: the sans-IO index that narrows the registry to K candidates and the pick on
 //!   measured RTTs.
 //! - [`api`]: the HTTP API (axum).
-//! - [`store`]: durable edge and session records (embedded redb with group commit).
+//! - [`store`]: durable edge and session records (embedded redb with group commit, or etcd
+//!   shared by several brokers).
+//! - [`liveness`]: sans-IO dead-edge detection from missed heartbeats.
 //! - [`tokens`]: the broker's persisted Ed25519 key and the join tokens it signs.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod liveness;
 pub mod placement;
 pub mod store;
 pub mod tokens;

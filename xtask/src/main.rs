@@ -52,6 +52,18 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "chromium",
         "headless browser for the web player's end-to-end test",
     ),
+    (
+        "etcd-server",
+        "the broker's shared store; its tests start a real etcd",
+    ),
+    (
+        "protobuf-compiler",
+        "protoc, which etcd-client's build runs on the etcd protos",
+    ),
+    (
+        "wrk",
+        "the HTTP load generator of `cargo xtask bench broker`",
+    ),
 ];
 
 /// GStreamer elements the media path needs, with the package that ships each.
