@@ -7,6 +7,9 @@
 //! - [`store`]: durable edge and session records (embedded redb with group commit, or etcd
 //!   shared by several brokers).
 //! - [`liveness`]: sans-IO dead-edge detection from missed heartbeats.
+//! - [`registry`]: the glue between the in-memory registry, liveness and the shared store.
+//! - [`requests`]: pure decoders of request bodies (fuzzed).
+//! - [`ratelimit`]: per-address and per-player token buckets.
 //! - [`tokens`]: the broker's persisted Ed25519 key and the join tokens it signs.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -14,5 +17,8 @@
 pub mod api;
 pub mod liveness;
 pub mod placement;
+pub mod ratelimit;
+pub mod registry;
+pub mod requests;
 pub mod store;
 pub mod tokens;

@@ -163,6 +163,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Records this broker as live (etcd: a key under its lease, TTL 2 s, kept alive until the
     /// store is dropped; redb: in memory, the only broker).
     fn announce(&self, me: BrokerEntry) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// What this broker announced, if it did.
+    fn me(&self) -> Option<BrokerEntry>;
     /// The live brokers, in id order.
     fn brokers(&self) -> BoxFuture<'_, Result<Vec<BrokerEntry>, StoreError>>;
     /// Edge records changed by other brokers from now on, once per store (`None` for a store
@@ -457,6 +459,13 @@ impl Store for RedbStore {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(me);
         Box::pin(async { Ok(()) })
+    }
+
+    fn me(&self) -> Option<BrokerEntry> {
+        self.me
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn brokers(&self) -> BoxFuture<'_, Result<Vec<BrokerEntry>, StoreError>> {

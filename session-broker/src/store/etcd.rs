@@ -74,6 +74,7 @@ pub struct EtcdStore {
     client: Client,
     prefix: String,
     lease: Mutex<Option<(i64, JoinHandle<()>)>>,
+    me: Mutex<Option<BrokerEntry>>,
     watch: Mutex<Option<mpsc::UnboundedReceiver<Change>>>,
     watcher: JoinHandle<()>,
 }
@@ -154,6 +155,7 @@ impl EtcdStore {
             client,
             prefix,
             lease: Mutex::new(None),
+            me: Mutex::new(None),
             watch: Mutex::new(Some(rx)),
             watcher,
         })
@@ -365,8 +367,16 @@ impl Store for EtcdStore {
             if let Some((_, h)) = old {
                 h.abort();
             }
+            *self.me.lock().unwrap_or_else(PoisonError::into_inner) = Some(me);
             Ok(())
         })
+    }
+
+    fn me(&self) -> Option<BrokerEntry> {
+        self.me
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn brokers(&self) -> BoxFuture<'_, Result<Vec<BrokerEntry>, StoreError>> {
