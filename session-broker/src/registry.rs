@@ -203,8 +203,9 @@ async fn follow(state: Weak<AppState>, mut rx: UnboundedReceiver<Change>) {
                         continue;
                     }
                 };
-                if rec.home == me && live.edges.contains_key(&id) {
-                    // Our own write coming back: memory is already newer.
+                if !me.is_empty() && rec.home == me {
+                    // Our own write coming back: memory is already as new or newer (the
+                    // handler that wrote it updates memory after the store answers).
                     continue;
                 }
                 // Another broker is now the edge's home: it tracks the heartbeats.
