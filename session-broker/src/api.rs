@@ -583,7 +583,9 @@ async fn heartbeat(
         hb.issued_unix_ms,
     )?;
     // Liveness and load live in memory; the store sees an edge's state only when it changes.
-    let revived = {
+    // An edge heartbeating here (after its broker died, say) makes this broker its home.
+    let me = s.cfg.store.me().map(|b| b.id).unwrap_or_default();
+    let changed = {
         let mut live = s.live();
         let Live {
             index,
@@ -603,11 +605,13 @@ async fn heartbeat(
         let serving = rec.free_slots < rec.ad.capacity;
         let heard = liveness.handle_heartbeat(edge, serving, Instant::now());
         let revived = heard == Heard::Revived || rec.state == EdgeState::Dead;
+        let moved = rec.home != me;
         rec.state = EdgeState::Alive;
+        rec.home.clone_from(&me);
         index.upsert(spec_of(rec));
-        revived.then(|| rec.clone())
+        (revived || moved).then(|| rec.clone())
     };
-    if let Some(rec) = revived {
+    if let Some(rec) = changed {
         registry::edge_state_changed(&s, rec).await;
     }
     s.metrics.heartbeats.inc();
