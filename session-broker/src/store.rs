@@ -5,10 +5,12 @@
 //! which several brokers share. Every record carries the revision of its last change; a
 //! conditional write ([`Store::put_if`]) compared on it is the fencing token of a session's owner.
 //!
-//! In [`RedbStore`] Writes use group commit: callers send their change to one committer thread, which
-//! gathers changes for at most [`RedbStore::WINDOW`] after the first, applies the whole batch in
-//! one write transaction, and answers every caller only after that transaction committed. One
-//! fsync then covers many writes, and no caller is told "stored" before it is.
+//! In [`RedbStore`] writes use group commit: callers send their change to one committer thread,
+//! which gathers changes while they keep coming (gaps under [`RedbStore::GAP`], for at most
+//! [`RedbStore::WINDOW`] after the first), applies the whole batch in one write transaction, and
+//! answers every caller only after that transaction committed. One fsync then covers many
+//! writes, and no caller is told "stored" before it is. Writes that arrive during a commit queue
+//! up and form the next batch; a lone write waits only one gap.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -203,6 +205,10 @@ pub struct RedbStore {
 impl RedbStore {
     /// The longest a change waits for others to share its transaction.
     pub const WINDOW: Duration = Duration::from_millis(5);
+    /// A batch closes when no change came for this long: under load changes arrive closer than
+    /// this, and a quiet queue should not make its one writer wait the whole window (measured:
+    /// a fixed 5 ms window capped the HTTP path at ~4,700 session writes/s with p99 29 ms).
+    pub const GAP: Duration = Duration::from_micros(200);
     /// The most changes in one transaction.
     pub const MAX_BATCH: usize = 4096;
 
@@ -280,7 +286,12 @@ fn commit_loop(db: &Database, rx: &mpsc::Receiver<Write>, commits: &AtomicU64) {
         let deadline = Instant::now() + RedbStore::WINDOW;
         let mut batch = vec![first];
         while batch.len() < RedbStore::MAX_BATCH {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .min(RedbStore::GAP);
+            if left.is_zero() {
+                break;
+            }
             match rx.recv_timeout(left) {
                 Ok(w) => batch.push(w),
                 Err(_) => break,

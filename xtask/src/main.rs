@@ -110,7 +110,7 @@ usage: cargo xtask <command>
   demo             set up, then run the edge pipeline: writes artifacts/demo.mp4 and
                    artifacts/demo.h264 and prints the per-stage latency table
   test             set up, then run fmt, clippy, every test and a short fuzz run of each target
-  bench [NAME]     set up, then run a bench harness: `pipeline` (default), `placement`, `quic`, or `criterion`
+  bench [NAME]     set up, then run a bench harness: `pipeline` (default), `placement`, `quic`, `broker`, or `criterion`
   fuzz [SECONDS]   run every fuzz target for SECONDS each (default 20)
 ";
 
@@ -393,7 +393,7 @@ fn demo(args: &[String]) -> Result {
 }
 
 /// The harness binaries of `benches/src/bin/`, each run in release with the remaining args.
-const BENCH_BINS: &[&str] = &["pipeline", "placement", "quic"];
+const BENCH_BINS: &[&str] = &["pipeline", "placement", "quic", "broker"];
 
 fn bench(args: &[String]) -> Result {
     setup()?;
