@@ -75,6 +75,14 @@ async fn adopt_orphans(s: &AppState, now: Instant) -> Result<(), StoreError> {
         .map(|b| b.id)
         .collect();
     let mut live = s.live();
+    // An edge with a session placed through this broker serves, whatever its last load said here
+    // (its heartbeats went to the dead broker): it gets the serving period.
+    let placed: HashSet<EdgeId> = live
+        .sessions
+        .values()
+        .filter(|r| !r.failover)
+        .filter_map(|r| r.edge)
+        .collect();
     let orphans: Vec<(EdgeId, bool)> = live
         .edges
         .values()
@@ -84,7 +92,10 @@ async fn adopt_orphans(s: &AppState, now: Instant) -> Result<(), StoreError> {
                 && r.home != me
                 && !live_brokers.contains(&r.home)
         })
-        .map(|(r, _)| (r.ad.id, r.free_slots < r.ad.capacity))
+        .map(|(r, _)| {
+            let id = r.ad.id;
+            (id, r.free_slots < r.ad.capacity || placed.contains(&id))
+        })
         .filter(|(id, _)| live.liveness.state(id).is_none())
         .collect();
     for (id, serving) in orphans {

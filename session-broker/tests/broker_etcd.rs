@@ -13,7 +13,7 @@ use common::{Broker, edge, edge_id, eventually, http, session_body, start, try_h
 use edgeplay_broker::tokens::BrokerKey;
 use edgeplay_protocol::token::{SigningKey, from_hex, verify};
 use edgeplay_testkit::etcd::Etcd;
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn broker_ids(b: &Broker) -> Vec<String> {
     let (st, v) = http(b.addr, "GET", "/v1/brokers", None);
@@ -164,6 +164,34 @@ fn two_brokers_share_one_registry_and_a_kill_9_loses_no_session() {
         (broker_ids(&b) == [url_b.clone()]).then_some(())
     });
     eprintln!("A left /v1/brokers {:?} after the kill", killed.elapsed());
+
+    // A's edge (serving zoe's session, placed through B) never reconnects: B adopts it once A's
+    // lease is gone, and marks it dead after three missed serving periods; zoe's session is
+    // marked for failover. B's own edge stays alive (idle, 45 s).
+    eventually(
+        Duration::from_secs(15),
+        "A's orphaned edge marked dead on B",
+        || {
+            let (_, v) = http(b.addr, "GET", "/v1/edges", None);
+            let state = |id: &Value| {
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|e| &e["ad"]["id"] == id)
+                    .map(|e| e["state"].clone())
+            };
+            assert_eq!(state(&json!(edge_id(&kb))), Some(json!("alive")));
+            (state(&json!(edge_id(&ka))) == Some(json!("dead"))).then_some(())
+        },
+    );
+    eventually(
+        Duration::from_secs(10),
+        "zoe's session marked for failover",
+        || {
+            let (_, v) = http(b.addr, "GET", &format!("/v1/sessions/{sid}"), None);
+            (v["failover"] == true).then_some(())
+        },
+    );
     drop(a);
     drop(b);
     let _ = std::fs::remove_dir_all(&root);
