@@ -90,15 +90,23 @@ fn a_silent_serving_edge_is_marked_dead_and_its_session_for_failover() {
     );
     let (_, v) = http(b.addr, "GET", "/v1/edges", None);
     assert_eq!(state_of(&v, &json!(edge_id(&steady))), "alive");
-    let (_, m) = http(b.addr, "GET", "/metrics", None);
-    let m = m.as_str().unwrap().to_owned();
-    for line in [
-        "broker_edges_dead 1",
-        "broker_edges_marked_dead_total 1",
-        "broker_sessions_marked_failover_total 1",
-    ] {
-        assert!(m.contains(line), "no `{line}` in\n{m}");
-    }
+    // The edge leaves placement first; its sessions are marked right after (through the store).
+    eventually(
+        Duration::from_secs(10),
+        "dead edge counted and its session marked",
+        || {
+            let (_, m) = http(b.addr, "GET", "/metrics", None);
+            let m = m.as_str().unwrap().to_owned();
+            [
+                "broker_edges_dead 1",
+                "broker_edges_marked_dead_total 1",
+                "broker_sessions_marked_failover_total 1",
+            ]
+            .iter()
+            .all(|line| m.contains(line))
+            .then_some(())
+        },
+    );
     let (_, v) = http(b.addr, "GET", &format!("/v1/sessions/{sid}"), None);
     assert_eq!(v["failover"], true, "{v}");
     // New sessions go only to the live edge.
