@@ -18,12 +18,12 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use edgeplay_protocol::coords::Coord;
-use edgeplay_protocol::token::{EdgeId, SessionId, Signature, from_hex, to_hex};
+use edgeplay_protocol::token::{EdgeId, SessionId, Signature, to_hex};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -31,8 +31,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::placement::{EdgeSpec, GPU_CLASSES, Index, IndexConfig, PlacementError, Request};
-use crate::store::{Store, StoreError, Table};
+use crate::liveness::{EdgeState, Heard, Liveness};
+use crate::placement::{EdgeSpec, Index, IndexConfig, PlacementError, Request};
+use crate::ratelimit::{Limited, Limiter};
+use crate::registry;
+use crate::requests::{self, DecodeError};
+use crate::store::{Store, StoreError, Swap, Table};
 use crate::tokens::BrokerKey;
 
 /// Largest request body accepted.
@@ -47,23 +51,7 @@ pub const HEARTBEAT_DOMAIN: &[u8] = b"edgeplay/edge-heartbeat/v1\n";
 /// The OpenAPI document served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
-/// Per-player rate limit: a token bucket.
-#[derive(Debug, Clone, Copy)]
-pub struct RateLimit {
-    /// Requests a player may make at once.
-    pub burst: f64,
-    /// Requests per second refilled.
-    pub per_sec: f64,
-}
-
-impl Default for RateLimit {
-    fn default() -> Self {
-        RateLimit {
-            burst: 20.0,
-            per_sec: 5.0,
-        }
-    }
-}
+pub use crate::ratelimit::RateLimit;
 
 /// What the API needs: the store, the key, and limits.
 #[derive(Debug)]
@@ -72,7 +60,7 @@ pub struct Config {
     pub store: Arc<dyn Store>,
     /// The broker's signing key.
     pub key: BrokerKey,
-    /// Per-player limit on session requests and selections.
+    /// Per-address and per-player limits on session requests and selections.
     pub rate: RateLimit,
 }
 
@@ -120,6 +108,12 @@ pub struct EdgeRecord {
     pub free_slots: u32,
     /// Whether the edge is draining (takes no new sessions).
     pub draining: bool,
+    /// Alive or dead (missed heartbeats); written to the store only when it changes.
+    #[serde(default)]
+    pub state: EdgeState,
+    /// Id of the broker the edge registered with (its home, which tracks its heartbeats).
+    #[serde(default)]
+    pub home: String,
 }
 
 /// A session as the broker keeps it.
@@ -137,6 +131,9 @@ pub struct SessionRecord {
     pub edge: Option<EdgeId>,
     /// Creation time (unix ms).
     pub created_unix_ms: u64,
+    /// Set when the edge died under the session: the failover (not built yet) moves it.
+    #[serde(default)]
+    pub failover: bool,
 }
 
 #[derive(Debug, Default)]
@@ -148,7 +145,10 @@ pub(crate) struct Metrics {
     selections: Counter,
     rate_limited: Counter,
     pub(crate) rejected_signatures: Counter,
-    edges: Gauge,
+    pub(crate) edges: Gauge,
+    pub(crate) edges_dead: Gauge,
+    pub(crate) edges_marked_dead: Counter,
+    pub(crate) sessions_marked_failover: Counter,
 }
 
 impl Metrics {
@@ -182,16 +182,32 @@ impl Metrics {
             m.rejected_signatures.clone(),
         );
         r.register("broker_edges", "Registered edges", m.edges.clone());
+        r.register(
+            "broker_edges_dead",
+            "Registered edges now marked dead",
+            m.edges_dead.clone(),
+        );
+        r.register(
+            "broker_edges_marked_dead",
+            "Times this broker marked an edge dead (three missed heartbeats)",
+            m.edges_marked_dead.clone(),
+        );
+        r.register(
+            "broker_sessions_marked_failover",
+            "Sessions whose edge died, marked for failover",
+            m.sessions_marked_failover.clone(),
+        );
         m
     }
 }
 
 #[derive(Debug)]
-struct Live {
-    index: Index,
-    edges: HashMap<EdgeId, (EdgeRecord, Instant)>,
-    sessions: HashMap<SessionId, SessionRecord>,
-    buckets: HashMap<String, (f64, Instant)>,
+pub(crate) struct Live {
+    pub(crate) index: Index,
+    pub(crate) edges: HashMap<EdgeId, (EdgeRecord, Instant)>,
+    pub(crate) sessions: HashMap<SessionId, SessionRecord>,
+    limiter: Limiter,
+    pub(crate) liveness: Liveness,
 }
 
 #[derive(Debug)]
@@ -201,10 +217,25 @@ pub(crate) struct AppState {
     pub(crate) metrics: Metrics,
     /// Edges connected over the link, and the relay to them.
     pub(crate) links: crate::edge_link::Links,
+    /// The liveness sweep and the store's edge watch; stopped when the router is dropped.
+    pub(crate) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for AppState {
+    fn drop(&mut self) {
+        for t in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
 }
 
 impl AppState {
-    fn live(&self) -> MutexGuard<'_, Live> {
+    pub(crate) fn live(&self) -> MutexGuard<'_, Live> {
         self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -239,6 +270,13 @@ impl From<JsonRejection> for AppError {
             _ => StatusCode::BAD_REQUEST,
         };
         AppError(status, r.body_text())
+    }
+}
+
+impl From<DecodeError> for AppError {
+    fn from(e: DecodeError) -> Self {
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+        AppError(status, e.message)
     }
 }
 
@@ -284,28 +322,6 @@ pub fn sign_body(
     body
 }
 
-/// Parses `bytes` as a signed JSON object: the body without `signature`, and the signature.
-fn split_signed(bytes: &[u8]) -> Result<(Value, Signature), AppError> {
-    let mut v: Value = Json::<Value>::from_bytes(bytes)?.0;
-    let Value::Object(m) = &mut v else {
-        return Err(bad("body must be a JSON object"));
-    };
-    let sig = match m.remove("signature") {
-        Some(Value::String(s)) => s,
-        Some(_) => return Err(bad("`signature`: expected a hex string of 64 bytes")),
-        None => {
-            return Err(bad(
-                "missing field `signature`: sign the body with the edge key",
-            ));
-        }
-    };
-    let sig: [u8; 64] = from_hex(&sig)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| bad("`signature`: expected 128 hex digits (an Ed25519 signature)"))?;
-    Ok((v, Signature::from_bytes(&sig)))
-}
-
 fn check_signature(
     s: &AppState,
     domain: &[u8],
@@ -335,12 +351,12 @@ fn check_signature(
     Ok(())
 }
 
-fn parse_resolution(r: &str) -> Option<(u32, u32)> {
+pub(crate) fn parse_resolution(r: &str) -> Option<(u32, u32)> {
     let (w, h) = r.split_once('x')?;
     Some((w.parse().ok()?, h.parse().ok()?))
 }
 
-fn spec_of(rec: &EdgeRecord) -> EdgeSpec {
+pub(crate) fn spec_of(rec: &EdgeRecord) -> EdgeSpec {
     let ad = &rec.ad;
     let (w, h) = ad
         .resolutions
@@ -360,31 +376,8 @@ fn spec_of(rec: &EdgeRecord) -> EdgeSpec {
         free_slots: rec.free_slots.min(ad.capacity),
         total_slots: ad.capacity,
         reputation: 1.0,
-        accepting: !rec.draining,
+        accepting: !rec.draining && rec.state == EdgeState::Alive,
     }
-}
-
-fn validate_ad(ad: &EdgeAd) -> Result<(), AppError> {
-    if ad.region.is_empty() || ad.region.len() > 64 {
-        return Err(bad("`region`: 1 to 64 bytes, e.g. `eu-west`"));
-    }
-    if usize::from(ad.gpu_class) >= GPU_CLASSES {
-        return Err(bad(format!("`gpu_class`: must be below {GPU_CLASSES}")));
-    }
-    if !ad.coord.is_valid() {
-        return Err(bad(
-            "`coord`: not a valid Vivaldi coordinate (finite, height ≥ 0)",
-        ));
-    }
-    if ad.capacity == 0 {
-        return Err(bad("`capacity`: at least 1 session slot"));
-    }
-    if ad.resolutions.is_empty() || ad.resolutions.iter().any(|r| parse_resolution(r).is_none()) {
-        return Err(bad(
-            "`resolutions`: a non-empty list of WIDTHxHEIGHT, e.g. [\"1920x1080\"]",
-        ));
-    }
-    Ok(())
 }
 
 /// Loads the store's edges and sessions and builds the router.
@@ -393,7 +386,8 @@ pub async fn app(cfg: Config) -> Result<Router, StoreError> {
         index: Index::new(IndexConfig::default()),
         edges: HashMap::new(),
         sessions: HashMap::new(),
-        buckets: HashMap::new(),
+        limiter: Limiter::new(cfg.rate),
+        liveness: Liveness::new(),
     };
     let now = Instant::now();
     for (key, v) in cfg.store.list(Table::Edges).await? {
@@ -422,12 +416,16 @@ pub async fn app(cfg: Config) -> Result<Router, StoreError> {
     metrics.edges.set(live.edges.len() as i64);
     let links = crate::edge_link::Links::default();
     links.register_metrics(&mut metrics.registry);
-    Ok(router(Arc::new(AppState {
+    let changes = cfg.store.edge_changes();
+    let state = Arc::new(AppState {
         cfg,
         live: Mutex::new(live),
         metrics,
         links,
-    })))
+        tasks: Mutex::new(Vec::new()),
+    });
+    registry::start(&state, changes);
+    Ok(router(state))
 }
 
 fn router(state: Arc<AppState>) -> Router {
@@ -439,6 +437,7 @@ fn router(state: Arc<AppState>) -> Router {
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
         .route("/v1/broker/key", get(broker_key))
+        .route("/v1/brokers", get(brokers))
         .route("/v1/edges", post(register).get(list_edges))
         .route("/v1/edges/{id}/heartbeat", post(heartbeat))
         .route(
@@ -487,6 +486,11 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
+async fn brokers(State(s): State<Arc<AppState>>) -> Result<Json<Value>, AppError> {
+    let brokers = s.cfg.store.brokers().await?;
+    Ok(Json(serde_json::json!({ "brokers": brokers })))
+}
+
 async fn broker_key(State(s): State<Arc<AppState>>) -> Json<Value> {
     Json(serde_json::json!({
         "algorithm": "ed25519",
@@ -519,10 +523,11 @@ async fn register(
 /// Parses and checks a signed registration (the body of `POST /v1/edges`, also sent over the
 /// edge link).
 pub(crate) fn verify_registration(s: &AppState, body: &[u8]) -> Result<EdgeAd, AppError> {
-    let (unsigned, sig) = split_signed(body)?;
-    // Through axum's decoder so that errors name the field's path.
-    let Json(ad) = Json::<EdgeAd>::from_bytes(canonical_json(&unsigned).as_bytes())?;
-    validate_ad(&ad)?;
+    let requests::Signed {
+        msg: ad,
+        unsigned,
+        signature: sig,
+    } = requests::registration(body)?;
     check_signature(
         s,
         REGISTER_DOMAIN,
@@ -539,6 +544,8 @@ pub(crate) async fn admit_edge(s: &AppState, ad: EdgeAd) -> Result<bool, AppErro
     let rec = EdgeRecord {
         free_slots: ad.capacity,
         draining: false,
+        state: EdgeState::Alive,
+        home: s.cfg.store.me().map(|b| b.id).unwrap_or_default(),
         ad,
     };
     let bytes = serde_json::to_vec(&rec).map_err(|e| bad(e.to_string()))?;
@@ -550,6 +557,7 @@ pub(crate) async fn admit_edge(s: &AppState, ad: EdgeAd) -> Result<bool, AppErro
     let created = {
         let mut live = s.live();
         live.index.upsert(spec_of(&rec));
+        live.liveness.handle_heartbeat(id, false, Instant::now());
         let created = live.edges.insert(id, (rec, Instant::now())).is_none();
         s.metrics.edges.set(live.edges.len() as i64);
         created
@@ -559,25 +567,46 @@ pub(crate) async fn admit_edge(s: &AppState, ad: EdgeAd) -> Result<bool, AppErro
     Ok(created)
 }
 
-/// Applies an edge's load report (from the link; the HTTP heartbeat does the same).
-pub(crate) fn apply_heartbeat(
-    s: &AppState,
+/// Applies an edge's checked load report, from `POST /v1/edges/{id}/heartbeat` or the edge link:
+/// load and liveness live in memory, and the store sees the edge's state only when it changes.
+pub(crate) async fn apply_heartbeat(
+    s: &Arc<AppState>,
     edge: EdgeId,
     free_slots: u32,
     draining: bool,
 ) -> Result<(), AppError> {
-    let mut live = s.live();
-    let Live { index, edges, .. } = &mut *live;
-    let Some((rec, seen)) = edges.get_mut(&edge) else {
-        return Err(AppError(
-            StatusCode::NOT_FOUND,
-            format!("edge {edge} is not registered: register again"),
-        ));
+    // Liveness and load live in memory; the store sees an edge's state only when it changes.
+    // An edge heartbeating here (after its broker died, say) makes this broker its home.
+    let me = s.cfg.store.me().map(|b| b.id).unwrap_or_default();
+    let changed = {
+        let mut live = s.live();
+        let Live {
+            index,
+            edges,
+            liveness,
+            ..
+        } = &mut *live;
+        let Some((rec, seen)) = edges.get_mut(&edge) else {
+            return Err(AppError(
+                StatusCode::NOT_FOUND,
+                format!("edge {edge} is not registered: POST /v1/edges first"),
+            ));
+        };
+        rec.free_slots = free_slots;
+        rec.draining = draining;
+        *seen = Instant::now();
+        let serving = rec.free_slots < rec.ad.capacity;
+        let heard = liveness.handle_heartbeat(edge, serving, Instant::now());
+        let revived = heard == Heard::Revived || rec.state == EdgeState::Dead;
+        let moved = rec.home != me;
+        rec.state = EdgeState::Alive;
+        rec.home.clone_from(&me);
+        index.upsert(spec_of(rec));
+        (revived || moved).then(|| rec.clone())
     };
-    rec.free_slots = free_slots;
-    rec.draining = draining;
-    *seen = Instant::now();
-    index.upsert(spec_of(rec));
+    if let Some(rec) = changed {
+        registry::edge_state_changed(s, rec).await;
+    }
     s.metrics.heartbeats.inc();
     Ok(())
 }
@@ -627,15 +656,6 @@ async fn list_edges(State(s): State<Arc<AppState>>) -> Json<Vec<EdgeRecord>> {
     Json(v)
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Heartbeat {
-    free_slots: u32,
-    #[serde(default)]
-    draining: bool,
-    issued_unix_ms: u64,
-}
-
 fn parse_id<T: std::str::FromStr>(what: &str, id: &str) -> Result<T, AppError>
 where
     T::Err: std::fmt::Display,
@@ -657,8 +677,11 @@ async fn heartbeat(
         ));
     }
     let body = body.map_err(|e| AppError(StatusCode::PAYLOAD_TOO_LARGE, e.body_text()))?;
-    let (unsigned, sig) = split_signed(&body)?;
-    let Json(hb) = Json::<Heartbeat>::from_bytes(canonical_json(&unsigned).as_bytes())?;
+    let requests::Signed {
+        msg: hb,
+        unsigned,
+        signature: sig,
+    } = requests::heartbeat(&body)?;
     check_signature(
         &s,
         HEARTBEAT_DOMAIN,
@@ -667,39 +690,8 @@ async fn heartbeat(
         &sig,
         hb.issued_unix_ms,
     )?;
-    // Liveness and load live in memory; only registrations reach the store.
-    let mut live = s.live();
-    let Live { index, edges, .. } = &mut *live;
-    let Some((rec, seen)) = edges.get_mut(&edge) else {
-        return Err(AppError(
-            StatusCode::NOT_FOUND,
-            format!("edge {edge} is not registered: POST /v1/edges first"),
-        ));
-    };
-    rec.free_slots = hb.free_slots;
-    rec.draining = hb.draining;
-    *seen = Instant::now();
-    index.upsert(spec_of(rec));
-    s.metrics.heartbeats.inc();
+    apply_heartbeat(&s, edge, hb.free_slots, hb.draining).await?;
     Ok(Json(serde_json::json!({ "ok": true })))
-}
-
-/// A player's session request.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SessionRequest {
-    player: String,
-    #[serde(default)]
-    coord: Option<Coord>,
-    #[serde(default)]
-    region: Option<String>,
-    width: u32,
-    height: u32,
-    fps: u32,
-    #[serde(default)]
-    min_gpu_class: u8,
-    #[serde(default)]
-    max_price_per_min: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -711,51 +703,58 @@ struct CandidateOut {
     echo_addr: Option<SocketAddr>,
 }
 
-fn rate_limit(s: &AppState, player: &str) -> Result<(), AppError> {
-    let rate = s.cfg.rate;
-    let now = Instant::now();
+/// The caller's address, when the router is served with connect info (always, by [`serve`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub Option<SocketAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            ConnectInfo::<SocketAddr>::from_request_parts(parts, state)
+                .await
+                .ok()
+                .map(|ConnectInfo(a)| a),
+        ))
+    }
+}
+
+/// Takes a token from the caller's address bucket and its player bucket (see [`crate::ratelimit`]).
+/// Without a peer address (a router called in-process, as in tests) all callers share one.
+fn rate_limit(s: &AppState, peer: Option<SocketAddr>, player: &str) -> Result<(), AppError> {
+    let ip = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.ip());
     let mut live = s.live();
-    if live.buckets.len() > 100_000 {
-        // Full buckets carry no information: forget them to bound memory.
-        live.buckets.retain(|_, (tokens, at)| {
-            *tokens + now.duration_since(*at).as_secs_f64() * rate.per_sec < rate.burst
-        });
-    }
-    let (tokens, at) = live
-        .buckets
-        .entry(player.to_owned())
-        .or_insert((rate.burst, now));
-    *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate.per_sec).min(rate.burst);
-    *at = now;
-    if *tokens < 1.0 {
-        drop(live);
-        s.metrics.rate_limited.inc();
-        return Err(AppError(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "player `{player}` is over {} requests/s (burst {}): retry in a second",
-                rate.per_sec, rate.burst
-            ),
-        ));
-    }
-    *tokens -= 1.0;
-    Ok(())
+    let rate = live.limiter.rate();
+    let Err(which) = live.limiter.check(ip, player, Instant::now()) else {
+        return Ok(());
+    };
+    drop(live);
+    s.metrics.rate_limited.inc();
+    let msg = match which {
+        Limited::Ip => format!(
+            "address {ip} is over {} requests/s (burst {}): retry in a second",
+            rate.ip_per_sec, rate.ip_burst
+        ),
+        Limited::Player => format!(
+            "player `{player}` is over {} requests/s (burst {}): retry in a second",
+            rate.per_sec, rate.burst
+        ),
+    };
+    Err(AppError(StatusCode::TOO_MANY_REQUESTS, msg))
 }
 
 async fn create_session(
     State(s): State<Arc<AppState>>,
-    body: Result<Json<SessionRequest>, JsonRejection>,
+    Peer(peer): Peer,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
-    let Json(req) = body?;
-    if req.player.is_empty() || req.player.len() > edgeplay_protocol::token::MAX_PLAYER_LEN {
-        return Err(bad("`player`: 1 to 64 bytes"));
-    }
-    if req.coord.is_some_and(|c| !c.is_valid()) {
-        return Err(bad(
-            "`coord`: not a valid Vivaldi coordinate (finite, height ≥ 0)",
-        ));
-    }
-    rate_limit(&s, &req.player)?;
+    let body = body.map_err(|e| AppError(StatusCode::PAYLOAD_TOO_LARGE, e.body_text()))?;
+    let req = requests::session_request(&body)?;
+    rate_limit(&s, peer, &req.player)?;
     let request = Request {
         coord: req.coord,
         region: req.region,
@@ -804,6 +803,7 @@ async fn create_session(
         candidates,
         edge: None,
         created_unix_ms: now_ms(),
+        failover: false,
     };
     let bytes = serde_json::to_vec(&rec).map_err(|e| bad(e.to_string()))?;
     s.cfg
@@ -827,11 +827,9 @@ async fn get_session(
     Path(id): Path<String>,
 ) -> Result<Json<SessionRecord>, AppError> {
     let sid: SessionId = parse_id("session", &id)?;
-    s.live()
-        .sessions
-        .get(&sid)
-        .cloned()
-        .map(Json)
+    registry::session(&s, &sid)
+        .await?
+        .map(|(rec, _)| Json(rec))
         .ok_or_else(|| no_session(&sid))
 }
 
@@ -842,37 +840,24 @@ fn no_session(id: &SessionId) -> AppError {
     )
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Measured {
-    edge: EdgeId,
-    rtt_ms: f64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SelectRequest {
-    measured: Vec<Measured>,
-}
-
 async fn select(
     State(s): State<Arc<AppState>>,
+    Peer(peer): Peer,
     Path(id): Path<String>,
-    body: Result<Json<SelectRequest>, JsonRejection>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<Value>, AppError> {
     let sid: SessionId = parse_id("session", &id)?;
-    let Json(req) = body?;
-    let player = s
-        .live()
-        .sessions
-        .get(&sid)
-        .map(|r| r.player.clone())
+    let body = body.map_err(|e| AppError(StatusCode::PAYLOAD_TOO_LARGE, e.body_text()))?;
+    let req = requests::select_request(&body)?;
+    // The record as stored, with its revision: the owner change below is fenced on it.
+    let (stored, revision) = registry::session(&s, &sid)
+        .await?
         .ok_or_else(|| no_session(&sid))?;
-    rate_limit(&s, &player)?;
+    rate_limit(&s, peer, &stored.player)?;
     let measured: Vec<(EdgeId, f64)> = req.measured.iter().map(|m| (m.edge, m.rtt_ms)).collect();
     let (rec, edge) = {
-        let live = s.live();
-        let rec = live.sessions.get(&sid).ok_or_else(|| no_session(&sid))?;
+        let mut live = s.live();
+        let rec = &stored;
         let pick = live
             .index
             .pick(&rec.request, &rec.candidates, &measured)
@@ -894,6 +879,7 @@ async fn select(
             })?;
         let mut rec = rec.clone();
         rec.edge = Some(pick.edge);
+        live.liveness.handle_session_placed(&pick.edge);
         (rec, edge)
     };
     let (token, t) = s
@@ -902,10 +888,19 @@ async fn select(
         .mint(sid, edge.id, &rec.player, now_ms())
         .map_err(|e| AppError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let bytes = serde_json::to_vec(&rec).map_err(|e| bad(e.to_string()))?;
-    s.cfg
+    if let Swap::Stale(_) = s
+        .cfg
         .store
-        .put(Table::Sessions, sid.to_string(), bytes)
-        .await?;
+        .put_if(Table::Sessions, sid.to_string(), bytes, revision)
+        .await?
+    {
+        return Err(AppError(
+            StatusCode::CONFLICT,
+            format!(
+                "session {sid} changed while it was being placed (another broker or request placed it): GET it and retry"
+            ),
+        ));
+    }
     s.live().sessions.insert(sid, rec);
     s.metrics.selections.inc();
     info!(session = %sid, edge = %edge.id, "session placed");
@@ -934,9 +929,13 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    // The peer address keys the rate limit (see `crate::ratelimit`).
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -967,7 +966,7 @@ mod tests {
     use crate::store::RedbStore;
     use axum::body::Body;
     use axum::http::Request as HttpRequest;
-    use edgeplay_protocol::token::{SigningKey, verify};
+    use edgeplay_protocol::token::{SigningKey, from_hex, verify};
     use tower::ServiceExt;
 
     struct T {
@@ -1204,12 +1203,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_player_over_the_limit_gets_429_and_others_do_not() {
+    async fn limits_are_per_address_and_per_player() {
+        use axum::extract::connect_info::MockConnectInfo;
         let t = setup(
             "rate",
             RateLimit {
                 burst: 3.0,
                 per_sec: 0.001,
+                ip_burst: 5.0,
+                ip_per_sec: 0.001,
             },
         )
         .await;
@@ -1222,20 +1224,36 @@ mod tests {
         )
         .await;
         assert_eq!(st, StatusCode::CREATED);
+        let from = |ip: [u8; 4]| {
+            t.router
+                .clone()
+                .layer(MockConnectInfo(SocketAddr::from((ip, 40000))))
+        };
+        let a = from([10, 0, 0, 1]);
         for _ in 0..3 {
-            let (st, v) = call(&t.router, "POST", "/v1/sessions", Some(session_body("bob"))).await;
+            let (st, v) = call(&a, "POST", "/v1/sessions", Some(session_body("bob"))).await;
             assert_eq!(st, StatusCode::CREATED, "{v}");
         }
-        let (st, _) = call(&t.router, "POST", "/v1/sessions", Some(session_body("bob"))).await;
+        let (st, v) = call(&a, "POST", "/v1/sessions", Some(session_body("bob"))).await;
         assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
-        let (st, _) = call(
-            &t.router,
-            "POST",
-            "/v1/sessions",
-            Some(session_body("carol")),
-        )
-        .await;
-        assert_eq!(st, StatusCode::CREATED);
+        assert!(v["error"].as_str().unwrap().contains("player `bob`"), "{v}");
+        // Other names from the same address share its bucket (5): two more, then refused.
+        for p in ["carol", "dave"] {
+            let (st, v) = call(&a, "POST", "/v1/sessions", Some(session_body(p))).await;
+            assert_eq!(st, StatusCode::CREATED, "{v}");
+        }
+        let (st, v) = call(&a, "POST", "/v1/sessions", Some(session_body("erin"))).await;
+        assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
+        assert!(v["error"].as_str().unwrap().contains("10.0.0.1"), "{v}");
+        // Another address is not affected.
+        let b = from([10, 0, 0, 2]);
+        let (st, v) = call(&b, "POST", "/v1/sessions", Some(session_body("erin"))).await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        let (_, v) = call(&t.router, "GET", "/metrics", None).await;
+        assert!(
+            v.as_str().unwrap().contains("broker_rate_limited_total 2"),
+            "{v}"
+        );
     }
 
     #[tokio::test]

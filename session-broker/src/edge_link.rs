@@ -364,7 +364,7 @@ async fn run<T: AsyncRead + AsyncWrite + Send + Unpin>(s: &Arc<AppState>, conn: 
                     }
                     Ok(Ok(Some(LinkMessage::Heartbeat { free_slots, draining, sessions }))) => {
                         debug!(%edge, free_slots, draining, sessions, "heartbeat");
-                        if let Err(e) = api::apply_heartbeat(s, edge, free_slots, draining) {
+                        if let Err(e) = api::apply_heartbeat(s, edge, free_slots, draining).await {
                             break e.to_string();
                         }
                     }

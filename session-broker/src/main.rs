@@ -1,4 +1,5 @@
-//! `session-broker run`: the broker's HTTP API over the embedded store, until SIGTERM.
+//! `session-broker run`: the broker's HTTP API over its store (embedded redb, or etcd shared
+//! with other brokers), until SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +8,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use edgeplay_broker::api::{self, Config, RateLimit};
-use edgeplay_broker::store::RedbStore;
+use edgeplay_broker::store::etcd::{EtcdStore, EtcdUrl};
+use edgeplay_broker::store::{BrokerEntry, RedbStore, Store};
 use edgeplay_broker::tokens::BrokerKey;
 use edgeplay_protocol::token::to_hex;
 
@@ -36,12 +38,53 @@ struct RunArgs {
     /// Where the store (`broker.redb`) and the signing key (`broker.key`) live.
     #[arg(long, env = "BROKER_DATA_DIR", default_value = "./broker-data")]
     data_dir: PathBuf,
-    /// Session requests a player may burst.
+    /// `redb` (the embedded store in the data dir, one broker) or
+    /// `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]` (shared by every broker with the same URL; they
+    /// must also share `broker.key`, so that edges accept any of their join tokens).
+    #[arg(long, env = "BROKER_STORE", default_value = "redb")]
+    store: String,
+    /// The URL edges and players reach this broker at, listed by `GET /v1/brokers`
+    /// (default `http://` + the listening address).
+    #[arg(long, env = "BROKER_ADVERTISE")]
+    advertise: Option<String>,
+    /// Session requests a player name may burst.
     #[arg(long, env = "BROKER_RATE_BURST", default_value_t = 20.0)]
     rate_burst: f64,
-    /// Session requests per second a player may sustain.
+    /// Session requests per second a player name may sustain.
     #[arg(long, env = "BROKER_RATE_PER_SEC", default_value_t = 5.0)]
     rate_per_sec: f64,
+    /// Session requests one IP address may burst (players behind one NAT share it).
+    #[arg(long, env = "BROKER_IP_RATE_BURST", default_value_t = 200.0)]
+    ip_rate_burst: f64,
+    /// Session requests per second one IP address may sustain.
+    #[arg(long, env = "BROKER_IP_RATE_PER_SEC", default_value_t = 50.0)]
+    ip_rate_per_sec: f64,
+}
+
+enum Backend {
+    Redb(Arc<RedbStore>),
+    Etcd(Arc<EtcdStore>),
+}
+
+impl Backend {
+    fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Backend::Redb(s) => s.clone(),
+            Backend::Etcd(s) => s.clone(),
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Backend::Redb(s) => match Arc::try_unwrap(s) {
+                Ok(s) => s.close().await,
+                Err(_) => {
+                    tracing::warn!("store still shared at exit; pending writes were committed");
+                }
+            },
+            Backend::Etcd(s) => s.close().await,
+        }
+    }
 }
 
 #[tokio::main]
@@ -54,28 +97,40 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let Cmd::Run(args) = Cli::parse().cmd;
     let key = BrokerKey::load_or_create(&args.data_dir)?;
-    let store = Arc::new(RedbStore::open(&args.data_dir)?);
-    let router = api::app(Config {
-        store: store.clone(),
-        key: key.clone(),
-        rate: RateLimit {
-            burst: args.rate_burst,
-            per_sec: args.rate_per_sec,
-        },
-    })
-    .await?;
+    let backend = if args.store == "redb" {
+        Backend::Redb(Arc::new(RedbStore::open(&args.data_dir)?))
+    } else {
+        let url: EtcdUrl = args.store.parse()?;
+        Backend::Etcd(Arc::new(EtcdStore::connect(&url).await?))
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}: pick another --listen", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, key = %to_hex(key.public().as_bytes()), "broker listening");
+    // An id per run: brokers sharing an etcd share the key, so the key cannot name them.
+    let mut raw = [0u8; 8];
+    getrandom::fill(&mut raw).context("no randomness for the broker id")?;
+    let me = BrokerEntry {
+        id: to_hex(&raw),
+        url: args.advertise.unwrap_or_else(|| format!("http://{addr}")),
+    };
+    backend.store().announce(me.clone()).await?;
+    let router = api::app(Config {
+        store: backend.store(),
+        key: key.clone(),
+        rate: RateLimit {
+            burst: args.rate_burst,
+            per_sec: args.rate_per_sec,
+            ip_burst: args.ip_rate_burst,
+            ip_per_sec: args.ip_rate_per_sec,
+        },
+    })
+    .await?;
+    tracing::info!(%addr, id = %me.id, store = %args.store, key = %to_hex(key.public().as_bytes()), "broker listening");
     println!("listening on {addr}");
     api::serve(listener, router, api::shutdown_signal()).await?;
     // The router (and its clone of the store) is gone once serve returns.
-    match Arc::try_unwrap(store) {
-        Ok(store) => store.close().await,
-        Err(_) => tracing::warn!("store still shared at exit; pending writes were committed"),
-    }
+    backend.close().await;
     tracing::info!("broker stopped");
     Ok(())
 }

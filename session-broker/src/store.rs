@@ -1,10 +1,16 @@
 //! Durable records of edges and sessions, so a restarted broker has both back.
 //!
-//! [`Store`] is the one interface; [`RedbStore`] is the embedded default (a redb 2 file in the
-//! data dir). Writes use group commit: callers send their change to one committer thread, which
-//! gathers changes for at most [`RedbStore::WINDOW`] after the first, applies the whole batch in
-//! one write transaction, and answers every caller only after that transaction committed. One
-//! fsync then covers many writes, and no caller is told "stored" before it is.
+//! [`Store`] is the one interface, with two backends: [`RedbStore`], the embedded default (a
+//! redb 2 file in the data dir, for one broker), and [`etcd::EtcdStore`] (`--store etcd://…`),
+//! which several brokers share. Every record carries the revision of its last change; a
+//! conditional write ([`Store::put_if`]) compared on it is the fencing token of a session's owner.
+//!
+//! In [`RedbStore`] writes use group commit: callers send their change to one committer thread,
+//! which gathers changes while they keep coming (gaps under [`RedbStore::GAP`], for at most
+//! [`RedbStore::WINDOW`] after the first), applies the whole batch in one write transaction, and
+//! answers every caller only after that transaction committed. One fsync then covers many
+//! writes, and no caller is told "stored" before it is. Writes that arrive during a commit queue
+//! up and form the next batch; a lone write waits only one gap.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -15,7 +21,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
+
+pub mod etcd;
 
 /// A boxed future, so that [`Store`] can be used as `dyn Store`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -34,6 +43,44 @@ pub enum Table {
 
 const EDGES: TableDefinition<&str, &[u8]> = TableDefinition::new("edges");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// `revision`: the store's last revision, as etcd's is, so both backends fence the same way.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// A value and the store revision of its last change (etcd's `mod_revision`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    /// The record's bytes.
+    pub value: Vec<u8>,
+    /// Revision of the last change; what [`Store::put_if`] compares.
+    pub revision: u64,
+}
+
+/// What a conditional write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Swap {
+    /// Written; the record's new revision.
+    Done(u64),
+    /// Refused: the record changed since the caller read it (its revision now, `None` if gone).
+    Stale(Option<u64>),
+}
+
+/// A broker that holds a live lease in the store: the brokers edges may connect to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerEntry {
+    /// The broker's id (its public key, hex).
+    pub id: String,
+    /// Its HTTP base URL, e.g. `http://10.0.0.1:8090`.
+    pub url: String,
+}
+
+/// A change to an edge record made by some broker (for the others' in-memory registries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The edge id (hex).
+    pub key: String,
+    /// The new record, `None` when deleted.
+    pub value: Option<Vec<u8>>,
+}
 
 impl Table {
     fn def(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
@@ -63,6 +110,17 @@ pub enum StoreError {
     /// The committer thread is gone (the store was closed or crashed).
     #[error("the store is closed: restart the broker")]
     Closed,
+    /// The `--store` argument is not understood.
+    #[error(
+        "bad store URL `{0}`: use `redb` (the data dir) or `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`"
+    )]
+    Url(String),
+    /// etcd refused or could not be reached.
+    #[error("etcd: {0}; check that etcd runs at the --store endpoints")]
+    Etcd(String),
+    /// A stored record is not what this broker wrote (a revision prefix is missing).
+    #[error("corrupt record `{0}` in the store: remove it or restore the data dir")]
+    Corrupt(String),
 }
 
 fn db_err(e: impl Into<redb::Error>) -> StoreError {
@@ -88,16 +146,50 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn list(&self, table: Table) -> BoxFuture<'_, Result<Records, StoreError>>;
     /// Removes `key`; resolves once durable. True if it was there.
     fn delete(&self, table: Table, key: String) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// The value under `key` with the revision of its last change.
+    fn get_versioned<'a>(
+        &'a self,
+        table: Table,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Versioned>, StoreError>>;
+    /// Stores `value` only if `key`'s revision is still `expected` (`None`: only if absent), in
+    /// one transaction; resolves once durable. This is how a session changes owner: a broker
+    /// that read an older revision is refused instead of overwriting a newer owner.
+    fn put_if(
+        &self,
+        table: Table,
+        key: String,
+        value: Vec<u8>,
+        expected: Option<u64>,
+    ) -> BoxFuture<'_, Result<Swap, StoreError>>;
+    /// Records this broker as live (etcd: a key under its lease, TTL 2 s, kept alive until the
+    /// store is dropped; redb: in memory, the only broker).
+    fn announce(&self, me: BrokerEntry) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// What this broker announced, if it did.
+    fn me(&self) -> Option<BrokerEntry>;
+    /// The live brokers, in id order.
+    fn brokers(&self) -> BoxFuture<'_, Result<Vec<BrokerEntry>, StoreError>>;
+    /// Edge records changed by other brokers from now on, once per store (`None` for a store
+    /// no other broker writes to, or when already taken).
+    fn edge_changes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Change>> {
+        None
+    }
 }
 
 enum Op {
     Put(Table, String, Vec<u8>),
+    PutIf(Table, String, Vec<u8>, Option<u64>),
     Delete(Table, String),
+}
+
+enum Outcome {
+    Existed(bool),
+    Swap(Swap),
 }
 
 struct Write {
     op: Op,
-    done: oneshot::Sender<Result<bool, StoreError>>,
+    done: oneshot::Sender<Result<Outcome, StoreError>>,
 }
 
 /// The embedded backend: `broker.redb` in the data dir.
@@ -107,11 +199,16 @@ pub struct RedbStore {
     tx: Option<mpsc::Sender<Write>>,
     committer: Option<std::thread::JoinHandle<()>>,
     commits: Arc<AtomicU64>,
+    me: std::sync::Mutex<Option<BrokerEntry>>,
 }
 
 impl RedbStore {
     /// The longest a change waits for others to share its transaction.
     pub const WINDOW: Duration = Duration::from_millis(5);
+    /// A batch closes when no change came for this long: under load changes arrive closer than
+    /// this, and a quiet queue should not make its one writer wait the whole window (measured:
+    /// a fixed 5 ms window capped the HTTP path at ~4,700 session writes/s with p99 29 ms).
+    pub const GAP: Duration = Duration::from_micros(200);
     /// The most changes in one transaction.
     pub const MAX_BATCH: usize = 4096;
 
@@ -128,6 +225,7 @@ impl RedbStore {
         let txn = db.begin_write().map_err(|e| open_err(e.into()))?;
         txn.open_table(EDGES).map_err(|e| open_err(e.into()))?;
         txn.open_table(SESSIONS).map_err(|e| open_err(e.into()))?;
+        txn.open_table(META).map_err(|e| open_err(e.into()))?;
         txn.commit().map_err(|e| open_err(e.into()))?;
         let db = Arc::new(db);
         let commits = Arc::new(AtomicU64::new(0));
@@ -145,6 +243,7 @@ impl RedbStore {
             tx: Some(tx),
             committer: Some(committer),
             commits,
+            me: std::sync::Mutex::new(None),
         })
     }
 
@@ -161,7 +260,7 @@ impl RedbStore {
         }
     }
 
-    async fn write(&self, op: Op) -> Result<bool, StoreError> {
+    async fn write(&self, op: Op) -> Result<Outcome, StoreError> {
         let (done, rx) = oneshot::channel();
         self.tx
             .as_ref()
@@ -187,7 +286,12 @@ fn commit_loop(db: &Database, rx: &mpsc::Receiver<Write>, commits: &AtomicU64) {
         let deadline = Instant::now() + RedbStore::WINDOW;
         let mut batch = vec![first];
         while batch.len() < RedbStore::MAX_BATCH {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .min(RedbStore::GAP);
+            if left.is_zero() {
+                break;
+            }
             match rx.recv_timeout(left) {
                 Ok(w) => batch.push(w),
                 Err(_) => break,
@@ -213,26 +317,73 @@ fn commit_loop(db: &Database, rx: &mpsc::Receiver<Write>, commits: &AtomicU64) {
     }
 }
 
-fn apply(db: &Database, batch: &[Write]) -> Result<Vec<bool>, StoreError> {
+/// Value bytes in redb: the revision of the change (8 bytes, little-endian), then the record.
+fn split_rev(key: &str, raw: &[u8]) -> Result<Versioned, StoreError> {
+    let (rev, value) = raw
+        .split_first_chunk::<8>()
+        .ok_or_else(|| StoreError::Corrupt(key.to_owned()))?;
+    Ok(Versioned {
+        value: value.to_vec(),
+        revision: u64::from_le_bytes(*rev),
+    })
+}
+
+fn with_rev(rev: u64, value: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + value.len());
+    v.extend_from_slice(&rev.to_le_bytes());
+    v.extend_from_slice(value);
+    v
+}
+
+fn apply(db: &Database, batch: &[Write]) -> Result<Vec<Outcome>, StoreError> {
     let txn = db.begin_write().map_err(db_err)?;
     let mut out = Vec::with_capacity(batch.len());
     {
+        let mut meta = txn.open_table(META).map_err(db_err)?;
+        let mut rev = meta
+            .get("revision")
+            .map_err(db_err)?
+            .map_or(0, |v| v.value());
         let mut edges = txn.open_table(EDGES).map_err(db_err)?;
         let mut sessions = txn.open_table(SESSIONS).map_err(db_err)?;
         for w in batch {
             let (table, key) = match &w.op {
-                Op::Put(t, k, _) | Op::Delete(t, k) => (*t, k.as_str()),
+                Op::Put(t, k, _) | Op::PutIf(t, k, _, _) | Op::Delete(t, k) => (*t, k.as_str()),
             };
             let t = match table {
                 Table::Edges => &mut edges,
                 Table::Sessions => &mut sessions,
             };
-            let existed = match &w.op {
-                Op::Put(_, _, v) => t.insert(key, v.as_slice()).map_err(db_err)?.is_some(),
-                Op::Delete(..) => t.remove(key).map_err(db_err)?.is_some(),
+            let outcome = match &w.op {
+                Op::Put(_, _, v) => {
+                    rev += 1;
+                    Outcome::Existed(
+                        t.insert(key, with_rev(rev, v).as_slice())
+                            .map_err(db_err)?
+                            .is_some(),
+                    )
+                }
+                Op::PutIf(_, _, v, expected) => {
+                    let current = match t.get(key).map_err(db_err)? {
+                        Some(raw) => Some(split_rev(key, raw.value())?.revision),
+                        None => None,
+                    };
+                    if current == *expected {
+                        rev += 1;
+                        t.insert(key, with_rev(rev, v).as_slice()).map_err(db_err)?;
+                        Outcome::Swap(Swap::Done(rev))
+                    } else {
+                        Outcome::Swap(Swap::Stale(current))
+                    }
+                }
+                Op::Delete(..) => {
+                    rev += 1;
+                    Outcome::Existed(t.remove(key).map_err(db_err)?.is_some())
+                }
             };
-            out.push(existed);
+            out.push(outcome);
         }
+        meta.insert("revision", rev).map_err(db_err)?;
     }
     txn.commit().map_err(db_err)?;
     Ok(out)
@@ -254,8 +405,9 @@ impl Store for RedbStore {
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
         Box::pin(async move {
-            self.read(table, |t| {
-                Ok(t.get(key).map_err(db_err)?.map(|v| v.value().to_vec()))
+            self.read(table, |t| match t.get(key).map_err(db_err)? {
+                Some(raw) => Ok(Some(split_rev(key, raw.value())?.value)),
+                None => Ok(None),
             })
         })
     }
@@ -266,7 +418,9 @@ impl Store for RedbStore {
                 let mut out = Vec::new();
                 for item in t.iter().map_err(db_err)? {
                     let (k, v) = item.map_err(db_err)?;
-                    out.push((k.value().to_owned(), v.value().to_vec()));
+                    let key = k.value().to_owned();
+                    let value = split_rev(&key, v.value())?.value;
+                    out.push((key, value));
                 }
                 Ok(out)
             })
@@ -274,7 +428,64 @@ impl Store for RedbStore {
     }
 
     fn delete(&self, table: Table, key: String) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(async move { self.write(Op::Delete(table, key)).await })
+        Box::pin(async move {
+            match self.write(Op::Delete(table, key)).await? {
+                Outcome::Existed(e) => Ok(e),
+                Outcome::Swap(_) => Err(StoreError::Closed),
+            }
+        })
+    }
+
+    fn get_versioned<'a>(
+        &'a self,
+        table: Table,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Versioned>, StoreError>> {
+        Box::pin(async move {
+            self.read(table, |t| match t.get(key).map_err(db_err)? {
+                Some(raw) => Ok(Some(split_rev(key, raw.value())?)),
+                None => Ok(None),
+            })
+        })
+    }
+
+    fn put_if(
+        &self,
+        table: Table,
+        key: String,
+        value: Vec<u8>,
+        expected: Option<u64>,
+    ) -> BoxFuture<'_, Result<Swap, StoreError>> {
+        Box::pin(async move {
+            match self.write(Op::PutIf(table, key, value, expected)).await? {
+                Outcome::Swap(s) => Ok(s),
+                Outcome::Existed(_) => Err(StoreError::Closed),
+            }
+        })
+    }
+
+    fn announce(&self, me: BrokerEntry) -> BoxFuture<'_, Result<(), StoreError>> {
+        *self
+            .me
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(me);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn me(&self) -> Option<BrokerEntry> {
+        self.me
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn brokers(&self) -> BoxFuture<'_, Result<Vec<BrokerEntry>, StoreError>> {
+        let me = self
+            .me
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        Box::pin(async move { Ok(me.into_iter().collect()) })
     }
 }
 

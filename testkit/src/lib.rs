@@ -5,8 +5,10 @@
 //!   `now: Instant` as an input.
 //! - [`relay::UdpRelay`]: one client ↔ one server, a fixed delay each way and independent seeded
 //!   random loss per direction.
+//! - [`etcd::Etcd`]: a real etcd on free loopback ports with a temporary data dir.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod clock;
+pub mod etcd;
 pub mod relay;

@@ -72,6 +72,18 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "libxcursor1",
         "Xcursor, loaded at run time by edgeplay-play's window (minifb)",
     ),
+    (
+        "etcd-server",
+        "the broker's shared store; its tests start a real etcd",
+    ),
+    (
+        "protobuf-compiler",
+        "protoc, which etcd-client's build runs on the etcd protos",
+    ),
+    (
+        "wrk",
+        "the HTTP load generator of `cargo xtask bench broker`",
+    ),
 ];
 
 /// GStreamer elements the media path needs, with the package that ships each.
@@ -118,7 +130,7 @@ usage: cargo xtask <command>
   demo             set up, then run the edge pipeline: writes artifacts/demo.mp4 and
                    artifacts/demo.h264 and prints the per-stage latency table
   test             set up, then run fmt, clippy, every test and a short fuzz run of each target
-  bench [NAME]     set up, then run a bench harness: `pipeline` (default), `placement`, `quic`, or `criterion`
+  bench [NAME]     set up, then run a bench harness: `pipeline` (default), `placement`, `quic`, `broker`, or `criterion`
   fuzz [SECONDS]   run every fuzz target for SECONDS each (default 20)
 ";
 
@@ -401,7 +413,7 @@ fn demo(args: &[String]) -> Result {
 }
 
 /// The harness binaries of `benches/src/bin/`, each run in release with the remaining args.
-const BENCH_BINS: &[&str] = &["pipeline", "placement", "quic", "webrtc"];
+const BENCH_BINS: &[&str] = &["pipeline", "placement", "quic", "webrtc", "broker"];
 
 fn bench(args: &[String]) -> Result {
     setup()?;

@@ -1,0 +1,134 @@
+//! Dead-edge marking on a real `session-broker run`: a serving edge that stops heartbeating is
+//! dead after three missed 500 ms periods, leaves placement, shows as dead in `GET /v1/edges`
+//! and `/metrics`, and its session is marked for failover; a heartbeat brings it back. An edge
+//! that keeps heartbeating stays alive meanwhile.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{edge, edge_id, eventually, heartbeat, http, session_body, start};
+use edgeplay_protocol::token::SigningKey;
+use serde_json::{Value, json};
+
+fn state_of(edges: &Value, id: &Value) -> String {
+    edges
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| &e["ad"]["id"] == id)
+        .map(|e| e["state"].as_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_silent_serving_edge_is_marked_dead_and_its_session_for_failover() {
+    let dir = std::env::temp_dir().join(format!("edgeplay-broker-live-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let b = start(&dir, &[]);
+    let silent = SigningKey::from_bytes(&[31; 32]);
+    let steady = SigningKey::from_bytes(&[32; 32]);
+    // The silent edge is nearer the player, so it gets the session.
+    for (k, x) in [(&silent, 1.0), (&steady, 40.0)] {
+        let (st, v) = http(b.addr, "POST", "/v1/edges", Some(&edge(k, x, 6000)));
+        assert_eq!(st, 201, "{v}");
+    }
+    let (st, v) = http(b.addr, "POST", "/v1/sessions", Some(&session_body("ann")));
+    assert_eq!(st, 201, "{v}");
+    let sid = v["session"].as_str().unwrap().to_owned();
+    let sel = json!({"measured": [
+        {"edge": edge_id(&silent), "rtt_ms": 2.0},
+        {"edge": edge_id(&steady), "rtt_ms": 30.0},
+    ]});
+    let (st, v) = http(
+        b.addr,
+        "POST",
+        &format!("/v1/sessions/{sid}/select"),
+        Some(&sel),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["edge"], json!(edge_id(&silent)));
+
+    // The steady edge heartbeats every 300 ms (serving) for the whole test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let beat = {
+        let stop = Arc::clone(&stop);
+        let (addr, k) = (b.addr, steady.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let (st, v) = http(
+                    addr,
+                    "POST",
+                    &format!("/v1/edges/{}/heartbeat", edge_id(&k)),
+                    Some(&heartbeat(&k, 1)),
+                );
+                assert_eq!(st, 200, "{v}");
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+    // The silent edge says it serves (1 of 2 slots free), then falls silent.
+    let (st, v) = http(
+        b.addr,
+        "POST",
+        &format!("/v1/edges/{}/heartbeat", edge_id(&silent)),
+        Some(&heartbeat(&silent, 1)),
+    );
+    assert_eq!(st, 200, "{v}");
+    let last = Instant::now();
+    let silent_id = json!(edge_id(&silent));
+    eventually(Duration::from_secs(10), "silent edge marked dead", || {
+        let (_, v) = http(b.addr, "GET", "/v1/edges", None);
+        (state_of(&v, &silent_id) == "dead").then_some(())
+    });
+    let after = last.elapsed();
+    assert!(
+        after >= Duration::from_millis(1500),
+        "marked dead {after:?} after its last heartbeat, before three periods"
+    );
+    let (_, v) = http(b.addr, "GET", "/v1/edges", None);
+    assert_eq!(state_of(&v, &json!(edge_id(&steady))), "alive");
+    // The edge leaves placement first; its sessions are marked right after (through the store).
+    eventually(
+        Duration::from_secs(10),
+        "dead edge counted and its session marked",
+        || {
+            let (_, m) = http(b.addr, "GET", "/metrics", None);
+            let m = m.as_str().unwrap().to_owned();
+            [
+                "broker_edges_dead 1",
+                "broker_edges_marked_dead_total 1",
+                "broker_sessions_marked_failover_total 1",
+            ]
+            .iter()
+            .all(|line| m.contains(line))
+            .then_some(())
+        },
+    );
+    let (_, v) = http(b.addr, "GET", &format!("/v1/sessions/{sid}"), None);
+    assert_eq!(v["failover"], true, "{v}");
+    // New sessions go only to the live edge.
+    let (st, v) = http(b.addr, "POST", "/v1/sessions", Some(&session_body("bea")));
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["candidates"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["candidates"][0]["edge"], json!(edge_id(&steady)));
+
+    // A heartbeat brings it back into placement.
+    let (st, v) = http(
+        b.addr,
+        "POST",
+        &format!("/v1/edges/{}/heartbeat", edge_id(&silent)),
+        Some(&heartbeat(&silent, 2)),
+    );
+    assert_eq!(st, 200, "{v}");
+    let (_, v) = http(b.addr, "GET", "/v1/edges", None);
+    assert_eq!(state_of(&v, &silent_id), "alive");
+    let (_, v) = http(b.addr, "POST", "/v1/sessions", Some(&session_body("cy")));
+    assert_eq!(v["candidates"].as_array().unwrap().len(), 2, "{v}");
+    stop.store(true, Ordering::Relaxed);
+    beat.join().unwrap();
+    drop(b);
+    let _ = std::fs::remove_dir_all(&dir);
+}
