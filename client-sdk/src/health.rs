@@ -56,6 +56,11 @@ pub enum SessionEvent {
 }
 
 /// Why a session is degraded.
+///
+/// ```
+/// use edgeplay_client::Degradation;
+/// assert!(Degradation::Stalled.to_string().contains("no frame"));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Degradation {
     /// No frame decoded for a second.

@@ -8,7 +8,16 @@
 //!   the next keyframe, which the SDK asks for on its own;
 //! - [`Session::send_input`] numbers an input and sends it in a datagram together with every
 //!   input the edge has not acknowledged yet, until the edge's committed number covers it;
-//! - [`Session::stats`] and [`Session::close`].
+//! - [`Session::next_audio`] yields the game's Opus audio decoded to 48 kHz PCM, stamped on
+//!   the frames' clock so the application plays it in sync with the pictures;
+//! - [`Session::next_event`] yields [`SessionEvent`]s: connected, degraded (stalled, skipping,
+//!   high RTT), recovered, closed (reconnecting is reserved for failover);
+//! - [`Session::next_media`] serves frames, audio and events from one loop;
+//! - [`Session::stats`] (fps, bitrate, RTT, loss, decode time, glass-to-glass and
+//!   input-to-photon percentiles read from the frame stamps) and [`Session::close`].
+//!
+//! While running, the SDK reports every frame's receive time to the edge on the control
+//! stream; the edge's rate controller sets the encoder's bitrate from them.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), edgeplay_client::ClientError> {
@@ -55,28 +64,87 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info_span, trace, warn};
 
 pub use audio::{AUDIO_CHANNELS, AUDIO_RATE, AudioChunk};
+/// The header the edge sent with a frame (frame number, render time, pts, keyframe).
+///
+/// ```no_run
+/// # async fn demo(mut session: edgeplay_client::Session) {
+/// let header: edgeplay_client::Header = session.next_frame().await.unwrap().header;
+/// println!("pts {} µs, keyframe {}", header.pts_us, header.keyframe);
+/// # }
+/// ```
 pub use edgeplay_protocol::media::FrameHeader as Header;
+/// The stamp the edge draws into every picture, read back by the SDK into [`Frame::stamp`].
+///
+/// ```no_run
+/// # async fn demo(mut session: edgeplay_client::Session) {
+/// let stamp: Option<edgeplay_client::Stamp> = session.next_frame().await.unwrap().stamp;
+/// if let Some(s) = stamp { println!("tick {} state {:016x}", s.tick, s.state_hash); }
+/// # }
+/// ```
 pub use edgeplay_protocol::stamp::Stamp;
 pub use health::{Degradation, SessionEvent};
 
 /// How long the edge has to welcome a session (it builds a GPU target and encoders first).
+///
+/// ```
+/// assert!(edgeplay_client::WELCOME_TIMEOUT.as_secs() >= 10);
+/// ```
 pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
 /// Decoded frames buffered for the application before new ones are dropped.
+///
+/// ```
+/// assert!(edgeplay_client::FRAME_BUFFER >= 1);
+/// ```
 pub const FRAME_BUFFER: usize = 64;
 /// How often unacknowledged inputs are sent again.
+///
+/// ```
+/// assert!(edgeplay_client::INPUT_RESEND < std::time::Duration::from_millis(100));
+/// ```
 pub const INPUT_RESEND: Duration = Duration::from_millis(15);
 /// How long a gap may wait for its frame before the SDK skips to a later keyframe.
+///
+/// ```
+/// assert!(edgeplay_client::GAP_PATIENCE < std::time::Duration::from_secs(1));
+/// ```
 pub const GAP_PATIENCE: Duration = Duration::from_millis(150);
 /// The shortest time between two keyframe requests.
+///
+/// ```
+/// assert!(edgeplay_client::KEYFRAME_REQUEST_INTERVAL >= edgeplay_client::GAP_PATIENCE);
+/// ```
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
 /// Decoded audio chunks buffered for the application before new ones are dropped.
+///
+/// ```
+/// assert!(edgeplay_client::AUDIO_BUFFER >= 100); // a second of 10 ms chunks
+/// ```
 pub const AUDIO_BUFFER: usize = 256;
 /// Events buffered for the application before new ones are dropped.
+///
+/// ```
+/// assert!(edgeplay_client::EVENT_BUFFER >= 1);
+/// ```
 pub const EVENT_BUFFER: usize = 64;
 /// Latency samples (glass-to-glass, input-to-photon) the percentiles in [`Stats`] cover.
+///
+/// ```
+/// assert!(edgeplay_client::LATENCY_WINDOW >= 100);
+/// ```
 pub const LATENCY_WINDOW: usize = 300;
 
 /// Why a session could not start or went on.
+///
+/// ```no_run
+/// # async fn demo(fp: [u8; 32]) {
+/// use edgeplay_client::{Client, ClientError};
+/// match Client::connect("127.0.0.1:4433".parse().unwrap(), fp, "token").await {
+///     Ok(session) => session.close().await,
+///     Err(ClientError::Refused { code, meaning, .. }) => eprintln!("refused ({code:#x}): {meaning}"),
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// A fingerprint is not 64 hex digits.
@@ -140,6 +208,18 @@ pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], ClientError> {
 }
 
 /// A decoded picture and how it travelled.
+///
+/// ```no_run
+/// # async fn demo(mut session: edgeplay_client::Session) {
+/// if let Some(frame) = session.next_frame().await {
+///     let transit = frame.decoded_at - frame.received_at;
+///     println!("frame {} decoded {transit:?} after arrival", frame.header.frame);
+///     if let Some(stamp) = frame.stamp {
+///         println!("shows inputs up to {}", stamp.input_seq);
+///     }
+/// }
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Frame {
     /// The frame header the edge sent (frame number, capture and render time, pts, keyframe).
@@ -161,6 +241,13 @@ pub struct Frame {
 
 impl Frame {
     /// The luma plane (stride = width), e.g. for `edgeplay_protocol::stamp::read_luma`.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut session: edgeplay_client::Session) {
+    /// let frame = session.next_frame().await.unwrap();
+    /// assert_eq!(frame.luma().len(), (frame.width * frame.height) as usize);
+    /// # }
+    /// ```
     #[must_use]
     pub fn luma(&self) -> &[u8] {
         let n = self.width as usize * self.height as usize;
@@ -169,6 +256,16 @@ impl Frame {
 }
 
 /// A snapshot of a session's counters.
+///
+/// ```no_run
+/// # fn demo(session: &edgeplay_client::Session) {
+/// let s = session.stats();
+/// println!(
+///     "{:.1} fps, {:.0} kbit/s, rtt {:?}, loss {:.1} %, glass-to-glass p50 {:?}, input-to-photon p95 {:?}",
+///     s.fps, s.bitrate_kbps, s.rtt, s.loss * 100.0, s.glass_to_glass_p50, s.input_to_photon_p95
+/// );
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Stats {
     /// Frame streams fully received.
@@ -315,6 +412,13 @@ impl Shared {
 }
 
 /// Connects to edges.
+///
+/// ```no_run
+/// # async fn demo(fp: [u8; 32]) -> Result<(), edgeplay_client::ClientError> {
+/// let session = edgeplay_client::Client::connect("127.0.0.1:4433".parse().unwrap(), fp, "token").await?;
+/// session.close().await;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Client;
 
@@ -326,6 +430,15 @@ impl Client {
     /// [`ClientError::CertificateMismatch`], [`ClientError::Refused`] (bad token: code
     /// [`close_code::BAD_TOKEN`]), [`ClientError::Connection`], [`ClientError::Protocol`],
     /// [`ClientError::Decoder`], [`ClientError::Setup`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), edgeplay_client::ClientError> {
+    /// use edgeplay_client::{Client, parse_fingerprint};
+    /// let fp = parse_fingerprint(&std::env::var("EDGE_FINGERPRINT").unwrap_or_default())?;
+    /// let session = Client::connect("127.0.0.1:4433".parse().unwrap(), fp, "dev-token").await?;
+    /// println!("session {}", session.id());
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(
         addr: SocketAddr,
         cert_fingerprint: [u8; 32],
@@ -437,6 +550,15 @@ struct Arrived {
 
 /// A live session with an edge. Dropping it aborts the session; [`Session::close`] ends it
 /// cleanly.
+///
+/// ```no_run
+/// # async fn demo(mut session: edgeplay_client::Session) {
+/// while let Some(frame) = session.next_frame().await {
+///     if frame.header.frame >= 300 { break; }
+/// }
+/// session.close().await;
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Session {
     id: String,
@@ -543,12 +665,26 @@ impl Session {
     }
 
     /// The session id the edge gave.
+    ///
+    /// ```no_run
+    /// # fn demo(session: &edgeplay_client::Session) {
+    /// tracing::info!(session = session.id(), "playing");
+    /// # }
+    /// ```
     #[must_use]
     pub fn id(&self) -> &str {
         &self.id
     }
 
     /// The next decoded frame, in frame order; `None` once the session ended.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut session: edgeplay_client::Session) {
+    /// while let Some(frame) = session.next_frame().await {
+    ///     println!("{} {}x{}", frame.header.frame, frame.width, frame.height);
+    /// }
+    /// # }
+    /// ```
     pub async fn next_frame(&mut self) -> Option<Frame> {
         self.frames.recv().await
     }
@@ -648,6 +784,15 @@ impl Session {
     }
 
     /// The decoded frames as a [`futures_core::Stream`].
+    ///
+    /// ```no_run
+    /// # async fn demo(mut session: edgeplay_client::Session) {
+    /// use futures_core::Stream;
+    /// let frames = session.frames();
+    /// let (lower, _) = frames.size_hint();
+    /// println!("at least {lower} frames ready");
+    /// # }
+    /// ```
     pub fn frames(&mut self) -> FrameStream<'_> {
         FrameStream {
             rx: &mut self.frames,
@@ -659,6 +804,14 @@ impl Session {
     ///
     /// # Errors
     /// [`ClientError::Closed`] after the session ended.
+    ///
+    /// ```no_run
+    /// # fn demo(session: &edgeplay_client::Session) -> Result<(), edgeplay_client::ClientError> {
+    /// use edgeplay_protocol::input::{InputEvent, Key};
+    /// let seq = session.send_input(InputEvent::Key { code: Key::Space, down: true })?;
+    /// println!("input {seq} sent; the edge acknowledged up to {}", session.stats().input_applied);
+    /// # Ok(()) }
+    /// ```
     pub fn send_input(&self, event: InputEvent) -> Result<u64, ClientError> {
         let seq = {
             let mut inputs = self.shared.inputs();
@@ -679,6 +832,12 @@ impl Session {
     ///
     /// # Errors
     /// [`ClientError::Closed`] after the session ended.
+    ///
+    /// ```no_run
+    /// # fn demo(session: &edgeplay_client::Session) -> Result<(), edgeplay_client::ClientError> {
+    /// session.request_keyframe()?; // e.g. after the application dropped pictures itself
+    /// # Ok(()) }
+    /// ```
     pub fn request_keyframe(&self) -> Result<(), ClientError> {
         self.shared
             .counters
@@ -690,6 +849,13 @@ impl Session {
     }
 
     /// The session's counters now.
+    ///
+    /// ```no_run
+    /// # fn demo(session: &edgeplay_client::Session) {
+    /// let stats = session.stats();
+    /// println!("{:.1} fps, glass-to-glass p95 {:?}", stats.fps, stats.glass_to_glass_p95);
+    /// # }
+    /// ```
     #[must_use]
     pub fn stats(&self) -> Stats {
         let c = &self.shared.counters;
@@ -734,6 +900,12 @@ impl Session {
 
     /// Ends the session: tells the edge, stops the SDK's tasks and decoder, and waits (at most
     /// a second) for the edge to acknowledge the close.
+    ///
+    /// ```no_run
+    /// # async fn demo(session: edgeplay_client::Session) {
+    /// session.close().await; // the edge ends the game session at once
+    /// # }
+    /// ```
     pub async fn close(mut self) {
         self.conn
             .close(VarInt::from_u32(close_code::DONE), b"client closed");
@@ -751,6 +923,14 @@ impl Session {
 }
 
 /// One item of [`Session::next_media`].
+///
+/// ```no_run
+/// # async fn demo(mut session: edgeplay_client::Session) {
+/// if let Some(edgeplay_client::Media::Frame(f)) = session.next_media().await {
+///     println!("frame {}", f.header.frame);
+/// }
+/// # }
+/// ```
 #[derive(Debug)]
 pub enum Media {
     /// A decoded picture.
@@ -762,6 +942,13 @@ pub enum Media {
 }
 
 /// The decoded frames of a [`Session`] as a [`futures_core::Stream`].
+///
+/// ```no_run
+/// # async fn demo(mut session: edgeplay_client::Session) {
+/// let stream: edgeplay_client::FrameStream<'_> = session.frames();
+/// # drop(stream);
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct FrameStream<'a> {
     rx: &'a mut mpsc::Receiver<Frame>,
