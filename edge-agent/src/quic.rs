@@ -10,6 +10,13 @@
 //! unacknowledged input) and on the control stream; they are handed to the session strictly in
 //! sequence, once each, and acknowledged on the control stream.
 //!
+//! Rate: BBR paces the packets; the encoder's target comes from a [`FrameRateController`] per
+//! session, fed with each frame as it is handed to QUIC, the client's receive reports from the
+//! control stream, and quinn's path statistics every 50 ms; its target goes to the session as
+//! [`Control::SetBitrate`] and to `/metrics` as `edgeplay_edge_quic_target_kbps{session}`.
+//! Keyframe requests go to the session, whose [`crate::keyframe`] policy rate-limits them and
+//! switches to intra refresh when they persist.
+//!
 //! Driving it, as [`crate::http::serve_dev`]: bind, print the address and the certificate
 //! fingerprint clients pin, then serve until `shutdown` resolves.
 //!
