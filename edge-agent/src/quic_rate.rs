@@ -59,6 +59,8 @@ pub const DELIVERY_WINDOW: Duration = Duration::from_millis(500);
 pub const PUBLISH_STEP: f64 = 0.03;
 /// Sent frames remembered while waiting for their reports.
 const MAX_UNREPORTED: usize = 1024;
+/// How long a sent frame waits for its report before it is forgotten.
+const UNREPORTED_FORGET: Duration = Duration::from_secs(2);
 /// Weight of the newest delay sample in the smoothed delay.
 const DELAY_SMOOTHING: f64 = 0.3;
 
@@ -217,7 +219,15 @@ impl FrameRateController {
     pub fn handle_frame_sent(&mut self, now: Instant, frame: u32, bytes: u32) {
         let us = self.micros_since_origin(now);
         self.unreported.insert(frame, (us, bytes));
-        while self.unreported.len() > MAX_UNREPORTED {
+        // Frames never reported (their stream was reset for a later keyframe) are forgotten
+        // after a while, so they do not pass for a stall later.
+        let forget = u64::try_from(UNREPORTED_FORGET.as_micros()).unwrap_or(u64::MAX);
+        while self.unreported.len() > MAX_UNREPORTED
+            || self
+                .unreported
+                .first_key_value()
+                .is_some_and(|(_, &(t, _))| t + forget < us)
+        {
             self.unreported.pop_first();
         }
     }
@@ -740,6 +750,34 @@ mod tests {
         }
         assert_eq!(rc.usage(), Usage::Overuse(Overuse::Stall));
         assert!(rc.target_kbps() < 3000);
+    }
+
+    #[test]
+    fn a_frame_never_reported_is_forgotten_and_no_stall_follows() {
+        let clock = VirtualClock::new();
+        let mut rc = FrameRateController::new(RateConfig::new(3000), clock.now());
+        // Frame 1's stream is reset: never reported. Frames 2.. are, 10 ms after sending.
+        rc.handle_frame_sent(clock.now(), 1, 50_000);
+        for f in 2..=400u32 {
+            rc.handle_frame_sent(clock.now(), f, 6000);
+            clock.advance(Duration::from_millis(10));
+            let received_us = u64::from(f) * 16_000 + 10_000;
+            rc.handle_reports(
+                clock.now(),
+                &[ReceiveReport {
+                    frame: f,
+                    received_us,
+                    bytes: 6000,
+                }],
+            );
+            clock.advance(Duration::from_millis(6));
+            let _ = rc.poll_target(clock.now());
+        }
+        // A quiet spell without new frames is no stall: nothing is outstanding any more.
+        clock.advance(Duration::from_millis(600));
+        let _ = rc.poll_target(clock.now());
+        assert_ne!(rc.usage(), Usage::Overuse(Overuse::Stall));
+        assert!(rc.target_kbps() >= 3000);
     }
 
     #[test]
