@@ -54,12 +54,12 @@ async fn rate_limit_paces_and_drops_tail_then_lifts() {
         span >= Duration::from_millis(u64::from(got - 2) * 10),
         "{got} datagrams paced at 10 ms each, but all came within {span:?}"
     );
-    // The kernel may drop some of a 100-datagram burst before the relay reads them; the rest
-    // of the excess is the relay's drop-tail, counted.
+    // Everything that did not come through was dropped by the relay's drop-tail and counted
+    // (the kernel may lose a few on a loaded machine).
     let dropped = relay.counters().dropped_to_client;
     assert!(
-        dropped >= 50 && dropped <= u64::from(100 - got),
-        "{dropped} dropped"
+        dropped + u64::from(got) >= 95 && dropped <= u64::from(100 - got),
+        "{dropped} dropped, {got} received of 100"
     );
 
     relay.set_rate_to_client(None);
