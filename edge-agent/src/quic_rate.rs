@@ -226,7 +226,7 @@ impl FrameRateController {
             || self
                 .unreported
                 .first_key_value()
-                .is_some_and(|(_, &(t, _))| t + forget < us)
+                .is_some_and(|(_, &(t, _))| t.saturating_add(forget) < us)
         {
             self.unreported.pop_first();
         }
@@ -253,7 +253,7 @@ impl FrameRateController {
             while self
                 .min_delay
                 .front()
-                .is_some_and(|&(t, _)| t + window < sent_us)
+                .is_some_and(|&(t, _)| t.saturating_add(window) < sent_us)
                 && self.min_delay.len() > 1
             {
                 self.min_delay.pop_front();
@@ -285,7 +285,7 @@ impl FrameRateController {
             while self
                 .delivered
                 .front()
-                .is_some_and(|&(t, _)| t + window < newest)
+                .is_some_and(|&(t, _)| t.saturating_add(window) < newest)
             {
                 self.delivered.pop_front();
             }
@@ -398,7 +398,7 @@ impl FrameRateController {
             .values()
             .map(|&(t, _)| t)
             .min()
-            .is_some_and(|t| t + stall_us < now_us);
+            .is_some_and(|t| t.saturating_add(stall_us) < now_us);
         let silent = self
             .last_report
             .is_none_or(|t| now.saturating_duration_since(t) >= stall_after);
@@ -778,6 +778,44 @@ mod tests {
         let _ = rc.poll_target(clock.now());
         assert_ne!(rc.usage(), Usage::Overuse(Overuse::Stall));
         assert!(rc.target_kbps() >= 3000);
+    }
+
+    proptest::proptest! {
+        /// Reports come from the client, so from outside: whatever they say, and whatever the
+        /// path statistics, the controller neither panics nor leaves its bounds.
+        #[test]
+        fn arbitrary_reports_keep_the_target_in_bounds(
+            steps in proptest::collection::vec(
+                (0u32..64, proptest::prop_oneof![proptest::strategy::Just(u64::MAX), proptest::strategy::Just(0u64), proptest::num::u64::ANY], proptest::num::u32::ANY,
+                 0u64..1 << 40, 0u64..2_000_000, 0u64..1000, 0u64..1000, 0u64..300_000),
+                1..200,
+            )
+        ) {
+            let clock = VirtualClock::new();
+            let cfg = RateConfig::new(3000);
+            let mut rc = FrameRateController::new(cfg, clock.now());
+            let mut lost = 0;
+            let mut sent = 0;
+            for (i, (frame, received_us, bytes, cwnd, rtt_us, l, s, advance_us)) in
+                steps.into_iter().enumerate()
+            {
+                rc.handle_frame_sent(clock.now(), u32::try_from(i).unwrap(), bytes);
+                rc.handle_reports(clock.now(), &[ReceiveReport { frame, received_us, bytes }]);
+                lost += l;
+                sent += s;
+                rc.handle_path(clock.now(), PathSample {
+                    cwnd_bytes: cwnd,
+                    rtt: Duration::from_micros(rtt_us),
+                    lost_packets: lost,
+                    sent_packets: sent,
+                });
+                clock.advance(Duration::from_micros(advance_us));
+                if let Some(t) = rc.poll_target(clock.now()) {
+                    proptest::prop_assert!((cfg.min_kbps..=cfg.max_kbps).contains(&t));
+                }
+                proptest::prop_assert!((cfg.min_kbps..=cfg.max_kbps).contains(&rc.target_kbps()));
+            }
+        }
     }
 
     #[test]
