@@ -35,11 +35,17 @@
 //! session.close().await;
 //! # Ok(()) }
 //! ```
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: the C ABI in `ffi` is the one module allowed `unsafe`.
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 mod audio;
 mod decode;
+#[allow(
+    unsafe_code,
+    reason = "a C ABI takes raw pointers and exports unmangled symbols; this is the only module"
+)]
+pub mod ffi;
 mod health;
 mod pin;
 

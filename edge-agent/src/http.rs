@@ -44,7 +44,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::PipelineConfig;
 use crate::session::{Control, MediaPacket, Session, SessionConfig, SessionError, SessionHandle};
 use crate::stats::{Stage, ms};
-use crate::webrtc::{WebRtcError, Whep};
+use crate::webrtc::{Patched, WebRtcError, Whep};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -145,6 +145,10 @@ fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
+    #[allow(clippy::cast_possible_truncation, reason = "bit/s fit an i64")]
+    s.metrics
+        .webrtc_estimate_bps
+        .set(s.whep.estimate_sum_bps() as i64);
     (
         [(
             header::CONTENT_TYPE,
@@ -409,7 +413,8 @@ fn whep_error(e: &WebRtcError) -> AppError {
         WebRtcError::Negotiation(_) => StatusCode::NOT_ACCEPTABLE,
         WebRtcError::NotFound(_) => StatusCode::NOT_FOUND,
         WebRtcError::Forbidden => StatusCode::FORBIDDEN,
-        WebRtcError::IceRestart => StatusCode::NOT_IMPLEMENTED,
+        WebRtcError::BadPatch(_) => StatusCode::BAD_REQUEST,
+        WebRtcError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
         WebRtcError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     AppError(status, e.to_string())
@@ -472,7 +477,13 @@ async fn whep_offer_inner(
         threads: 0,
         audio: true,
     };
-    let cfg = SessionConfig::new(id.clone(), pipeline, 1);
+    let pipeline_kbps = pipeline.bitrate_kbps;
+    // The profile is the client's to choose (its first sendable H.264), and the encoder is
+    // built with it, so it is read before the session starts.
+    let profile = std::str::from_utf8(&body)
+        .map(edgeplay_protocol::whep::h264_profile)
+        .unwrap_or_default();
+    let cfg = SessionConfig::new(id.clone(), pipeline, 1).with_profile(profile);
     let (gpu, metrics) = (s.gpu.clone(), Arc::clone(&s.metrics));
     let handle = tokio::task::spawn_blocking(move || Session::start(&gpu, cfg, metrics))
         .await
@@ -485,7 +496,7 @@ async fn whep_offer_inner(
         })?;
     let answer = s
         .whep
-        .offer(&body, handle)
+        .offer(&body, handle, pipeline_kbps, profile)
         .await
         .map_err(|e| whep_error(&e))?;
     info!(session = %id, peer = %&answer.id[..8], "WHEP session created");
@@ -500,6 +511,7 @@ async fn whep_offer_inner(
         (header::LOCATION.as_str(), location.as_str()),
         ("edgeplay-session-secret", answer.secret.as_str()),
         ("accept-patch", "application/trickle-ice-sdpfrag"),
+        ("etag", answer.etag.as_str()),
     ] {
         if let Ok(v) = HeaderValue::from_str(v) {
             h.insert(k, v);
@@ -514,10 +526,40 @@ async fn whep_patch(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    with_cors(match s.whep.patch(&id, bearer(&headers), &body).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => whep_error(&e).into_response(),
-    })
+    let is_fragment = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/trickle-ice-sdpfrag"));
+    if !is_fragment {
+        return with_cors(
+            AppError(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "a WHEP PATCH is sent as `Content-Type: application/trickle-ice-sdpfrag`".into(),
+            )
+            .into_response(),
+        );
+    }
+    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
+    with_cors(
+        match s.whep.patch(&id, bearer(&headers), if_match, &body).await {
+            Ok(Patched::Trickled) => StatusCode::NO_CONTENT.into_response(),
+            // An ICE restart: the new ICE session's tag, the edge's new credentials and
+            // candidates.
+            Ok(Patched::Restarted { etag, fragment }) => {
+                let mut resp = (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/trickle-ice-sdpfrag")],
+                    fragment,
+                )
+                    .into_response();
+                if let Ok(v) = HeaderValue::from_str(&etag) {
+                    resp.headers_mut().insert(header::ETAG, v);
+                }
+                resp
+            }
+            Err(e) => whep_error(&e).into_response(),
+        },
+    )
 }
 
 async fn whep_delete(

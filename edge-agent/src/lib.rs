@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod quic;
 pub mod quic_rate;
+pub mod rate;
 pub mod render;
 pub mod session;
 pub mod stats;

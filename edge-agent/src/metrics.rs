@@ -29,6 +29,12 @@ pub struct Metrics {
     pub keyframes: Counter,
     /// Keyframe requests refused by the rate limit.
     pub keyframes_limited: Counter,
+    /// The video encoder's target bitrate after the last change by a congestion controller.
+    pub video_bitrate_kbps: Gauge,
+    /// Encoder bitrate changes made by congestion controllers.
+    pub video_bitrate_changes: Counter,
+    /// Sum of the transport-cc bandwidth estimates of the live WebRTC peers, bit/s.
+    pub webrtc_estimate_bps: Gauge,
     /// Encoded audio packets.
     pub audio_packets: Counter,
     /// Sessions being served now.
@@ -60,6 +66,9 @@ impl Metrics {
         let video_bytes = Counter::default();
         let keyframes = Counter::default();
         let keyframes_limited = Counter::default();
+        let video_bitrate_kbps = Gauge::default();
+        let video_bitrate_changes = Counter::default();
+        let webrtc_estimate_bps = Gauge::default();
         let audio_packets = Counter::default();
         let sessions_active = Gauge::default();
         let sessions_started = Counter::default();
@@ -95,6 +104,21 @@ impl Metrics {
             "keyframe_requests_limited",
             "Keyframe requests refused by the rate limit",
             keyframes_limited.clone(),
+        );
+        registry.register(
+            "video_bitrate_kbps",
+            "Video encoder target bitrate after the last congestion-control change",
+            video_bitrate_kbps.clone(),
+        );
+        registry.register(
+            "video_bitrate_changes",
+            "Encoder bitrate changes made by congestion controllers",
+            video_bitrate_changes.clone(),
+        );
+        registry.register(
+            "webrtc_estimate_bps",
+            "Sum of the transport-cc bandwidth estimates of the live WebRTC peers",
+            webrtc_estimate_bps.clone(),
         );
         registry.register(
             "audio_packets",
@@ -142,6 +166,9 @@ impl Metrics {
             video_bytes,
             keyframes,
             keyframes_limited,
+            video_bitrate_kbps,
+            video_bitrate_changes,
+            webrtc_estimate_bps,
             audio_packets,
             sessions_active,
             sessions_started,

@@ -12,7 +12,8 @@ use edgeplay_protocol::game::{Game, GameError};
 use edgeplay_protocol::stamp::Stamp;
 
 use crate::encode::{
-    AudioEncoder, EncodeError, EncodedAudio, EncodedFrame, EncoderKind, VideoConfig, VideoEncoder,
+    AudioEncoder, EncodeError, EncodedAudio, EncodedFrame, EncoderKind, H264Profile, VideoConfig,
+    VideoEncoder,
 };
 use crate::gpu::{Gpu, GpuError};
 use crate::render::RenderTarget;
@@ -133,9 +134,23 @@ impl SessionPipeline {
     /// # Errors
     /// An unsupported configuration, or a GPU or encoder set-up failure.
     pub fn new(gpu: &Gpu, cfg: &PipelineConfig, game: Game) -> Result<Self, PipelineError> {
+        Self::with_profile(gpu, cfg, game, H264Profile::ConstrainedBaseline)
+    }
+
+    /// Builds the media path of one session around `game`, encoding the H.264 `profile` its
+    /// WebRTC peer negotiated.
+    ///
+    /// # Errors
+    /// As [`Self::new`].
+    pub fn with_profile(
+        gpu: &Gpu,
+        cfg: &PipelineConfig,
+        game: Game,
+        profile: H264Profile,
+    ) -> Result<Self, PipelineError> {
         cfg.validate()?;
         let target = gpu.create_target(cfg.width, cfg.height)?;
-        let video = VideoEncoder::new(&cfg.video())?;
+        let video = VideoEncoder::with_profile(&cfg.video(), profile)?;
         let audio = if cfg.audio {
             Some(AudioEncoder::new()?)
         } else {

@@ -161,6 +161,9 @@ pub struct SessionConfig {
     pub pipeline: PipelineConfig,
     /// Game seed.
     pub seed: u64,
+    /// The H.264 profile to encode (what a WebRTC peer negotiated; constrained baseline by
+    /// default).
+    pub profile: crate::encode::H264Profile,
 }
 
 impl SessionConfig {
@@ -171,7 +174,15 @@ impl SessionConfig {
             id: id.into(),
             pipeline,
             seed,
+            profile: crate::encode::H264Profile::default(),
         }
+    }
+
+    /// The same, encoding `profile`.
+    #[must_use]
+    pub fn with_profile(mut self, profile: crate::encode::H264Profile) -> Self {
+        self.profile = profile;
+        self
     }
 }
 
@@ -235,7 +246,7 @@ impl Session {
                 tick_hz: cfg.pipeline.fps,
             },
         )?;
-        let pipeline = SessionPipeline::new(gpu, &cfg.pipeline, game)?;
+        let pipeline = SessionPipeline::with_profile(gpu, &cfg.pipeline, game, cfg.profile)?;
         let (control_tx, control_rx) = mpsc::channel(CONTROL_BUFFER);
         let (media_tx, _) = broadcast::channel(MEDIA_BUFFER);
         let (ack_tx, ack_rx) = watch::channel(InputAck::default());
@@ -494,11 +505,13 @@ impl Runner {
                 let kbps = kbps.clamp(BITRATE_RANGE_KBPS.0, BITRATE_RANGE_KBPS.1);
                 let encoder = self.pipeline.video_encoder();
                 encoder.set_bitrate(kbps);
-                let now = encoder.stats().bitrate_kbps;
+                let applied = encoder.stats().bitrate_kbps;
+                self.metrics.video_bitrate_kbps.set(i64::from(applied));
+                self.metrics.video_bitrate_changes.inc();
                 self.stats
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .bitrate_kbps = now;
+                    .bitrate_kbps = applied;
             }
             Control::End => {}
         }

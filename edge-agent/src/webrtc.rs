@@ -1,8 +1,9 @@
 //! The WebRTC transport: a WHEP (RFC 9725) peer per player, fed by a live [`session`].
 //!
 //! [`Whep`] holds the peers of an edge. [`Whep::offer`] answers a browser's SDP offer with one
-//! `webrtc` peer connection that sends the session's H.264 (constrained baseline 42e01f,
-//! packetization-mode 1, one access unit per RTP timestamp) and Opus on the session clock, and
+//! `webrtc` peer connection that sends the session's H.264 (constrained baseline 42e01f, or
+//! high 640c1f with no B-frames when the client prefers it; packetization-mode 1, one access
+//! unit per RTP timestamp) and Opus on the session clock, and
 //! takes the player's inputs on two data channels (`"input"`: unordered, no retransmits, for
 //! pointer motion; `"control"`: ordered and reliable, for keys, buttons and acks). Every video
 //! packet carries the playout-delay extension with min = max = 0 so Chromium renders without a
@@ -23,8 +24,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use edgeplay_protocol::whep::{AckMessage, InputMessage, WireError};
-use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use edgeplay_protocol::whep::{AckMessage, H264Profile, InputMessage, WireError};
+use rtc::interceptor::{
+    Attribute, CongestionControlBuilder, Interceptor, Packet, Slot, StreamInfo, TaggedPacket,
+    TwccSenderBuilder,
+};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::codec::h264::H264Payloader;
@@ -47,17 +51,26 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
+use crate::rate::{EncoderRate, Estimate};
 use crate::session::{Control, MediaPacket, SessionHandle};
 
 /// The playout-delay RTP header extension (min/max delay in 10 ms units, 12 bits each).
 pub const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
-/// H.264 constrained baseline 3.1, single NAL / non-interleaved; the level may differ per side.
-pub const H264_FMTP: &str =
-    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+/// H.264 single NAL / non-interleaved, level 3.1 (the level may differ per side): the fmtp of
+/// `profile`.
+#[must_use]
+pub fn h264_fmtp(profile: H264Profile) -> String {
+    format!(
+        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={}",
+        profile.profile_level_id()
+    )
+}
 /// How long an ICE-disconnected player may come back before its session is freed.
 pub const VANISHED_GRACE: Duration = Duration::from_secs(3);
 /// How long a peer may take to connect after its answer before it is dropped.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often the peer's task moves the encoder to the congestion controller's estimate.
+pub const RATE_INTERVAL: Duration = Duration::from_millis(200);
 /// RTP payload size: below any path MTU with SRTP, extension and IP/UDP headers.
 const RTP_MTU: usize = 1200;
 const VIDEO_PT: u8 = 102;
@@ -85,11 +98,14 @@ pub enum WebRtcError {
         "the session secret is missing or wrong: send `Authorization: Bearer <secret>` with the secret of the 201"
     )]
     Forbidden,
-    /// ICE restarts are not supported yet.
+    /// `If-Match` names another ICE session than the current one (RFC 9725 section 4.3.1).
     #[error(
-        "ICE restart is not supported by this edge yet: DELETE the session and POST a new offer"
+        "If-Match names an ICE session this peer no longer has (the current ETag is {0}): use the ETag of the last 201 or ICE restart, or `*`"
     )]
-    IceRestart,
+    PreconditionFailed(String),
+    /// The WebRTC stack refused an ICE restart or a trickled candidate.
+    #[error("{0}; check the fragment (RFC 8840), or DELETE the session and POST a new offer")]
+    BadPatch(String),
 }
 
 fn internal(e: impl std::fmt::Display) -> WebRtcError {
@@ -101,10 +117,37 @@ fn internal(e: impl std::fmt::Display) -> WebRtcError {
 pub struct Answer {
     /// The resource id (unguessable, 128 bits): the session URL is `/v1/whep/{id}`.
     pub id: String,
-    /// The secret that authorises PATCH and DELETE (128 bits).
+    /// The secret that authorises PATCH (trickle ICE, ICE restart) and DELETE (128 bits).
     pub secret: String,
     /// The SDP answer, with every local ICE candidate (the edge does not trickle).
     pub sdp: String,
+    /// The entity tag of the ICE session (RFC 9725 section 4.3.1): the edge's quoted ufrag.
+    pub etag: String,
+}
+
+/// What a `PATCH` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Patched {
+    /// Candidates added to the current ICE session (204).
+    Trickled,
+    /// ICE restarted (200): the new ICE session's entity tag and the edge's new credentials and
+    /// candidates as a trickle-ICE fragment.
+    Restarted {
+        /// The new ICE session's entity tag.
+        etag: String,
+        /// The `application/trickle-ice-sdpfrag` body.
+        fragment: String,
+    },
+}
+
+/// The entity tag of the ICE session a local description describes: its quoted ufrag (unique
+/// per ICE session, and renewed by a restart).
+fn ice_etag(local_sdp: &str) -> String {
+    let ufrag = local_sdp
+        .lines()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix("a=ice-ufrag:"))
+        .unwrap_or_default();
+    format!("\"{ufrag}\"")
 }
 
 /// Counters of one peer (and, summed, of the edge).
@@ -118,6 +161,10 @@ pub struct PeerCounters {
     pub keyframe_requests: AtomicU64,
     /// Video access units sent.
     pub frames_sent: AtomicU64,
+    /// The encoder target this peer last asked for (kbit/s).
+    pub encoder_kbps: AtomicU64,
+    /// Encoder bitrate changes this peer asked for.
+    pub bitrate_changes: AtomicU64,
 }
 
 struct Peer {
@@ -125,6 +172,12 @@ struct Peer {
     pc: Arc<dyn PeerConnection>,
     stop: Notify,
     counters: PeerCounters,
+    /// The transport-cc estimate, written by the interceptor chain.
+    estimate: Arc<Estimate>,
+    /// Whether local ICE gathering is complete (it restarts with an ICE restart).
+    gathered: watch::Receiver<bool>,
+    /// One PATCH at a time: a restart is a whole offer/answer round.
+    patching: tokio::sync::Mutex<()>,
 }
 
 /// The WHEP peers of an edge.
@@ -171,7 +224,8 @@ impl Whep {
         self.len() == 0
     }
 
-    /// Answers `offer` with a peer that plays `session`; the peer ends the session when it ends.
+    /// Answers `offer` with a peer that plays `session` (encoding at `session_kbps`, the ceiling
+    /// of its congestion controller); the peer ends the session when it ends.
     ///
     /// # Errors
     /// The offer is malformed or cannot be answered.
@@ -179,19 +233,28 @@ impl Whep {
         self: &Arc<Self>,
         offer: &[u8],
         session: SessionHandle,
+        session_kbps: u32,
+        profile: H264Profile,
     ) -> Result<Answer, WebRtcError> {
         let sdp = edgeplay_protocol::whep::check_offer(offer)?.to_owned();
         let id = random_hex().map_err(internal)?;
         let secret = random_hex().map_err(internal)?;
         let span = info_span!("whep", session = %session.id(), peer = %&id[..8]);
-        let (pc, wiring) = negotiate(self.local_ip, sdp)
+        let (pc, wiring) = negotiate(self.local_ip, sdp, session_kbps, profile)
             .instrument(span.clone())
             .await?;
+        let counters = PeerCounters::default();
+        counters
+            .encoder_kbps
+            .store(u64::from(session_kbps), Ordering::Relaxed);
         let peer = Arc::new(Peer {
             secret: secret.clone(),
             pc,
             stop: Notify::new(),
-            counters: PeerCounters::default(),
+            counters,
+            estimate: Arc::clone(&wiring.estimate),
+            gathered: wiring.gathered.clone(),
+            patching: tokio::sync::Mutex::new(()),
         });
         let answer = wiring.answer.clone();
         self.peers().insert(id.clone(), Arc::clone(&peer));
@@ -199,7 +262,7 @@ impl Whep {
         let key = id.clone();
         tokio::spawn(
             async move {
-                run_peer(&peer, session, wiring).await;
+                run_peer(&peer, session, wiring, session_kbps).await;
                 end_peer(&whep, &key, &peer).await;
             }
             .instrument(span),
@@ -207,6 +270,7 @@ impl Whep {
         Ok(Answer {
             id,
             secret,
+            etag: ice_etag(&answer),
             sdp: answer,
         })
     }
@@ -223,40 +287,128 @@ impl Whep {
         }
     }
 
-    /// Adds the trickled ICE candidates of an SDP fragment (RFC 8840).
+    /// Applies a WHEP `PATCH` (RFC 9725 section 4.3): a trickle-ICE fragment (RFC 8840) with
+    /// more candidates for the current ICE session (`Ok(None)`: 204), or, when it carries a new
+    /// `a=ice-ufrag` and `a=ice-pwd`, an ICE restart: the peer connection takes the client's new
+    /// credentials and candidates as a renegotiation, restarts ICE with fresh local credentials,
+    /// and `Ok(Some(fragment))` carries those and the edge's candidates back (200). DTLS, SRTP,
+    /// the data channels and the session live on.
+    ///
+    /// `if_match` (the request's `If-Match`), when given and not `*`, must be the current ICE
+    /// session's entity tag.
     ///
     /// # Errors
-    /// Unknown peer, wrong secret, a fragment that asks for an ICE restart, or a bad candidate.
+    /// Unknown peer, wrong secret, a stale `If-Match`, a malformed fragment, a ufrag that is
+    /// neither the current one nor a restart (no password), or a candidate or restart the
+    /// stack refuses.
     pub async fn patch(
         &self,
         id: &str,
         secret: Option<&str>,
+        if_match: Option<&str>,
         fragment: &[u8],
-    ) -> Result<(), WebRtcError> {
+    ) -> Result<Patched, WebRtcError> {
+        use edgeplay_protocol::whep::{parse_fragment, restart_answer_fragment, restart_offer};
         let peer = self.authorised(id, secret)?;
-        let candidates = edgeplay_protocol::whep::fragment_candidates(fragment)?;
-        if let Some(ufrag) = edgeplay_protocol::whep::fragment_ufrag(fragment) {
-            let current = peer
+        let frag = parse_fragment(fragment)?;
+        let _one = peer.patching.lock().await;
+        if let Some(tag) = if_match.map(str::trim).filter(|t| *t != "*") {
+            let local = peer
                 .pc
-                .remote_description()
+                .local_description()
                 .await
                 .map(|d| d.sdp)
                 .unwrap_or_default();
-            if !current.contains(&format!("a=ice-ufrag:{ufrag}")) {
-                return Err(WebRtcError::IceRestart);
+            let etag = ice_etag(&local);
+            if tag != etag {
+                return Err(WebRtcError::PreconditionFailed(etag));
             }
         }
-        for (candidate, sdp_mid) in candidates {
-            peer.pc
-                .add_ice_candidate(RTCIceCandidateInit {
-                    candidate,
-                    sdp_mid,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| WebRtcError::Negotiation(format!("bad ICE candidate: {e}")))?;
-        }
-        Ok(())
+        let current = peer
+            .pc
+            .remote_description()
+            .await
+            .map(|d| d.sdp)
+            .unwrap_or_default();
+        let has_line = |prefix: &str, value: &str| {
+            current
+                .lines()
+                .filter_map(|l| l.trim_end_matches('\r').strip_prefix(prefix))
+                .any(|v| v == value)
+        };
+        let restart = match (&frag.ufrag, &frag.pwd) {
+            (Some(u), _) if has_line("a=ice-ufrag:", u) => {
+                if frag
+                    .pwd
+                    .as_deref()
+                    .is_some_and(|p| !has_line("a=ice-pwd:", p))
+                {
+                    return Err(WireError::BadFragment(
+                        "it keeps the ICE ufrag but changes the password: an ICE restart changes both",
+                    )
+                    .into());
+                }
+                None
+            }
+            (Some(u), Some(p)) => Some((u, p)),
+            (Some(_), None) => {
+                return Err(WireError::BadFragment(
+                    "its `a=ice-ufrag` is not this session's: for an ICE restart send the new `a=ice-pwd` too; to trickle, use the current ufrag",
+                )
+                .into());
+            }
+            (None, _) => None,
+        };
+        let Some((ufrag, pwd)) = restart else {
+            for (candidate, sdp_mid) in frag.candidates {
+                peer.pc
+                    .add_ice_candidate(RTCIceCandidateInit {
+                        candidate,
+                        sdp_mid,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| WebRtcError::BadPatch(format!("bad ICE candidate: {e}")))?;
+            }
+            return Ok(Patched::Trickled);
+        };
+        let offer = restart_offer(&current, ufrag, pwd, &frag.candidates)?;
+        let refused = |e: webrtc::error::Error| {
+            WebRtcError::BadPatch(format!("the ICE restart was refused: {e}"))
+        };
+        let mut gathered = peer.gathered.clone();
+        gathered.mark_unchanged();
+        peer.pc
+            .set_remote_description(RTCSessionDescription::offer(offer).map_err(refused)?)
+            .await
+            .map_err(refused)?;
+        let answer = peer.pc.create_answer(None).await.map_err(refused)?;
+        peer.pc
+            .set_local_description(answer)
+            .await
+            .map_err(refused)?;
+        // The restart may re-gather (host candidates: milliseconds) or keep its candidates.
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            if gathered.changed().await.is_ok() {
+                let _ = gathered.wait_for(|g| *g).await;
+            }
+        })
+        .await;
+        let local = peer
+            .pc
+            .local_description()
+            .await
+            .ok_or_else(|| internal("no local description after the ICE restart"))?
+            .sdp;
+        let fragment = restart_answer_fragment(&local)?;
+        info!(
+            candidates = fragment.matches("a=candidate:").count(),
+            "ICE restarted"
+        );
+        Ok(Patched::Restarted {
+            etag: ice_etag(&local),
+            fragment,
+        })
     }
 
     /// Ends a peer and its session (the answer comes before the teardown finishes).
@@ -275,13 +427,31 @@ impl Whep {
     /// # Errors
     /// Unknown peer or wrong secret.
     pub fn stats(&self, id: &str, secret: Option<&str>) -> Result<serde_json::Value, WebRtcError> {
-        let c = &self.authorised(id, secret)?.counters;
+        let peer = self.authorised(id, secret)?;
+        let (c, e) = (&peer.counters, &peer.estimate);
         Ok(serde_json::json!({
             "inputs": c.inputs.load(Ordering::Relaxed),
             "garbage": c.garbage.load(Ordering::Relaxed),
             "keyframe_requests": c.keyframe_requests.load(Ordering::Relaxed),
             "frames_sent": c.frames_sent.load(Ordering::Relaxed),
+            "encoder_kbps": c.encoder_kbps.load(Ordering::Relaxed),
+            "bitrate_changes": c.bitrate_changes.load(Ordering::Relaxed),
+            "estimate_bps": e.bps().round(),
+            "delay_based_bps": e.delay_bps().round(),
+            "loss_based_bps": e.loss_bps().round(),
+            "loss": e.loss(),
+            "twcc_feedbacks": e.feedbacks(),
         }))
+    }
+
+    /// The sum of the live peers' transport-cc estimates, bit/s (for `/metrics`).
+    #[must_use]
+    pub fn estimate_sum_bps(&self) -> f64 {
+        self.peers()
+            .values()
+            .filter(|p| p.estimate.feedbacks() > 0)
+            .map(|p| p.estimate.bps())
+            .sum()
     }
 
     /// Asks every peer to stop (server shutdown).
@@ -308,6 +478,7 @@ async fn end_peer(whep: &Weak<Whep>, id: &str, peer: &Arc<Peer>) {
 /// What the peer's task needs once the answer is out.
 struct Wiring {
     answer: String,
+    gathered: watch::Receiver<bool>,
     state: watch::Receiver<RTCPeerConnectionState>,
     channels: mpsc::Receiver<Arc<dyn DataChannel>>,
     video: Arc<TrackLocalStaticRTP>,
@@ -316,6 +487,7 @@ struct Wiring {
     audio: Arc<TrackLocalStaticRTP>,
     audio_sender: Arc<dyn RtpSender>,
     audio_ssrc: u32,
+    estimate: Arc<Estimate>,
 }
 
 struct Events {
@@ -327,9 +499,8 @@ struct Events {
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Events {
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        if state == RTCIceGatheringState::Complete {
-            let _ = self.gathered.send(true);
-        }
+        // Back to false when an ICE restart gathers again.
+        let _ = self.gathered.send(state == RTCIceGatheringState::Complete);
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
@@ -407,13 +578,13 @@ fn feedback(typ: &str, parameter: &str) -> RTCPFeedback {
     }
 }
 
-fn video_codec() -> RTCRtpCodecParameters {
+fn video_codec(profile: H264Profile) -> RTCRtpCodecParameters {
     RTCRtpCodecParameters {
         rtp_codec: RTCRtpCodec {
             mime_type: rtc::peer_connection::configuration::media_engine::MIME_TYPE_H264.to_owned(),
             clock_rate: 90_000,
             channels: 0,
-            sdp_fmtp_line: H264_FMTP.to_owned(),
+            sdp_fmtp_line: h264_fmtp(profile),
             rtcp_feedback: vec![
                 feedback("nack", ""),
                 feedback("nack", "pli"),
@@ -469,8 +640,10 @@ fn local_track(
 async fn negotiate(
     local_ip: IpAddr,
     offer: String,
+    session_kbps: u32,
+    profile: H264Profile,
 ) -> Result<(Arc<dyn PeerConnection>, Wiring), WebRtcError> {
-    let (video_codec, audio_codec) = (video_codec(), audio_codec());
+    let (video_codec, audio_codec) = (video_codec(profile), audio_codec());
     let mut media = MediaEngine::default();
     media
         .register_codec(video_codec.clone(), RtpCodecKind::Video)
@@ -487,8 +660,19 @@ async fn negotiate(
             None,
         )
         .map_err(internal)?;
+    // The defaults register the transport-cc extension and feedback (and answer a peer's own
+    // media with feedback); the sender half numbers every outgoing packet transport-wide, and
+    // the congestion-control interceptor (wire-most) records departures, joins the player's
+    // feedback to them and drives the estimator.
+    let estimator = crate::rate::estimator(session_kbps);
+    let estimate = estimator.estimate();
     let registry = register_default_interceptors(Registry::new(), &mut media)
         .map_err(internal)?
+        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        .with(
+            Slot::CongestionControl,
+            CongestionControlBuilder::new(estimator).build(),
+        )
         // Application-most, so the other interceptors see every RTCP packet first.
         .with(Slot::from(14_000), KeyframeRequests::default());
     let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
@@ -540,11 +724,12 @@ async fn negotiate(
             .sdp;
         if !answer.contains("H264") {
             return Err(WebRtcError::Negotiation(
-                "the offer has no H.264 (constrained baseline, packetization-mode=1) this edge can send".into(),
+                "the offer has no H.264 (constrained baseline 42e01f or high 640c1f, packetization-mode=1) this edge can send".into(),
             ));
         }
         Ok(Wiring {
             answer,
+            gathered: gathered.clone(),
             state,
             channels,
             video,
@@ -553,6 +738,7 @@ async fn negotiate(
             audio,
             audio_sender,
             audio_ssrc,
+            estimate,
         })
     }
     .await;
@@ -730,7 +916,7 @@ fn is_gone(state: RTCPeerConnectionState) -> bool {
     clippy::too_many_lines,
     reason = "one select loop reads best in one piece"
 )]
-async fn run_peer(peer: &Arc<Peer>, session: SessionHandle, mut w: Wiring) {
+async fn run_peer(peer: &Arc<Peer>, session: SessionHandle, mut w: Wiring, session_kbps: u32) {
     let connected = tokio::select! {
         () = peer.stop.notified() => false,
         r = tokio::time::timeout(CONNECT_TIMEOUT, w.state.wait_for(|s| {
@@ -767,6 +953,9 @@ async fn run_peer(peer: &Arc<Peer>, session: SessionHandle, mut w: Wiring) {
     let mut control: Option<Arc<dyn DataChannel>> = None;
     let mut started = false;
     let mut vanished_at: Option<tokio::time::Instant> = None;
+    let mut rate = EncoderRate::new(session_kbps);
+    let mut rate_tick = tokio::time::interval(RATE_INTERVAL);
+    rate_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let deadline = vanished_at.map(|t| t + VANISHED_GRACE);
         tokio::select! {
@@ -805,6 +994,20 @@ async fn run_peer(peer: &Arc<Peer>, session: SessionHandle, mut w: Wiring) {
                     tasks.spawn(read_channel(channel, label, ctl_tx.clone(), Arc::clone(peer)));
                 } else {
                     warn!(%label, "unknown data channel: this edge reads `input` and `control`");
+                }
+            }
+            _ = rate_tick.tick() => {
+                // Until the first feedback the estimate is a guess: leave the encoder alone.
+                if w.estimate.feedbacks() == 0 {
+                    continue;
+                }
+                if let Some(kbps) = rate.on_estimate(w.estimate.bps()) {
+                    debug!(kbps, estimate = w.estimate.bps(), "encoder bitrate follows the estimate");
+                    peer.counters.encoder_kbps.store(u64::from(kbps), Ordering::Relaxed);
+                    peer.counters.bitrate_changes.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = session.send(Control::SetBitrate { kbps }) {
+                        warn!(error = %e, "session refused a bitrate change");
+                    }
                 }
             }
             Some(ctl) = ctl_rx.recv() => {

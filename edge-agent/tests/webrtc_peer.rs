@@ -1,8 +1,10 @@
 //! A `webrtc`-crate client peer against `edge-agent run --dev` on loopback, reading what the
 //! edge really puts on the wire (after SRTP): the playout-delay extmap in the SDP answer and
 //! its 3-byte value `00 00 00` on every video packet, the SPS of the first keyframe, a keyframe
-//! after a PLI (and no more than the rate limit allows), garbage on both data channels counted
-//! and dropped, and the session freed within 10 s of the player vanishing without a word.
+//! after a PLI (and no more than the rate limit allows), transport-cc negotiated and the
+//! encoder following the congestion controller fed by the client's TWCC feedback, garbage on
+//! both data channels counted and dropped, trickle ICE and an ICE restart by PATCH with the
+//! media flowing on, and the session freed within 10 s of the player vanishing without a word.
 
 mod support;
 
@@ -28,6 +30,8 @@ use webrtc::peer_connection::{
 };
 
 const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
+const TRANSPORT_CC_URI: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 
 /// What the test keeps of one received video RTP packet.
 #[derive(Debug)]
@@ -113,24 +117,31 @@ struct Client {
 /// A receive-only player like the browser's: H.264 42e01f + Opus, the playout-delay extension,
 /// and the two data channels; returns once its offer holds every ICE candidate.
 async fn client() -> Client {
+    client_offering(&["42e01f"]).await
+}
+
+/// The same player offering H.264 with these profile-level-ids, in this order of preference.
+async fn client_offering(profiles: &[&str]) -> Client {
     let mut media = MediaEngine::default();
-    media
-        .register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: RTCRtpCodec {
-                    mime_type: MIME_TYPE_H264.to_owned(),
-                    clock_rate: 90_000,
-                    channels: 0,
-                    sdp_fmtp_line:
-                        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
-                            .to_owned(),
-                    rtcp_feedback: vec![],
+    for (pt, profile) in (102u8..).step_by(2).zip(profiles) {
+        media
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: RTCRtpCodec {
+                        mime_type: MIME_TYPE_H264.to_owned(),
+                        clock_rate: 90_000,
+                        channels: 0,
+                        sdp_fmtp_line: format!(
+                            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}"
+                        ),
+                        rtcp_feedback: vec![],
+                    },
+                    payload_type: pt,
                 },
-                payload_type: 102,
-            },
-            RtpCodecKind::Video,
-        )
-        .expect("H.264");
+                RtpCodecKind::Video,
+            )
+            .expect("H.264");
+    }
     media
         .register_codec(
             RTCRtpCodecParameters {
@@ -306,7 +317,7 @@ fn stats(edge: &Edge, location: &str, secret: &str) -> (u16, serde_json::Value) 
 }
 
 /// One peer's whole life against one edge (a session costs a render + encode loop, so the
-/// behaviours share it), in order: answer, RTP, SPS, PLI, garbage, vanish.
+/// behaviours share it), in order: answer, RTP, SPS, PLI, bitrate, garbage, PATCH, vanish.
 #[test]
 #[allow(clippy::too_many_lines, reason = "one session's life, step by step")]
 fn webrtc_rs_peer_sees_playout_delay_keyframes_on_pli_counted_garbage_and_is_freed_on_vanish() {
@@ -359,6 +370,23 @@ fn webrtc_rs_peer_sees_playout_delay_keyframes_on_pli_counted_garbage_and_is_fre
     assert!(
         video_section.contains("level-asymmetry-allowed=1"),
         "{video_section}"
+    );
+    assert!(
+        video_section.contains("profile-level-id=42e01f") && !video_section.contains("640c1f"),
+        "only baseline offered: baseline answered\n{video_section}"
+    );
+    // transport-cc is negotiated: the extension and the feedback type on the video codec.
+    assert!(
+        video_section
+            .lines()
+            .any(|l| l.starts_with("a=extmap:") && l.trim_end().ends_with(TRANSPORT_CC_URI)),
+        "no transport-cc extmap in the answer:\n{video_section}"
+    );
+    assert!(
+        video_section
+            .lines()
+            .any(|l| l.starts_with("a=rtcp-fb:") && l.trim_end().ends_with(" transport-cc")),
+        "no transport-cc feedback in the answer:\n{video_section}"
     );
 
     rt.block_on(async {
@@ -478,6 +506,47 @@ fn webrtc_rs_peer_sees_playout_delay_keyframes_on_pli_counted_garbage_and_is_fre
         "PLIs counted: {s}"
     );
 
+    // 3b. The player's TWCC feedback drives the congestion controller, and the encoder follows
+    // its estimate: it starts at half the session's 6000 kbit/s and climbs on an empty path.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let s = loop {
+        let (_, s) = stats(&edge, &location, &secret);
+        let changes = s["bitrate_changes"].as_u64().unwrap_or(0);
+        if changes >= 2 || Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("congestion control: {s}");
+    assert!(
+        s["twcc_feedbacks"].as_u64().unwrap_or(0) > 0,
+        "TWCC feedback read: {s}"
+    );
+    assert!(
+        s["bitrate_changes"].as_u64().unwrap_or(0) >= 2,
+        "encoder moved: {s}"
+    );
+    let kbps = s["encoder_kbps"].as_u64().unwrap_or(0);
+    assert!((100..=6000).contains(&kbps), "{s}");
+    let estimate = s["estimate_bps"].as_f64().unwrap_or(0.0);
+    assert!(estimate > 100_000.0, "{s}");
+    let (status, _, metrics) = edge.request("GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    let metric = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{metrics}"))
+    };
+    assert!(metric("edgeplay_edge_video_bitrate_changes_total ") >= 2.0);
+    let applied = metric("edgeplay_edge_video_bitrate_kbps ");
+    // The session started the encoder at 6000; the controller's first word halves it.
+    assert!(
+        (100.0..6000.0).contains(&applied),
+        "the encoder's own bitrate changed: {applied} kbit/s"
+    );
+    assert!(metric("edgeplay_edge_webrtc_estimate_bps ") > 100_000.0);
+
     // 4. Garbage on both channels is counted and dropped; a real input after it still applies.
     rt.block_on(async {
         wait_open(&c.control).await;
@@ -528,7 +597,166 @@ fn webrtc_rs_peer_sees_playout_delay_keyframes_on_pli_counted_garbage_and_is_fre
     assert_eq!(s["garbage"], 7, "garbage counted: {s}");
     assert_eq!(s["inputs"], 1, "only the real input taken for one: {s}");
 
-    // 5. The player vanishes: no DELETE, no DTLS close; its session is freed within 10 s.
+    // 5. PATCH: a trickle with the current ufrag is taken (204); a foreign ufrag without a
+    // password, garbage, bad credentials and a wrong type are refused with the reason; then an
+    // ICE restart: the client's new credentials in, the edge's new ones out (200), the old
+    // ufrag is no longer the session's, and the media keeps flowing.
+    let auth = format!("Bearer {secret}");
+    let frag_type = ("Content-Type", "application/trickle-ice-sdpfrag");
+    let first_attr = |sdp: &str, prefix: &str| {
+        sdp.lines()
+            .find_map(|l| l.trim_end().strip_prefix(prefix).map(str::to_owned))
+            .unwrap_or_else(|| panic!("no {prefix} in {sdp}"))
+    };
+    let old_ufrag = first_attr(&c.offer, "a=ice-ufrag:");
+    let mid = first_attr(&c.offer, "a=mid:");
+    let candidate = first_attr(&c.offer, "a=candidate:");
+    let patch_if = |body: &[u8], content_type: &str, if_match: &str| {
+        edge.request(
+            "PATCH",
+            &location,
+            &[
+                ("Content-Type", content_type),
+                ("Authorization", &auth),
+                ("If-Match", if_match),
+            ],
+            body,
+        )
+    };
+    let patch = |body: &[u8], content_type: &str| patch_if(body, content_type, "*");
+    // The ICE session's entity tag (RFC 9725 section 4.3.1) came with the 201.
+    let etag = support::header(&headers, "etag")
+        .expect("an ETag with the 201")
+        .to_owned();
+    let trickle = format!("a=ice-ufrag:{old_ufrag}\r\na=mid:{mid}\r\na=candidate:{candidate}\r\n");
+    let (status, _, body) = patch_if(trickle.as_bytes(), frag_type.1, &etag);
+    assert_eq!(status, 204, "trickle with the current ufrag: {body}");
+    let (status, _, body) = patch_if(trickle.as_bytes(), frag_type.1, "\"stale\"");
+    assert_eq!(status, 412, "If-Match of another ICE session: {body}");
+    for (bad, why) in [
+        (&b"a=ice-ufrag:nope1234\r\n"[..], "a=ice-pwd"),
+        (b"\xff\xfe", "UTF-8"),
+        (b"a=ice-ufrag:x\r\n", "4 to 256"),
+        (b"garbage\r\n", "x=value"),
+    ] {
+        let (status, _, body) = patch(bad, frag_type.1);
+        assert_eq!(status, 400, "{bad:?}: {body}");
+        assert!(body.contains(why), "{bad:?}: {body}");
+    }
+    let (status, _, _) = patch(trickle.as_bytes(), "text/plain");
+    assert_eq!(status, 415);
+
+    let restart_offer = rt.block_on(async {
+        c.pc.restart_ice().await.expect("restartIce");
+        let offer = c.pc.create_offer(None).await.expect("restart offer");
+        c.pc.set_local_description(offer)
+            .await
+            .expect("local restart offer");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        c.pc.local_description().await.expect("restart offer").sdp
+    });
+    let new_ufrag = first_attr(&restart_offer, "a=ice-ufrag:");
+    assert_ne!(new_ufrag, old_ufrag, "restartIce gives new credentials");
+    let mut fragment = format!(
+        "a=ice-ufrag:{new_ufrag}\r\na=ice-pwd:{}\r\na=mid:{mid}\r\n",
+        first_attr(&restart_offer, "a=ice-pwd:")
+    );
+    for l in restart_offer
+        .lines()
+        .filter(|l| l.starts_with("a=candidate:"))
+    {
+        fragment.push_str(l.trim_end());
+        fragment.push_str("\r\n");
+    }
+    let restarted = Instant::now();
+    let (status, headers, body) = patch(fragment.as_bytes(), frag_type.1);
+    assert_eq!(status, 200, "ICE restart: {body}");
+    assert_eq!(
+        support::header(&headers, "content-type"),
+        Some("application/trickle-ice-sdpfrag")
+    );
+    let edge_frag = edgeplay_protocol::whep::parse_fragment(body.as_bytes()).expect("a fragment");
+    let (edge_ufrag, edge_pwd) = (
+        edge_frag.ufrag.clone().expect("the edge's new ufrag"),
+        edge_frag.pwd.clone().expect("the edge's new pwd"),
+    );
+    assert_ne!(
+        edge_ufrag,
+        first_attr(&answer, "a=ice-ufrag:"),
+        "the edge restarted with new credentials: {body}"
+    );
+    assert!(
+        !edge_frag.candidates.is_empty(),
+        "the edge's candidates: {body}"
+    );
+    let new_etag = support::header(&headers, "etag").expect("a new ETag");
+    assert_eq!(new_etag, format!("\"{edge_ufrag}\""));
+    assert_ne!(new_etag, etag);
+    let new_answer = edgeplay_protocol::whep::restart_offer(
+        &answer,
+        &edge_ufrag,
+        &edge_pwd,
+        &edge_frag.candidates,
+    )
+    .expect("the restart answer");
+    let after = rt.block_on(async {
+        c.pc.set_remote_description(
+            RTCSessionDescription::answer(new_answer).expect("restart answer"),
+        )
+        .await
+        .expect("remote restart answer");
+        while c.video.try_recv().is_ok() {}
+        // Past the ICE agent's 5 s consent timeout: media on a pair whose credentials were
+        // not taken would stop by then.
+        collect(&mut c.video, Duration::from_secs(7), |_| false).await
+    });
+    let frames_after = after
+        .iter()
+        .map(|p| p.timestamp)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    eprintln!(
+        "ICE restart: {} video packets ({frames_after} frames) in the {:.1} s after the PATCH",
+        after.len(),
+        restarted.elapsed().as_secs_f64()
+    );
+    let gap = after
+        .windows(2)
+        .map(|w| w[1].at - w[0].at)
+        .max()
+        .unwrap_or_default();
+    let first = after.first().map(|p| p.at - restarted);
+    eprintln!("  first packet {first:?} after the PATCH, largest gap {gap:?}");
+    assert!(
+        after.len() >= 200,
+        "media after the ICE restart: {} packets",
+        after.len()
+    );
+    let last = after.last().map_or(Duration::MAX, |p| p.at.elapsed());
+    assert!(
+        last < Duration::from_secs(1),
+        "media still flows 7 s after the restart (last packet {last:?} ago)"
+    );
+    assert_eq!(
+        *c.state.borrow(),
+        RTCPeerConnectionState::Connected,
+        "still connected after the restart"
+    );
+    // The old ufrag is no longer the session's: trickling with it is refused.
+    let (status, _, body) = patch(trickle.as_bytes(), frag_type.1);
+    assert_eq!(
+        status, 400,
+        "old-generation trickle after the restart: {body}"
+    );
+    let (status, _, body) = patch_if(b"a=end-of-candidates\r\n", frag_type.1, &etag);
+    assert_eq!(
+        status, 412,
+        "the old ICE session's tag after the restart: {body}"
+    );
+    let (status, s) = stats(&edge, &location, &secret);
+    assert_eq!(status, 200, "the session lives on: {s}");
+
+    // 6. The player vanishes: no DELETE, no DTLS close; its session is freed within 10 s.
     rt.shutdown_background();
     std::mem::forget(c);
     let vanished = Instant::now();
@@ -545,4 +773,77 @@ fn webrtc_rs_peer_sees_playout_delay_keyframes_on_pli_counted_garbage_and_is_fre
     };
     eprintln!("vanished player freed in {:.1} s", freed.as_secs_f64());
     assert!(freed <= Duration::from_secs(10), "freed in {freed:?}");
+}
+
+/// A client that prefers high (640c1f first, 42e01f after) gets high: the answer names 640c1f
+/// and the SPS on the wire says profile_idc 100 (no B-frames: the encoder test checks the slices).
+#[test]
+fn a_client_preferring_high_profile_gets_high_profile() {
+    let edge = Edge::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    let mut c = rt.block_on(client_offering(&["640c1f", "42e01f"]));
+    let auth = format!("Bearer {}", edge.token);
+    let (status, headers, answer) = edge.request(
+        "POST",
+        "/v1/whep",
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Authorization", &auth),
+        ],
+        c.offer.as_bytes(),
+    );
+    assert_eq!(status, 201, "{answer}");
+    let video_section = answer
+        .split("m=")
+        .find(|s| s.starts_with("video"))
+        .expect("a video m-section in the answer");
+    assert!(
+        video_section.contains("profile-level-id=640c1f") && !video_section.contains("42e01f"),
+        "high answered:\n{video_section}"
+    );
+    rt.block_on(async {
+        c.pc.set_remote_description(RTCSessionDescription::answer(answer.clone()).expect("answer"))
+            .await
+            .expect("remote answer");
+        let connected = tokio::time::timeout(
+            Duration::from_secs(20),
+            c.state
+                .wait_for(|s| *s == RTCPeerConnectionState::Connected),
+        )
+        .await;
+        assert!(matches!(connected, Ok(Ok(_))), "the peer did not connect");
+    });
+    let got = rt.block_on(collect(&mut c.video, Duration::from_secs(30), |got| {
+        got.iter().any(|p| sps(&p.payload).is_some())
+    }));
+    let sps = got
+        .iter()
+        .find_map(|p| sps(&p.payload))
+        .expect("an SPS in the first keyframe");
+    eprintln!(
+        "high: SPS profile_idc {} constraints {:#04x} level_idc {}",
+        sps[1], sps[2], sps[3]
+    );
+    assert_eq!(sps[1], 100, "profile_idc: high");
+    assert_eq!(sps[3], 32, "level_idc: 3.2 for 720p60");
+    let location = support::header(&headers, "location")
+        .expect("Location")
+        .to_owned();
+    let secret = support::header(&headers, "edgeplay-session-secret")
+        .expect("secret")
+        .to_owned();
+    let (status, _, _) = edge.request(
+        "DELETE",
+        &location,
+        &[("Authorization", &format!("Bearer {secret}"))],
+        b"",
+    );
+    assert_eq!(status, 200);
+    rt.block_on(async {
+        let _ = c.pc.close().await;
+    });
 }

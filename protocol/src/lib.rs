@@ -9,11 +9,13 @@
 //! - [`input`]: input events and the JSON-lines input script format.
 //! - [`game`]: the deterministic demo game, a pure function of (seed, ordered input log).
 //! - [`media`]: the QUIC media protocol (frame header, control messages, input datagrams).
+//! - [`gcc`]: the WebRTC sender's delay-based congestion controller over transport-cc feedback.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod coords;
 pub mod game;
+pub mod gcc;
 pub mod hash;
 pub mod input;
 pub mod media;

@@ -52,6 +52,22 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "chromium",
         "headless browser for the web player's end-to-end test",
     ),
+    (
+        "xvfb",
+        "a virtual X server for edgeplay-play's window-mode test",
+    ),
+    (
+        "xdotool",
+        "presses keys and moves the mouse in edgeplay-play's window-mode test",
+    ),
+    (
+        "libx11-6",
+        "Xlib, loaded at run time by edgeplay-play's window (minifb)",
+    ),
+    (
+        "libxcursor1",
+        "Xcursor, loaded at run time by edgeplay-play's window (minifb)",
+    ),
 ];
 
 /// GStreamer elements the media path needs, with the package that ships each.

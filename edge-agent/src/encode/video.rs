@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+pub use edgeplay_protocol::whep::H264Profile;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
@@ -136,12 +137,21 @@ pub struct VideoEncoder {
 }
 
 impl VideoEncoder {
-    /// Builds and starts the pipeline.
+    /// Builds and starts the pipeline, encoding constrained baseline.
     ///
     /// # Errors
     /// [`EncodeError::InvalidConfig`], [`EncodeError::MissingElement`], or
     /// [`EncodeError::Pipeline`] when the pipeline does not start.
     pub fn new(cfg: &VideoConfig) -> Result<Self, EncodeError> {
+        Self::with_profile(cfg, H264Profile::ConstrainedBaseline)
+    }
+
+    /// Builds and starts the pipeline, encoding `profile` (the one a WebRTC peer negotiated);
+    /// never with B-frames.
+    ///
+    /// # Errors
+    /// As [`Self::new`].
+    pub fn with_profile(cfg: &VideoConfig, profile: H264Profile) -> Result<Self, EncodeError> {
         init()?;
         cfg.validate()?;
         require("h264parse")?;
@@ -168,7 +178,7 @@ impl VideoEncoder {
             // Unbounded: `encode` pulls each frame before pushing the next, so it holds ≤ 1.
             .max_bytes(0)
             .build();
-        let (encoder, encoder_caps) = make_encoder(cfg)?;
+        let (encoder, encoder_caps) = make_encoder(cfg, profile)?;
         let parse = make("h264parse")?;
         parse.set_property("config-interval", -1i32);
         let sink = gst_app::AppSink::builder()
@@ -214,6 +224,7 @@ impl VideoEncoder {
             height = cfg.height,
             fps = cfg.fps,
             bitrate_kbps = cfg.bitrate_kbps,
+            ?profile,
             "video encoder started"
         );
         Ok(Self {
@@ -451,8 +462,12 @@ fn force_key_unit_event() -> gst::Event {
     gst::event::CustomDownstream::new(structure)
 }
 
-/// The configured encoder element and the caps to ask of its output.
-fn make_encoder(cfg: &VideoConfig) -> Result<(gst::Element, gst::Caps), EncodeError> {
+/// The configured encoder element and the caps to ask of its output (the capsfilter after the
+/// encoder fixes the negotiated profile).
+fn make_encoder(
+    cfg: &VideoConfig,
+    profile: H264Profile,
+) -> Result<(gst::Element, gst::Caps), EncodeError> {
     match &cfg.encoder {
         EncoderKind::X264 => {
             let enc = make("x264enc")?;
@@ -472,12 +487,22 @@ fn make_encoder(cfg: &VideoConfig) -> Result<(gst::Element, gst::Caps), EncodeEr
             enc.set_property("bitrate", cfg.bitrate_kbps);
             enc.set_property("byte-stream", true);
             // Constrained baseline: what every WebRTC H.264 decoder takes; ultrafast uses no
-            // CABAC or 8x8 transforms anyway, so this costs nothing. x264enc takes the level of
-            // the caps after it into the SPS: the smallest that fits the picture and rate, so a
-            // decoder sizes its buffers right (WebRTC offers 42e01f with
-            // level-asymmetry-allowed=1, so a higher level than 3.1 is fine to send).
+            // CABAC or 8x8 transforms anyway, so this costs nothing. High: x264 names the
+            // profile its tools need, so CABAC and 8x8 transforms go on (and B-frames stay
+            // off: they would add a frame of latency). x264enc takes the level of the caps
+            // after it into the SPS: the smallest that fits the picture and rate, so a decoder
+            // sizes its buffers right (WebRTC offers level 3.1 with level-asymmetry-allowed=1,
+            // so a higher level is fine to send).
+            let caps_profile = match profile {
+                H264Profile::ConstrainedBaseline => "constrained-baseline",
+                H264Profile::High => {
+                    enc.set_property("cabac", true);
+                    enc.set_property("dct8x8", true);
+                    "high"
+                }
+            };
             let caps = gst::Caps::builder("video/x-h264")
-                .field("profile", "constrained-baseline")
+                .field("profile", caps_profile)
                 .field(
                     "level",
                     h264_level(cfg.width, cfg.height, cfg.fps, cfg.bitrate_kbps),
@@ -506,7 +531,14 @@ fn make_encoder(cfg: &VideoConfig) -> Result<(gst::Element, gst::Caps), EncodeEr
             };
             try_set(&enc, "gop-size", &gop);
             try_set(&enc, "bitrate", &cfg.bitrate_kbps.to_string());
-            Ok((enc, gst::Caps::new_empty_simple("video/x-h264")))
+            let caps = match profile {
+                // NVENC's default is main or high by preset; ask for what was negotiated.
+                H264Profile::High => gst::Caps::builder("video/x-h264")
+                    .field("profile", "high")
+                    .build(),
+                H264Profile::ConstrainedBaseline => gst::Caps::new_empty_simple("video/x-h264"),
+            };
+            Ok((enc, caps))
         }
     }
 }
