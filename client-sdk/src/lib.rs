@@ -8,7 +8,16 @@
 //!   the next keyframe, which the SDK asks for on its own;
 //! - [`Session::send_input`] numbers an input and sends it in a datagram together with every
 //!   input the edge has not acknowledged yet, until the edge's committed number covers it;
-//! - [`Session::stats`] and [`Session::close`].
+//! - [`Session::next_audio`] yields the game's Opus audio decoded to 48 kHz PCM, stamped on
+//!   the frames' clock so the application plays it in sync with the pictures;
+//! - [`Session::next_event`] yields [`SessionEvent`]s: connected, degraded (stalled, skipping,
+//!   high RTT), recovered, closed (reconnecting is reserved for failover);
+//! - [`Session::next_media`] serves frames, audio and events from one loop;
+//! - [`Session::stats`] (fps, bitrate, RTT, loss, decode time, glass-to-glass and
+//!   input-to-photon percentiles read from the frame stamps) and [`Session::close`].
+//!
+//! While running, the SDK reports every frame's receive time to the edge on the control
+//! stream; the edge's rate controller sets the encoder's bitrate from them.
 //!
 //! [`Client::connect_via_broker`] ([`broker`]) does all of it from a broker URL alone.
 //!
@@ -32,6 +41,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+mod audio;
 pub mod broker;
 mod decode;
 #[allow(
@@ -39,6 +49,7 @@ mod decode;
     reason = "a C ABI takes raw pointers and exports unmangled symbols; this is the only module"
 )]
 pub mod ffi;
+mod health;
 mod pin;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -55,25 +66,94 @@ use edgeplay_protocol::media::{
     self, ControlMessage, Datagram, FRAME_HEADER_LEN, FrameHeader, InputRun, ReceiveReport,
     close_code,
 };
+use edgeplay_protocol::stamp::read_luma;
 use quinn::VarInt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info_span, trace, warn};
 
+pub use audio::{AUDIO_CHANNELS, AUDIO_RATE, AudioChunk};
+/// The header the edge sent with a frame (frame number, render time, pts, keyframe).
+///
+/// ```no_run
+/// # async fn demo(mut session: edgeplay_client::Session) {
+/// let header: edgeplay_client::Header = session.next_frame().await.unwrap().header;
+/// println!("pts {} µs, keyframe {}", header.pts_us, header.keyframe);
+/// # }
+/// ```
 pub use edgeplay_protocol::media::FrameHeader as Header;
+/// The stamp the edge draws into every picture, read back by the SDK into [`Frame::stamp`].
+///
+/// ```no_run
+/// # async fn demo(mut session: edgeplay_client::Session) {
+/// let stamp: Option<edgeplay_client::Stamp> = session.next_frame().await.unwrap().stamp;
+/// if let Some(s) = stamp { println!("tick {} state {:016x}", s.tick, s.state_hash); }
+/// # }
+/// ```
+pub use edgeplay_protocol::stamp::Stamp;
+pub use health::{Degradation, SessionEvent};
 
 /// How long the edge has to welcome a session (it builds a GPU target and encoders first).
+///
+/// ```
+/// assert!(edgeplay_client::WELCOME_TIMEOUT.as_secs() >= 10);
+/// ```
 pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
 /// Decoded frames buffered for the application before new ones are dropped.
+///
+/// ```
+/// assert!(edgeplay_client::FRAME_BUFFER >= 1);
+/// ```
 pub const FRAME_BUFFER: usize = 64;
 /// How often unacknowledged inputs are sent again.
+///
+/// ```
+/// assert!(edgeplay_client::INPUT_RESEND < std::time::Duration::from_millis(100));
+/// ```
 pub const INPUT_RESEND: Duration = Duration::from_millis(15);
 /// How long a gap may wait for its frame before the SDK skips to a later keyframe.
+///
+/// ```
+/// assert!(edgeplay_client::GAP_PATIENCE < std::time::Duration::from_secs(1));
+/// ```
 pub const GAP_PATIENCE: Duration = Duration::from_millis(150);
 /// The shortest time between two keyframe requests.
+///
+/// ```
+/// assert!(edgeplay_client::KEYFRAME_REQUEST_INTERVAL >= edgeplay_client::GAP_PATIENCE);
+/// ```
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
+/// Decoded audio chunks buffered for the application before new ones are dropped.
+///
+/// ```
+/// assert!(edgeplay_client::AUDIO_BUFFER >= 100); // a second of 10 ms chunks
+/// ```
+pub const AUDIO_BUFFER: usize = 256;
+/// Events buffered for the application before new ones are dropped.
+///
+/// ```
+/// assert!(edgeplay_client::EVENT_BUFFER >= 1);
+/// ```
+pub const EVENT_BUFFER: usize = 64;
+/// Latency samples (glass-to-glass, input-to-photon) the percentiles in [`Stats`] cover.
+///
+/// ```
+/// assert!(edgeplay_client::LATENCY_WINDOW >= 100);
+/// ```
+pub const LATENCY_WINDOW: usize = 300;
 
 /// Why a session could not start or went on.
+///
+/// ```no_run
+/// # async fn demo(fp: [u8; 32]) {
+/// use edgeplay_client::{Client, ClientError};
+/// match Client::connect("127.0.0.1:4433".parse().unwrap(), fp, "token").await {
+///     Ok(session) => session.close().await,
+///     Err(ClientError::Refused { code, meaning, .. }) => eprintln!("refused ({code:#x}): {meaning}"),
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// A fingerprint is not 64 hex digits.
@@ -137,6 +217,18 @@ pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], ClientError> {
 }
 
 /// A decoded picture and how it travelled.
+///
+/// ```no_run
+/// # async fn demo(mut session: edgeplay_client::Session) {
+/// if let Some(frame) = session.next_frame().await {
+///     let transit = frame.decoded_at - frame.received_at;
+///     println!("frame {} decoded {transit:?} after arrival", frame.header.frame);
+///     if let Some(stamp) = frame.stamp {
+///         println!("shows inputs up to {}", stamp.input_seq);
+///     }
+/// }
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Frame {
     /// The frame header the edge sent (frame number, capture and render time, pts, keyframe).
@@ -151,10 +243,20 @@ pub struct Frame {
     pub received_at: Instant,
     /// When the decoder handed the picture out.
     pub decoded_at: Instant,
+    /// The stamp drawn in the picture (frame, tick, render time, inputs applied, state hash),
+    /// `None` when its cells do not pass their CRC (a damaged picture).
+    pub stamp: Option<Stamp>,
 }
 
 impl Frame {
     /// The luma plane (stride = width), e.g. for `edgeplay_protocol::stamp::read_luma`.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut session: edgeplay_client::Session) {
+    /// let frame = session.next_frame().await.unwrap();
+    /// assert_eq!(frame.luma().len(), (frame.width * frame.height) as usize);
+    /// # }
+    /// ```
     #[must_use]
     pub fn luma(&self) -> &[u8] {
         let n = self.width as usize * self.height as usize;
@@ -163,6 +265,16 @@ impl Frame {
 }
 
 /// A snapshot of a session's counters.
+///
+/// ```no_run
+/// # fn demo(session: &edgeplay_client::Session) {
+/// let s = session.stats();
+/// println!(
+///     "{:.1} fps, {:.0} kbit/s, rtt {:?}, loss {:.1} %, glass-to-glass p50 {:?}, input-to-photon p95 {:?}",
+///     s.fps, s.bitrate_kbps, s.rtt, s.loss * 100.0, s.glass_to_glass_p50, s.input_to_photon_p95
+/// );
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Stats {
     /// Frame streams fully received.
@@ -193,6 +305,22 @@ pub struct Stats {
     pub input_committed: u64,
     /// Inputs still held for replay.
     pub inputs_held: usize,
+    /// Frames skipped / frames that should have been shown: the loss the player sees.
+    pub loss: f64,
+    /// Glass-to-glass over the last [`LATENCY_WINDOW`] frames, median: from the render time in
+    /// the frame's stamp to the SDK handing the decoded picture out. Edge and client clocks
+    /// must agree (one machine, or both NTP-synced); zero until a frame is decoded.
+    pub glass_to_glass_p50: Duration,
+    /// Glass-to-glass, 95th percentile.
+    pub glass_to_glass_p95: Duration,
+    /// Input-to-photon over the last [`LATENCY_WINDOW`] inputs, median: from
+    /// [`Session::send_input`] to the first decoded frame whose stamp shows the input applied.
+    /// One clock (the client's); zero until an input is shown.
+    pub input_to_photon_p50: Duration,
+    /// Input-to-photon, 95th percentile.
+    pub input_to_photon_p95: Duration,
+    /// Audio chunks decoded.
+    pub audio_decoded: u64,
 }
 
 #[derive(Debug, Default)]
@@ -204,6 +332,37 @@ struct Counters {
     audio: AtomicU64,
     bytes: AtomicU64,
     decode_ns: AtomicU64,
+    audio_decoded: AtomicU64,
+}
+
+/// Latency samples over the last [`LATENCY_WINDOW`].
+#[derive(Debug, Default)]
+struct Latency {
+    glass_to_glass: VecDeque<Duration>,
+    input_to_photon: VecDeque<Duration>,
+    /// When the last picture was handed out.
+    last_frame: Option<Instant>,
+}
+
+fn push_window(w: &mut VecDeque<Duration>, d: Duration) {
+    if w.len() == LATENCY_WINDOW {
+        w.pop_front();
+    }
+    w.push_back(d);
+}
+
+/// The `q` quantile (0..=1) of `w`, zero when empty.
+fn quantile(w: &VecDeque<Duration>, q: f64) -> Duration {
+    let mut v: Vec<Duration> = w.iter().copied().collect();
+    v.sort_unstable();
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "an index into a window of a few hundred"
+    )]
+    let i = ((v.len().saturating_sub(1)) as f64 * q).round() as usize;
+    v.get(i).copied().unwrap_or_default()
 }
 
 #[derive(Debug)]
@@ -215,21 +374,60 @@ struct Inputs {
     committed: u64,
     /// Highest input already sent on the control stream (reliable).
     reliable_up_to: u64,
+    /// When each input not yet seen in a frame's stamp was sent, oldest first.
+    sent_at: VecDeque<(u64, Instant)>,
 }
 
 #[derive(Debug)]
 struct Shared {
     counters: Counters,
     inputs: Mutex<Inputs>,
+    latency: Mutex<Latency>,
 }
 
 impl Shared {
     fn inputs(&self) -> std::sync::MutexGuard<'_, Inputs> {
         self.inputs.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    fn latency(&self) -> std::sync::MutexGuard<'_, Latency> {
+        self.latency.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a picture handed out at `at`: glass-to-glass from its stamp's render time, and
+    /// input-to-photon for every sent input its stamp shows applied.
+    fn record_shown(&self, stamp: Option<&Stamp>, render_us: u64, at: Instant) {
+        let g2g = Duration::from_micros(unix_us().saturating_sub(render_us));
+        let mut shown = Vec::new();
+        if let Some(stamp) = stamp {
+            let mut inputs = self.inputs();
+            while inputs
+                .sent_at
+                .front()
+                .is_some_and(|(seq, _)| *seq <= u64::from(stamp.input_seq))
+            {
+                if let Some((_, sent)) = inputs.sent_at.pop_front() {
+                    shown.push(at.saturating_duration_since(sent));
+                }
+            }
+        }
+        let mut latency = self.latency();
+        latency.last_frame = Some(at);
+        push_window(&mut latency.glass_to_glass, g2g);
+        for d in shown {
+            push_window(&mut latency.input_to_photon, d);
+        }
+    }
 }
 
 /// Connects to edges.
+///
+/// ```no_run
+/// # async fn demo(fp: [u8; 32]) -> Result<(), edgeplay_client::ClientError> {
+/// let session = edgeplay_client::Client::connect("127.0.0.1:4433".parse().unwrap(), fp, "token").await?;
+/// session.close().await;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Client;
 
@@ -241,6 +439,15 @@ impl Client {
     /// [`ClientError::CertificateMismatch`], [`ClientError::Refused`] (bad token: code
     /// [`close_code::BAD_TOKEN`]), [`ClientError::Connection`], [`ClientError::Protocol`],
     /// [`ClientError::Decoder`], [`ClientError::Setup`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), edgeplay_client::ClientError> {
+    /// use edgeplay_client::{Client, parse_fingerprint};
+    /// let fp = parse_fingerprint(&std::env::var("EDGE_FINGERPRINT").unwrap_or_default())?;
+    /// let session = Client::connect("127.0.0.1:4433".parse().unwrap(), fp, "dev-token").await?;
+    /// println!("session {}", session.id());
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(
         addr: SocketAddr,
         cert_fingerprint: [u8; 32],
@@ -352,6 +559,15 @@ struct Arrived {
 
 /// A live session with an edge. Dropping it aborts the session; [`Session::close`] ends it
 /// cleanly.
+///
+/// ```no_run
+/// # async fn demo(mut session: edgeplay_client::Session) {
+/// while let Some(frame) = session.next_frame().await {
+///     if frame.header.frame >= 300 { break; }
+/// }
+/// session.close().await;
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Session {
     id: String,
@@ -360,8 +576,11 @@ pub struct Session {
     shared: Arc<Shared>,
     control: mpsc::UnboundedSender<ControlMessage>,
     frames: mpsc::Receiver<Frame>,
+    audio: mpsc::Receiver<AudioChunk>,
+    events: mpsc::Receiver<SessionEvent>,
     tasks: JoinSet<()>,
     decoder: Option<std::thread::JoinHandle<()>>,
+    audio_decoder: Option<std::thread::JoinHandle<()>>,
     started: Instant,
 }
 
@@ -382,11 +601,31 @@ impl Session {
                 applied: 0,
                 committed: 0,
                 reliable_up_to: 0,
+                sent_at: VecDeque::new(),
             }),
+            latency: Mutex::new(Latency::default()),
         });
         let (frames_tx, frames) = mpsc::channel(FRAME_BUFFER);
         let (au_tx, au_rx) = std::sync::mpsc::sync_channel::<Arrived>(256);
         let (control, control_rx) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
+        let _ = events_tx.try_send(SessionEvent::Connected {
+            session_id: id.clone(),
+        });
+        let (audio_tx, audio) = mpsc::channel(AUDIO_BUFFER);
+        let (opus_tx, opus_rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(AUDIO_BUFFER);
+        let audio_decoder = {
+            let shared = Arc::clone(&shared);
+            let span = span.clone();
+            let mut decoder = audio::OpusDecoder::new().map_err(ClientError::Decoder)?;
+            std::thread::Builder::new()
+                .name(format!("audio-{id}"))
+                .spawn(move || {
+                    let _enter = span.enter();
+                    audio_loop(&mut decoder, &opus_rx, &audio_tx, &shared);
+                })
+                .map_err(|e| ClientError::Decoder(e.to_string()))?
+        };
         let decoder = {
             let shared = Arc::clone(&shared);
             let span = span.clone();
@@ -408,7 +647,12 @@ impl Session {
             receive_media(conn.clone(), au_tx, control.clone(), Arc::clone(&shared))
                 .instrument(span.clone()),
         );
-        tasks.spawn(read_datagrams(conn.clone(), Arc::clone(&shared)).instrument(span.clone()));
+        tasks.spawn(
+            read_datagrams(conn.clone(), Arc::clone(&shared), opus_tx).instrument(span.clone()),
+        );
+        tasks.spawn(
+            watch_health(conn.clone(), Arc::clone(&shared), events_tx).instrument(span.clone()),
+        );
         tasks.spawn(
             resend_inputs(conn.clone(), control.clone(), Arc::clone(&shared))
                 .instrument(span.clone()),
@@ -420,24 +664,144 @@ impl Session {
             shared,
             control,
             frames,
+            audio,
+            events,
             tasks,
             decoder: Some(decoder),
+            audio_decoder: Some(audio_decoder),
             started: Instant::now(),
         })
     }
 
     /// The session id the edge gave.
+    ///
+    /// ```no_run
+    /// # fn demo(session: &edgeplay_client::Session) {
+    /// tracing::info!(session = session.id(), "playing");
+    /// # }
+    /// ```
     #[must_use]
     pub fn id(&self) -> &str {
         &self.id
     }
 
     /// The next decoded frame, in frame order; `None` once the session ended.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut session: edgeplay_client::Session) {
+    /// while let Some(frame) = session.next_frame().await {
+    ///     println!("{} {}x{}", frame.header.frame, frame.width, frame.height);
+    /// }
+    /// # }
+    /// ```
     pub async fn next_frame(&mut self) -> Option<Frame> {
         self.frames.recv().await
     }
 
+    /// The next decoded audio chunk, in order; `None` once the session ended. Chunks carry
+    /// presentation times on the clock of the frames' [`Header::pts_us`]: play a chunk when the
+    /// frame with the same time is shown. A chunk whose datagram was lost is simply missing.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut session: edgeplay_client::Session) {
+    /// while let Some(chunk) = session.next_audio().await {
+    ///     println!("{} samples at {:?}", chunk.samples.len(), chunk.pts);
+    /// }
+    /// # }
+    /// ```
+    pub async fn next_audio(&mut self) -> Option<AudioChunk> {
+        self.audio.recv().await
+    }
+
+    /// A decoded audio chunk if one is waiting, without waiting.
+    ///
+    /// ```no_run
+    /// # fn demo(session: &mut edgeplay_client::Session) {
+    /// while let Some(chunk) = session.try_next_audio() {
+    ///     println!("{:?}", chunk.pts);
+    /// }
+    /// # }
+    /// ```
+    pub fn try_next_audio(&mut self) -> Option<AudioChunk> {
+        self.audio.try_recv().ok()
+    }
+
+    /// The next [`SessionEvent`]: [`SessionEvent::Connected`] first, then degradations and
+    /// recoveries, [`SessionEvent::Closed`] last; `None` after that.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut session: edgeplay_client::Session) {
+    /// if let Some(event) = session.next_event().await {
+    ///     println!("{event:?}");
+    /// }
+    /// # }
+    /// ```
+    pub async fn next_event(&mut self) -> Option<SessionEvent> {
+        self.events.recv().await
+    }
+
+    /// A [`SessionEvent`] if one is waiting, without waiting.
+    ///
+    /// ```no_run
+    /// # fn demo(session: &mut edgeplay_client::Session) {
+    /// while let Some(event) = session.try_next_event() {
+    ///     println!("{event:?}");
+    /// }
+    /// # }
+    /// ```
+    pub fn try_next_event(&mut self) -> Option<SessionEvent> {
+        self.events.try_recv().ok()
+    }
+
+    /// Whatever comes next of a frame, an audio chunk or an event (events first, then audio,
+    /// then frames when several are ready): one loop serves a player; `None` once the session
+    /// ended and everything was taken.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut session: edgeplay_client::Session) {
+    /// use edgeplay_client::{Media, SessionEvent};
+    /// while let Some(m) = session.next_media().await {
+    ///     match m {
+    ///         Media::Frame(f) => println!("show frame {} at {} µs", f.header.frame, f.header.pts_us),
+    ///         Media::Audio(a) => println!("queue {} samples at {:?}", a.samples.len(), a.pts),
+    ///         Media::Event(SessionEvent::Closed { reason }) => { println!("{reason}"); break; }
+    ///         Media::Event(e) => println!("{e:?}"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub async fn next_media(&mut self) -> Option<Media> {
+        let (mut frames, mut audio, mut events) = (true, true, true);
+        while frames || audio || events {
+            tokio::select! {
+                biased;
+                e = self.events.recv(), if events => match e {
+                    Some(e) => return Some(Media::Event(e)),
+                    None => events = false,
+                },
+                a = self.audio.recv(), if audio => match a {
+                    Some(a) => return Some(Media::Audio(a)),
+                    None => audio = false,
+                },
+                f = self.frames.recv(), if frames => match f {
+                    Some(f) => return Some(Media::Frame(f)),
+                    None => frames = false,
+                },
+            }
+        }
+        None
+    }
+
     /// The decoded frames as a [`futures_core::Stream`].
+    ///
+    /// ```no_run
+    /// # async fn demo(mut session: edgeplay_client::Session) {
+    /// use futures_core::Stream;
+    /// let frames = session.frames();
+    /// let (lower, _) = frames.size_hint();
+    /// println!("at least {lower} frames ready");
+    /// # }
+    /// ```
     pub fn frames(&mut self) -> FrameStream<'_> {
         FrameStream {
             rx: &mut self.frames,
@@ -449,12 +813,24 @@ impl Session {
     ///
     /// # Errors
     /// [`ClientError::Closed`] after the session ended.
+    ///
+    /// ```no_run
+    /// # fn demo(session: &edgeplay_client::Session) -> Result<(), edgeplay_client::ClientError> {
+    /// use edgeplay_protocol::input::{InputEvent, Key};
+    /// let seq = session.send_input(InputEvent::Key { code: Key::Space, down: true })?;
+    /// println!("input {seq} sent; the edge acknowledged up to {}", session.stats().input_applied);
+    /// # Ok(()) }
+    /// ```
     pub fn send_input(&self, event: InputEvent) -> Result<u64, ClientError> {
         let seq = {
             let mut inputs = self.shared.inputs();
             let seq = inputs.next_seq;
             inputs.next_seq += 1;
             inputs.held.push_back((seq, event));
+            if inputs.sent_at.len() >= LATENCY_WINDOW * 4 {
+                inputs.sent_at.pop_front();
+            }
+            inputs.sent_at.push_back((seq, Instant::now()));
             seq
         };
         send_unacked(&self.conn, &self.control, &self.shared)?;
@@ -465,6 +841,12 @@ impl Session {
     ///
     /// # Errors
     /// [`ClientError::Closed`] after the session ended.
+    ///
+    /// ```no_run
+    /// # fn demo(session: &edgeplay_client::Session) -> Result<(), edgeplay_client::ClientError> {
+    /// session.request_keyframe()?; // e.g. after the application dropped pictures itself
+    /// # Ok(()) }
+    /// ```
     pub fn request_keyframe(&self) -> Result<(), ClientError> {
         self.shared
             .counters
@@ -476,12 +858,29 @@ impl Session {
     }
 
     /// The session's counters now.
+    ///
+    /// ```no_run
+    /// # fn demo(session: &edgeplay_client::Session) {
+    /// let stats = session.stats();
+    /// println!("{:.1} fps, glass-to-glass p95 {:?}", stats.fps, stats.glass_to_glass_p95);
+    /// # }
+    /// ```
     #[must_use]
     pub fn stats(&self) -> Stats {
         let c = &self.shared.counters;
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         let decoded = c.decoded.load(Ordering::Relaxed);
         let path = self.conn.stats().path;
+        let (g2g50, g2g95, i2p50, i2p95) = {
+            let l = self.shared.latency();
+            (
+                quantile(&l.glass_to_glass, 0.5),
+                quantile(&l.glass_to_glass, 0.95),
+                quantile(&l.input_to_photon, 0.5),
+                quantile(&l.input_to_photon, 0.95),
+            )
+        };
+        let skipped = c.skipped.load(Ordering::Relaxed);
         let inputs = self.shared.inputs();
         #[allow(clippy::cast_precision_loss, reason = "counters fit f64 for years")]
         Stats {
@@ -499,24 +898,66 @@ impl Session {
             input_applied: inputs.applied,
             input_committed: inputs.committed,
             inputs_held: inputs.held.len(),
+            loss: skipped as f64 / (decoded + skipped).max(1) as f64,
+            glass_to_glass_p50: g2g50,
+            glass_to_glass_p95: g2g95,
+            input_to_photon_p50: i2p50,
+            input_to_photon_p95: i2p95,
+            audio_decoded: c.audio_decoded.load(Ordering::Relaxed),
         }
     }
 
     /// Ends the session: tells the edge, stops the SDK's tasks and decoder, and waits (at most
     /// a second) for the edge to acknowledge the close.
+    ///
+    /// ```no_run
+    /// # async fn demo(session: edgeplay_client::Session) {
+    /// session.close().await; // the edge ends the game session at once
+    /// # }
+    /// ```
     pub async fn close(mut self) {
         self.conn
             .close(VarInt::from_u32(close_code::DONE), b"client closed");
         self.tasks.shutdown().await;
         self.frames.close();
-        if let Some(decoder) = self.decoder.take() {
-            let _ = tokio::task::spawn_blocking(move || decoder.join()).await;
+        self.audio.close();
+        for thread in [self.decoder.take(), self.audio_decoder.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 }
 
+/// One item of [`Session::next_media`].
+///
+/// ```no_run
+/// # async fn demo(mut session: edgeplay_client::Session) {
+/// if let Some(edgeplay_client::Media::Frame(f)) = session.next_media().await {
+///     println!("frame {}", f.header.frame);
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+pub enum Media {
+    /// A decoded picture.
+    Frame(Frame),
+    /// Decoded audio, on the frames' clock.
+    Audio(AudioChunk),
+    /// Something happened to the session.
+    Event(SessionEvent),
+}
+
 /// The decoded frames of a [`Session`] as a [`futures_core::Stream`].
+///
+/// ```no_run
+/// # async fn demo(mut session: edgeplay_client::Session) {
+/// let stream: edgeplay_client::FrameStream<'_> = session.frames();
+/// # drop(stream);
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct FrameStream<'a> {
     rx: &'a mut mpsc::Receiver<Frame>,
@@ -626,11 +1067,17 @@ async fn read_control(mut reader: ControlReader, shared: Arc<Shared>, conn: quin
     }
 }
 
-async fn read_datagrams(conn: quinn::Connection, shared: Arc<Shared>) {
+async fn read_datagrams(
+    conn: quinn::Connection,
+    shared: Arc<Shared>,
+    audio: std::sync::mpsc::SyncSender<(u64, Vec<u8>)>,
+) {
     while let Ok(d) = conn.read_datagram().await {
         match Datagram::decode(&d) {
-            Ok(Datagram::Audio { .. }) => {
+            Ok(Datagram::Audio { header, data }) => {
                 shared.counters.audio.fetch_add(1, Ordering::Relaxed);
+                // A full queue means the audio thread is behind: this chunk is dropped.
+                let _ = audio.try_send((header.pts_us, data));
             }
             Ok(Datagram::Input(_)) | Err(_) => trace!("ignored datagram"),
         }
@@ -815,6 +1262,16 @@ fn decode_loop(
                     let ns = u64::try_from((decoded_at - pushed).as_nanos()).unwrap_or(0);
                     counters.decode_ns.fetch_add(ns, Ordering::Relaxed);
                     counters.decoded.fetch_add(1, Ordering::Relaxed);
+                    let (w, h) = (p.width as usize, p.height as usize);
+                    let stamp = p
+                        .nv12
+                        .get(..w * h)
+                        .and_then(|luma| read_luma(luma, w, h, w).ok());
+                    shared.record_shown(
+                        stamp.as_ref(),
+                        stamp.map_or(header.render_us, |s| s.render_time_us),
+                        decoded_at,
+                    );
                     let frame = Frame {
                         header,
                         width: p.width,
@@ -822,6 +1279,7 @@ fn decode_loop(
                         nv12: p.nv12,
                         received_at,
                         decoded_at,
+                        stamp,
                     };
                     match output.try_send(frame) {
                         Ok(()) => {}
@@ -835,6 +1293,83 @@ fn decode_loop(
                 Err(e) => {
                     warn!("{e}");
                     return;
+                }
+            }
+        }
+    }
+}
+
+/// Decodes Opus packets on the audio thread and hands the chunks out.
+fn audio_loop(
+    decoder: &mut audio::OpusDecoder,
+    input: &std::sync::mpsc::Receiver<(u64, Vec<u8>)>,
+    output: &mpsc::Sender<AudioChunk>,
+    shared: &Shared,
+) {
+    while let Ok((pts_us, packet)) = input.recv() {
+        if let Err(e) = decoder.push(&packet, pts_us) {
+            warn!("{e}");
+            return;
+        }
+        loop {
+            match decoder.pull(Duration::from_millis(5)) {
+                Ok(Some(chunk)) => {
+                    shared
+                        .counters
+                        .audio_decoded
+                        .fetch_add(1, Ordering::Relaxed);
+                    match output.try_send(chunk) {
+                        Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    warn!("{e}");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Samples the session's health every [`health::HEALTH_TICK`] and raises events; raises
+/// [`SessionEvent::Closed`] when the connection ends.
+async fn watch_health(
+    conn: quinn::Connection,
+    shared: Arc<Shared>,
+    events: mpsc::Sender<SessionEvent>,
+) {
+    let mut monitor = health::HealthMonitor::new(Instant::now());
+    let mut tick = tokio::time::interval(health::HEALTH_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            err = conn.closed() => {
+                let reason = match err {
+                    quinn::ConnectionError::ApplicationClosed(c) => format!(
+                        "{} ({})",
+                        close_code::describe(c.error_code.into_inner()),
+                        String::from_utf8_lossy(&c.reason)
+                    ),
+                    quinn::ConnectionError::LocallyClosed => "closed by this client".to_owned(),
+                    other => other.to_string(),
+                };
+                let _ = events.try_send(SessionEvent::Closed { reason });
+                return;
+            }
+            _ = tick.tick() => {
+                let c = &shared.counters;
+                let sample = health::Sample {
+                    now: Instant::now(),
+                    decoded: c.decoded.load(Ordering::Relaxed),
+                    skipped: c.skipped.load(Ordering::Relaxed),
+                    last_frame: shared.latency().last_frame,
+                    rtt: conn.rtt(),
+                };
+                for e in monitor.observe(sample) {
+                    debug!(?e, "session event");
+                    let _ = events.try_send(e);
                 }
             }
         }

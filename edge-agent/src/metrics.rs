@@ -51,6 +51,10 @@ pub struct Metrics {
     stage_seconds: [Histogram; 6],
     /// Frames whose deadline had passed before they started (the loop fell behind).
     pub frames_late: Counter,
+    /// Times a session's encoder switched to intra refresh (persistent keyframe requests).
+    pub intra_refresh_periods: Counter,
+    /// The QUIC rate controller's target per session (label `session`), kbit/s.
+    pub quic_target_kbps: Family<Labels, Gauge>,
 }
 
 impl Metrics {
@@ -81,6 +85,18 @@ impl Metrics {
                 .clone()
         });
         let frames_late = Counter::default();
+        let intra_refresh_periods = Counter::default();
+        let quic_target_kbps = Family::<Labels, Gauge>::default();
+        registry.register(
+            "intra_refresh_periods",
+            "Times an encoder switched to intra refresh on persistent keyframe requests",
+            intra_refresh_periods.clone(),
+        );
+        registry.register(
+            "quic_target_kbps",
+            "Target bitrate of the QUIC rate controller, by session",
+            quic_target_kbps.clone(),
+        );
         registry.register("video_frames", "Encoded video frames", frames.clone());
         registry.register("video_bytes", "Encoded video bytes", video_bytes.clone());
         registry.register("keyframes", "Keyframes produced", keyframes.clone());
@@ -161,6 +177,8 @@ impl Metrics {
             inputs_dropped,
             stage_seconds,
             frames_late,
+            intra_refresh_periods,
+            quic_target_kbps,
         })
     }
 

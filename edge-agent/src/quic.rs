@@ -10,6 +10,13 @@
 //! unacknowledged input) and on the control stream; they are handed to the session strictly in
 //! sequence, once each, and acknowledged on the control stream.
 //!
+//! Rate: BBR paces the packets; the encoder's target comes from a [`FrameRateController`] per
+//! session, fed with each frame as it is handed to QUIC, the client's receive reports from the
+//! control stream, and quinn's path statistics every 50 ms; its target goes to the session as
+//! [`Control::SetBitrate`] and to `/metrics` as `edgeplay_edge_quic_target_kbps{session}`.
+//! Keyframe requests go to the session, whose [`crate::keyframe`] policy rate-limits them and
+//! switches to intra refresh when they persist.
+//!
 //! Driving it, as [`crate::http::serve_dev`]: bind, print the address and the certificate
 //! fingerprint clients pin, then serve until `shutdown` resolves.
 //!
@@ -33,7 +40,7 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use edgeplay_protocol::media::{
@@ -47,6 +54,7 @@ use tracing::{Instrument, debug, info, info_span, trace, warn};
 use crate::gpu::Gpu;
 use crate::metrics::Metrics;
 use crate::pipeline::PipelineConfig;
+use crate::quic_rate::{FrameRateController, PathSample, RateConfig};
 use crate::session::{
     Control, MAX_INPUTS_AHEAD, MediaPacket, Session, SessionConfig, SessionHandle, VideoPacket,
 };
@@ -151,6 +159,9 @@ pub struct QuicConfig {
     pub seed: u64,
     /// Most sessions at once; more are closed with [`close_code::UNAVAILABLE`].
     pub max_sessions: usize,
+    /// The application rate controller of each session ([`crate::quic_rate`]); starts at the
+    /// pipeline's bitrate.
+    pub rate: RateConfig,
 }
 
 impl QuicConfig {
@@ -159,6 +170,7 @@ impl QuicConfig {
     pub fn new(listen: SocketAddr, pipeline: PipelineConfig) -> Self {
         Self {
             listen,
+            rate: RateConfig::new(pipeline.bitrate_kbps),
             pipeline,
             seed: 1,
             max_sessions: 4,
@@ -442,7 +454,7 @@ async fn serve_connection(ctx: Arc<Ctx>, conn: quinn::Connection) {
     let mut out = Vec::new();
     if welcome.encode(&mut out).is_ok() && ctl_send.write_all(&out).await.is_ok() {
         info!(parent: &span, "QUIC session started");
-        run_session(&conn, &handle, &mut reader, &mut ctl_send)
+        run_session(&conn, &handle, &mut reader, &mut ctl_send, &ctx)
             .instrument(span.clone())
             .await;
     }
@@ -485,12 +497,24 @@ impl InputSequencer {
     }
 }
 
+/// How often the rate controller samples quinn's path and decides.
+const RATE_TICK: Duration = Duration::from_millis(50);
+
 async fn run_session(
     conn: &quinn::Connection,
     handle: &SessionHandle,
     reader: &mut ControlReader,
     ctl_send: &mut quinn::SendStream,
+    ctx: &Ctx,
 ) {
+    let mut rate = FrameRateController::new(ctx.cfg.rate, Instant::now());
+    let mut rate_tick = tokio::time::interval(RATE_TICK);
+    rate_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let target_gauge = vec![("session", handle.id().to_owned())];
+    ctx.metrics
+        .quic_target_kbps
+        .get_or_create(&target_gauge)
+        .set(i64::from(rate.target_kbps()));
     let mut media = handle.subscribe();
     let mut acks = handle.acks();
     let mut inputs = InputSequencer {
@@ -513,6 +537,7 @@ async fn run_session(
                 }
                 Read::Msg(ControlMessage::ReceiveReports(r)) => {
                     trace!(reports = r.len(), "receive reports");
+                    rate.handle_reports(Instant::now(), &r);
                 }
                 Read::Msg(ControlMessage::Stats(s)) => debug!(?s, "client stats"),
                 Read::Msg(other) => {
@@ -559,6 +584,7 @@ async fn run_session(
                     if v.keyframe {
                         superseded_tx.send_replace(v.frame);
                     }
+                    rate.handle_frame_sent(Instant::now(), v.frame, u32::try_from(v.data.len()).unwrap_or(u32::MAX));
                     frames.spawn(send_frame(conn.clone(), v, superseded_tx.subscribe()).in_current_span());
                 }
                 Ok(MediaPacket::Audio(a)) => {
@@ -578,9 +604,26 @@ async fn run_session(
                     break;
                 }
             },
+            _ = rate_tick.tick() => {
+                let now = Instant::now();
+                let path = conn.stats().path;
+                rate.handle_path(now, PathSample {
+                    cwnd_bytes: path.cwnd,
+                    rtt: path.rtt,
+                    lost_packets: path.lost_packets,
+                    sent_packets: path.sent_packets,
+                });
+                if let Some(kbps) = rate.poll_target(now) {
+                    debug!(kbps, usage = ?rate.usage(), delivery_kbps = ?rate.delivery_kbps(),
+                           queue_ms = rate.queue_delay().as_millis(), "rate target changed");
+                    ctx.metrics.quic_target_kbps.get_or_create(&target_gauge).set(i64::from(kbps));
+                    if handle.send(Control::SetBitrate { kbps }).is_err() { break; }
+                }
+            }
             Some(_) = frames.join_next(), if !frames.is_empty() => {}
         }
     }
+    ctx.metrics.quic_target_kbps.remove(&target_gauge);
     frames.shutdown().await;
 }
 

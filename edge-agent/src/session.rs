@@ -45,14 +45,14 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{debug, info, info_span, warn};
 
 use crate::gpu::Gpu;
+use crate::keyframe::KeyframePolicy;
 use crate::metrics::Metrics;
 use crate::pipeline::{PipelineConfig, PipelineError, SessionPipeline, unix_micros};
 use crate::stats::{StageStats, StageTable};
 
 /// Inputs that may wait for a missing predecessor; more than this ahead are dropped.
 pub const MAX_INPUTS_AHEAD: u64 = 1024;
-/// The shortest time between two requested keyframes; requests inside it are deferred.
-pub const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(250);
+pub use crate::keyframe::KEYFRAME_MIN_INTERVAL;
 /// Bitrates the encoder accepts from a controller, in kbit/s.
 pub const BITRATE_RANGE_KBPS: (u32, u32) = (100, 60_000);
 /// Encoded packets buffered per subscriber before a slow one starts losing them.
@@ -208,6 +208,20 @@ pub struct SessionStats {
     pub frames: u32,
     /// Per-stage latency over the last frames.
     pub latency: StageTable,
+    /// The encoder's target bitrate now (the transport's controller sets it), kbit/s.
+    pub bitrate_kbps: u32,
+    /// Whether the encoder is in intra refresh (persistent keyframe requests, see
+    /// [`crate::keyframe`]).
+    pub intra_refresh: bool,
+}
+
+/// What the session thread shares with its handle.
+#[derive(Debug)]
+struct Live {
+    frames: u32,
+    latency: StageStats,
+    bitrate_kbps: u32,
+    intra_refresh: bool,
 }
 
 /// Starts sessions.
@@ -236,7 +250,12 @@ impl Session {
         let (control_tx, control_rx) = mpsc::channel(CONTROL_BUFFER);
         let (media_tx, _) = broadcast::channel(MEDIA_BUFFER);
         let (ack_tx, ack_rx) = watch::channel(InputAck::default());
-        let stats = Arc::new(Mutex::new((0, StageStats::new(STATS_WINDOW))));
+        let stats = Arc::new(Mutex::new(Live {
+            frames: 0,
+            latency: StageStats::new(STATS_WINDOW),
+            bitrate_kbps: cfg.pipeline.bitrate_kbps,
+            intra_refresh: false,
+        }));
         let runner = Runner {
             id: cfg.id.clone(),
             fps: cfg.pipeline.fps,
@@ -272,7 +291,7 @@ pub struct SessionHandle {
     control: mpsc::Sender<Control>,
     media: broadcast::Sender<MediaPacket>,
     acks: watch::Receiver<InputAck>,
-    stats: Arc<Mutex<(u32, StageStats)>>,
+    stats: Arc<Mutex<Live>>,
     thread: Option<JoinHandle<Result<SessionSummary, PipelineError>>>,
 }
 
@@ -313,8 +332,10 @@ impl SessionHandle {
     pub fn stats(&self) -> SessionStats {
         let guard = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
         SessionStats {
-            frames: guard.0,
-            latency: guard.1.table(),
+            frames: guard.frames,
+            latency: guard.latency.table(),
+            bitrate_kbps: guard.bitrate_kbps,
+            intra_refresh: guard.intra_refresh,
         }
     }
 
@@ -357,7 +378,7 @@ struct Runner {
     control: mpsc::Receiver<Control>,
     media: broadcast::Sender<MediaPacket>,
     acks: watch::Sender<InputAck>,
-    stats: Arc<Mutex<(u32, StageStats)>>,
+    stats: Arc<Mutex<Live>>,
     metrics: Arc<Metrics>,
     /// Inputs that arrived ahead of a missing predecessor, by sequence.
     pending: BTreeMap<u64, InputEvent>,
@@ -383,8 +404,8 @@ impl Runner {
         let frame = Duration::from_secs(1) / self.fps;
         let mut deadline = Instant::now();
         let mut paused = true;
-        let mut keyframe_wanted = false;
-        let mut last_keyframe: Option<Instant> = None;
+        let mut keyframes =
+            KeyframePolicy::new(self.pipeline.video_encoder().supports_intra_refresh());
         loop {
             // Control first, so an input that arrived before this tick is applied in it.
             loop {
@@ -392,7 +413,7 @@ impl Runner {
                     Ok(Control::End) | Err(mpsc::error::TryRecvError::Disconnected) => {
                         return Ok(self.summary());
                     }
-                    Ok(msg) => self.handle_control(msg, &mut keyframe_wanted),
+                    Ok(msg) => self.handle_control(msg, &mut keyframes),
                     Err(mpsc::error::TryRecvError::Empty) => break,
                 }
             }
@@ -413,8 +434,7 @@ impl Runner {
                 paused = false;
                 deadline = now;
                 // A new viewer needs a decodable start.
-                keyframe_wanted = true;
-                last_keyframe = None;
+                keyframes.handle_new_viewer();
             }
             if now < deadline {
                 std::thread::sleep(deadline - now);
@@ -425,11 +445,9 @@ impl Runner {
                 self.pipeline.skip(now - deadline);
                 deadline = now;
             }
-            let force = keyframe_wanted
-                && last_keyframe.is_none_or(|t| t.elapsed() >= KEYFRAME_MIN_INTERVAL);
-            if force {
-                keyframe_wanted = false;
-            }
+            let decision = keyframes.poll(Instant::now());
+            self.apply_intra_refresh(decision.intra_refresh)?;
+            let force = decision.force_idr;
             let pending = &mut self.pending;
             let metrics = &self.metrics;
             let media = &self.media;
@@ -442,7 +460,7 @@ impl Runner {
                 |audio| publish_audio(media, metrics, audio),
             )?;
             if produced.video.keyframe {
-                last_keyframe = Some(Instant::now());
+                keyframes.handle_keyframe_sent(Instant::now());
                 self.metrics.keyframes.inc();
             }
             self.publish(produced);
@@ -450,7 +468,26 @@ impl Runner {
         }
     }
 
-    fn handle_control(&mut self, msg: Control, keyframe_wanted: &mut bool) {
+    /// Switches the encoder's intra refresh to what the keyframe policy wants.
+    fn apply_intra_refresh(&mut self, on: bool) -> Result<(), PipelineError> {
+        let encoder = self.pipeline.video_encoder();
+        if encoder.stats().intra_refresh == on {
+            return Ok(());
+        }
+        if encoder.set_intra_refresh(on)? {
+            if on {
+                self.metrics.intra_refresh_periods.inc();
+            }
+            info!(on, "keyframe requests persist: intra refresh switched");
+            self.stats
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .intra_refresh = on;
+        }
+        Ok(())
+    }
+
+    fn handle_control(&mut self, msg: Control, keyframes: &mut KeyframePolicy) {
         match msg {
             Control::Input { seq, event } => {
                 let applied = self.pipeline.game().last_input_seq();
@@ -464,17 +501,23 @@ impl Runner {
                 }
             }
             Control::RequestKeyframe => {
-                if *keyframe_wanted {
+                let before = keyframes.merged() + keyframes.absorbed();
+                keyframes.handle_request(Instant::now());
+                if keyframes.merged() + keyframes.absorbed() > before {
                     self.metrics.keyframes_limited.inc();
                 }
-                *keyframe_wanted = true;
             }
             Control::SetBitrate { kbps } => {
                 let kbps = kbps.clamp(BITRATE_RANGE_KBPS.0, BITRATE_RANGE_KBPS.1);
-                self.pipeline.video_encoder().set_bitrate(kbps);
-                let applied = self.pipeline.video_encoder().stats().bitrate_kbps;
+                let encoder = self.pipeline.video_encoder();
+                encoder.set_bitrate(kbps);
+                let applied = encoder.stats().bitrate_kbps;
                 self.metrics.video_bitrate_kbps.set(i64::from(applied));
                 self.metrics.video_bitrate_changes.inc();
+                self.stats
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .bitrate_kbps = applied;
             }
             Control::End => {}
         }
@@ -488,8 +531,8 @@ impl Runner {
         self.metrics.record_timings(&p.timings);
         {
             let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
-            stats.0 = self.pipeline.frames();
-            stats.1.record(&p.timings);
+            stats.frames = self.pipeline.frames();
+            stats.latency.record(&p.timings);
         }
         let applied = self.pipeline.game().last_input_seq();
         self.acks.send_if_modified(|ack| {
@@ -518,7 +561,7 @@ impl Runner {
             tick: game.tick(),
             state_hash: game.state_hash(),
             last_input_seq: game.last_input_seq(),
-            latency: stats.1.table(),
+            latency: stats.latency.table(),
         }
     }
 }

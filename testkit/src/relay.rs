@@ -7,6 +7,11 @@
 //! (datagrams beyond [`QUEUE_LIMIT`] in flight are dropped and counted), and the relay stops when
 //! [`UdpRelay::stop`] is called or the value is dropped.
 //!
+//! [`UdpRelay::set_rate_to_client`] turns the server → client direction into a bottleneck of a
+//! given rate, changeable while traffic flows: datagrams leave one after the other at that rate
+//! through a drop-tail buffer of [`BOTTLENECK_BUFFER`], as a narrow access link does, so the
+//! delay grows before anything is lost.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> std::io::Result<()> {
@@ -44,6 +49,8 @@ use tokio::time::Instant;
 
 /// Datagrams queued per direction before new ones are dropped.
 pub const QUEUE_LIMIT: usize = 16 * 1024;
+/// Queueing a rate-limited direction holds before it drops (drop-tail).
+pub const BOTTLENECK_BUFFER: Duration = Duration::from_millis(200);
 /// Largest datagram relayed.
 const MAX_DATAGRAM: usize = 65_535;
 
@@ -97,6 +104,8 @@ struct Counters {
 pub struct UdpRelay {
     local: SocketAddr,
     counters: Arc<Counters>,
+    /// Server → client bottleneck in bit/s; 0 = none.
+    rate_to_client: Arc<AtomicU64>,
     tasks: JoinSet<()>,
 }
 
@@ -119,6 +128,7 @@ impl UdpRelay {
         back.connect(server).await?;
         let local = front.local_addr()?;
         let counters = Arc::new(Counters::default());
+        let rate_to_client = Arc::new(AtomicU64::new(0));
         let client: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
         let mut tasks = JoinSet::new();
 
@@ -155,9 +165,12 @@ impl UdpRelay {
         }
         {
             let (back, counters) = (back.clone(), counters.clone());
+            let rate = Arc::clone(&rate_to_client);
             let mut rng = SplitMix64(cfg.seed ^ 0x9E37_79B9_7F4A_7C15);
             tasks.spawn(async move {
                 let mut buf = vec![0u8; MAX_DATAGRAM];
+                // When the bottleneck has sent everything queued so far.
+                let mut free_at = Instant::now();
                 loop {
                     // A server port that is not up yet answers with ICMP: keep listening.
                     let n = match back.recv(&mut buf).await {
@@ -165,10 +178,22 @@ impl UdpRelay {
                         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
                         Err(_) => break,
                     };
+                    let now = Instant::now();
+                    let bps = rate.load(Ordering::Relaxed);
+                    let leaves = if bps == 0 {
+                        free_at = now;
+                        Some(now)
+                    } else {
+                        let start = free_at.max(now);
+                        (start - now <= BOTTLENECK_BUFFER).then(|| {
+                            free_at = start + Duration::from_secs_f64(n as f64 * 8.0 / bps as f64);
+                            free_at
+                        })
+                    };
                     let keep = !rng.chance(cfg.loss_to_client)
-                        && down_tx
-                            .try_send((Instant::now() + cfg.delay, buf[..n].to_vec()))
-                            .is_ok();
+                        && leaves.is_some_and(|t| {
+                            down_tx.try_send((t + cfg.delay, buf[..n].to_vec())).is_ok()
+                        });
                     if !keep {
                         counters.dropped_to_client.fetch_add(1, Ordering::Relaxed);
                     }
@@ -193,6 +218,7 @@ impl UdpRelay {
         Ok(Self {
             local,
             counters,
+            rate_to_client,
             tasks,
         })
     }
@@ -201,6 +227,13 @@ impl UdpRelay {
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Limits the server → client direction to `kbps` kbit/s (`None`: no limit) from now on,
+    /// with a drop-tail buffer of [`BOTTLENECK_BUFFER`].
+    pub fn set_rate_to_client(&self, kbps: Option<u32>) {
+        let bps = kbps.map_or(0, |k| u64::from(k.max(1)) * 1000);
+        self.rate_to_client.store(bps, Ordering::Relaxed);
     }
 
     /// Datagrams forwarded and dropped so far.

@@ -103,6 +103,9 @@ pub struct EncoderStats {
     pub encode_time_max: Duration,
     /// Current target bitrate.
     pub bitrate_kbps: u32,
+    /// Whether the encoder refreshes with a moving intra column instead of IDR pictures
+    /// ([`VideoEncoder::set_intra_refresh`]).
+    pub intra_refresh: bool,
 }
 
 impl EncoderStats {
@@ -129,6 +132,8 @@ pub struct VideoEncoder {
     timeout: Duration,
     keyframe_pending: bool,
     stats: EncoderStats,
+    /// x264's `key-int-max` from before intra refresh was switched on.
+    keyint_before_refresh: Option<u32>,
 }
 
 impl VideoEncoder {
@@ -232,6 +237,7 @@ impl VideoEncoder {
             frame_duration: gst::ClockTime::SECOND / u64::from(cfg.fps),
             timeout: DEFAULT_TIMEOUT,
             keyframe_pending: false,
+            keyint_before_refresh: None,
             stats: EncoderStats {
                 bitrate_kbps: cfg.bitrate_kbps,
                 ..EncoderStats::default()
@@ -303,6 +309,58 @@ impl VideoEncoder {
         }
         self.stats.bitrate_kbps = kbps;
         tracing::debug!(kbps, "video bitrate changed");
+    }
+
+    /// Whether [`Self::set_intra_refresh`] can switch intra refresh on.
+    #[must_use]
+    pub fn supports_intra_refresh(&self) -> bool {
+        self.encoder.find_property("intra-refresh").is_some()
+    }
+
+    /// Switches periodic intra refresh on or off: with it, the encoder repairs a damaged
+    /// picture with a column of intra blocks sweeping across it over one second of frames
+    /// instead of one large IDR, which smooths the bitrate when a lossy path keeps asking for
+    /// keyframes. Returns whether the encoder supports it (x264 does; the NVENC elements of
+    /// GStreamer 1.22 expose no such property, and then nothing changes).
+    ///
+    /// x264 reads the setting only when it opens, so the pipeline is taken to READY and back:
+    /// the next picture is an IDR, then recovery points (flagged as keyframes by the encoder)
+    /// start each refresh sweep while intra refresh is on.
+    ///
+    /// # Errors
+    /// [`EncodeError::Pipeline`] when the pipeline does not restart.
+    pub fn set_intra_refresh(&mut self, on: bool) -> Result<bool, EncodeError> {
+        if !self.supports_intra_refresh() {
+            return Ok(false);
+        }
+        if self.stats.intra_refresh == on {
+            return Ok(true);
+        }
+        self.pipeline
+            .set_state(gst::State::Ready)
+            .map_err(|e| self.error_or(build_error("video-encoder", &e)))?;
+        self.encoder.set_property("intra-refresh", on);
+        // A sweep takes key-int-max frames: one second; off, the configured interval again.
+        let fps = u32::try_from(
+            gst::ClockTime::SECOND.nseconds() / self.frame_duration.nseconds().max(1),
+        )
+        .unwrap_or(30)
+        .max(1);
+        if self.encoder.find_property("key-int-max").is_some() {
+            let keyint = if on {
+                self.keyint_before_refresh = Some(self.encoder.property::<u32>("key-int-max"));
+                fps
+            } else {
+                self.keyint_before_refresh
+                    .take()
+                    .unwrap_or(X264_KEYINT_INFINITE)
+            };
+            self.encoder.set_property("key-int-max", keyint);
+        }
+        start(&self.pipeline)?;
+        self.stats.intra_refresh = on;
+        tracing::info!(on, "video intra refresh switched");
+        Ok(true)
     }
 
     /// The encoder in use.
