@@ -611,6 +611,23 @@ pub(crate) async fn apply_heartbeat(
     Ok(())
 }
 
+/// Any authenticated message on an edge's link proves it is alive: an edge marked dead (it was
+/// stopped, say, and its heartbeats missed) is revived by its first answer instead of waiting
+/// for its next heartbeat, which an idle edge sends only every 15 s.
+pub(crate) async fn edge_heard(s: &Arc<AppState>, edge: EdgeId) {
+    let dead = s
+        .live()
+        .edges
+        .get(&edge)
+        .filter(|(r, _)| r.state == EdgeState::Dead)
+        .map(|(r, _)| (r.free_slots, r.draining));
+    if let Some((free_slots, draining)) = dead
+        && let Err(e) = apply_heartbeat(s, edge, free_slots, draining).await
+    {
+        warn!(%edge, error = %e.1, "cannot revive the edge");
+    }
+}
+
 /// An edge's link dropped: it takes no new sessions until it links again.
 pub(crate) fn edge_gone(s: &AppState, edge: &EdgeId) {
     s.live().index.remove(edge);
@@ -879,7 +896,6 @@ async fn select(
             })?;
         let mut rec = rec.clone();
         rec.edge = Some(pick.edge);
-        live.liveness.handle_session_placed(&pick.edge);
         (rec, edge)
     };
     let (token, t) = s

@@ -372,6 +372,7 @@ async fn run<T: AsyncRead + AsyncWrite + Send + Unpin>(s: &Arc<AppState>, conn: 
                         if let Some(w) = link.pending().remove(&id) {
                             let _ = w.send(Relayed { status, headers, body });
                         }
+                        api::edge_heard(s, edge).await;
                     }
                     Ok(Ok(Some(other))) => {
                         s.links.link_errors.inc();

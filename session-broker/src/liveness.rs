@@ -102,14 +102,6 @@ impl Liveness {
         }
     }
 
-    /// A placement just gave `edge` a session: it is serving from now on, so it must heartbeat at
-    /// the serving rate (its next heartbeat says so anyway; this closes the gap until then).
-    pub fn handle_session_placed(&mut self, edge: &EdgeId) {
-        if let Some(e) = self.edges.get_mut(edge) {
-            e.serving = true;
-        }
-    }
-
     /// Stops tracking `edge` (it left, or another broker is now its home).
     pub fn forget(&mut self, edge: &EdgeId) {
         self.edges.remove(edge);
@@ -195,18 +187,19 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_edge_has_forty_five_seconds_and_a_placement_shortens_that() {
+    fn an_idle_edge_has_forty_five_seconds_and_its_serving_report_shortens_that() {
         let clock = VirtualClock::new();
         let mut l = Liveness::new();
         l.handle_heartbeat(id(1), false, clock.now());
         l.handle_heartbeat(id(2), false, clock.now());
         clock.advance(Duration::from_secs(44));
         assert!(l.poll_dead(clock.now()).is_empty());
-        // Edge 2 gets a session: it must now heartbeat every 500 ms, and it has not for 44 s.
-        l.handle_session_placed(&id(2));
-        assert_eq!(l.poll_dead(clock.now()), vec![id(2)]);
-        clock.advance(Duration::from_secs(2));
-        assert_eq!(l.poll_dead(clock.now()), vec![id(1)]);
+        // Edge 2's player connected: its heartbeat says it serves, so it now has 1.5 s. A
+        // placement alone does not shorten the period: the edge stays idle until a player
+        // arrives (maybe never), and it cannot heartbeat faster for a session it does not know.
+        l.handle_heartbeat(id(2), true, clock.now());
+        clock.advance(Duration::from_millis(1600));
+        assert_eq!(l.poll_dead(clock.now()), vec![id(1), id(2)]);
     }
 
     #[test]
