@@ -51,6 +51,10 @@ pub struct Metrics {
     stage_seconds: [Histogram; 6],
     /// Frames whose deadline had passed before they started (the loop fell behind).
     pub frames_late: Counter,
+    /// Moves of the broker link to another broker (labels `from`, `to`, `reason`).
+    pub broker_failovers: Family<Labels, Counter>,
+    /// Failed dials of a broker (label `reason`: unreachable, handshake, wrong_key).
+    pub broker_dial_failures: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -81,6 +85,18 @@ impl Metrics {
                 .clone()
         });
         let frames_late = Counter::default();
+        let broker_failovers = Family::<Labels, Counter>::default();
+        let broker_dial_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "broker_failovers",
+            "Moves of the broker link to another broker, by previous and new broker and why",
+            broker_failovers.clone(),
+        );
+        registry.register(
+            "broker_dial_failures",
+            "Failed dials of a broker, by reason",
+            broker_dial_failures.clone(),
+        );
         registry.register("video_frames", "Encoded video frames", frames.clone());
         registry.register("video_bytes", "Encoded video bytes", video_bytes.clone());
         registry.register("keyframes", "Keyframes produced", keyframes.clone());
@@ -161,6 +177,8 @@ impl Metrics {
             inputs_dropped,
             stage_seconds,
             frames_late,
+            broker_failovers,
+            broker_dial_failures,
         })
     }
 
