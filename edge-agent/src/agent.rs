@@ -9,6 +9,9 @@
 //!   and echo addresses, certificate fingerprint), heartbeats every 500 ms while it serves
 //!   sessions and every 15 s when idle, and answers the WHEP requests the broker relays with its
 //!   own handlers ([`crate::http::EdgeHttp`]). A dropped link is redialled with backoff.
+//! - Failover: each link brings the list of brokers sharing the home's registry; when the link
+//!   drops and the home does not answer a redial within [`DIAL_TIMEOUT`], the edge links to the
+//!   next broker of the list (same pinned key), which becomes its home ([`crate::failover`]).
 //! - Join tokens are the broker's ([`BrokerTokens`]), checked offline on WHEP and QUIC, once each.
 //! - A UDP echo ([`serve_echo`]) answers players' RTT probes.
 //! - SIGTERM drains: the edge tells the broker, waits for its sessions to end (bounded), exits.
@@ -22,8 +25,9 @@ use axum::Router;
 use axum::body::Body;
 use edgeplay_protocol::coords::Coord;
 use edgeplay_protocol::link::{
-    self, FrameReader, HEARTBEAT_BUSY_MS, HEARTBEAT_IDLE_MS, LinkMessage, MAX_FRAME,
-    REGISTER_DOMAIN, canonical_json, encode_frame, parse_http_head, proof_bytes, welcome_bytes,
+    self, BROKER_SILENCE_MS, FrameReader, HEARTBEAT_BUSY_MS, HEARTBEAT_IDLE_MS, LinkMessage,
+    MAX_FRAME, REGISTER_DOMAIN, broker_hostports, canonical_json, encode_frame, parse_http_head,
+    proof_bytes, welcome_bytes,
 };
 use edgeplay_protocol::token::{
     self, EdgeId, ReplayGuard, Signature, SigningKey, VerifyingKey, from_hex, to_hex,
@@ -35,12 +39,16 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
+use crate::failover::{Dialer, Failure};
 use crate::quic::{TokenCheck, TokenRefused};
 
 /// How long the edge waits for the broker at each handshake step.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait between redials of a dropped link.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+pub const MAX_BACKOFF: Duration = crate::failover::MAX_BACKOFF;
+/// How long a broker has to accept the connection, upgrade it and say hello before the edge
+/// tries the next broker of its list.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What went wrong with the broker.
 #[derive(Debug, thiserror::Error)]
@@ -250,15 +258,7 @@ impl Advert {
 /// # Errors
 /// [`AgentError::BadUrl`].
 pub fn parse_broker_url(url: &str) -> Result<String, AgentError> {
-    let rest = url.strip_prefix("http://").unwrap_or(url);
-    if url.starts_with("https://") || rest.contains("://") {
-        return Err(AgentError::BadUrl(url.to_owned()));
-    }
-    let hostport = rest.trim_end_matches('/');
-    if hostport.is_empty() || hostport.contains('/') || !hostport.contains(':') {
-        return Err(AgentError::BadUrl(url.to_owned()));
-    }
-    Ok(hostport.to_owned())
+    link::http_hostport(url).ok_or_else(|| AgentError::BadUrl(url.to_owned()))
 }
 
 /// An open link after the upgrade: the stream and what was read past the response head.
@@ -417,6 +417,8 @@ pub struct LinkConfig {
     pub advert: Advert,
     /// Answers browsers' RTT probes.
     pub prober: Arc<crate::probe::Prober>,
+    /// Where failovers and failed dials are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The edge's state the link reports.
@@ -429,67 +431,142 @@ pub struct Load {
 }
 
 /// Keeps the link up until `stop` fires: dials, proves both keys, registers, heartbeats with
-/// the load `load` reports, and serves relayed WHEP requests with `router`. Redials with
-/// backoff when the link drops; gives up only on a pinned-key mismatch.
+/// the load `load` reports, and serves relayed WHEP requests with `router`. When the link drops
+/// it redials the home broker, then the other brokers of the home's list ([`Dialer`]), with
+/// backoff between rounds; gives up only when every broker it knows shows a key other than the
+/// pinned one.
 ///
 /// # Errors
-/// [`AgentError::KeyMismatch`].
+/// [`AgentError::BadUrl`], [`AgentError::KeyMismatch`].
 pub async fn run_link(
     cfg: LinkConfig,
     router: Router,
     load: watch::Receiver<Load>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
-    let hostport = parse_broker_url(&cfg.url)?;
-    let mut backoff = Duration::from_millis(250);
+    let mut dialer = Dialer::new(&parse_broker_url(&cfg.url)?);
+    let mut refusal = None;
     loop {
-        let started = Instant::now();
+        let Some((broker, wait)) = dialer.next_dial() else {
+            return Err(refusal.unwrap_or_else(|| AgentError::Link {
+                url: cfg.url.clone(),
+                why: "no broker left to dial".into(),
+            }));
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return Ok(()),
+        }
         let r = tokio::select! {
-            r = link_once(&cfg, &hostport, &router, load.clone()) => r,
+            r = link_once(&cfg, &broker, &router, load.clone(), &mut dialer) => r,
             _ = stop.changed() => return Ok(()),
         };
         match r {
-            Err(e @ AgentError::KeyMismatch { .. }) => return Err(e),
-            Err(e) => warn!(error = %e, "broker link down; redialling"),
-            Ok(()) => {}
+            Ok((lasted, why)) => {
+                warn!(%broker, reason = %why, "broker link down; redialling");
+                dialer.dropped(lasted);
+            }
+            Err((e, failure)) => {
+                warn!(%broker, error = %e, "cannot link to the broker; trying the next one");
+                cfg.metrics
+                    .broker_dial_failures
+                    .get_or_create(&vec![("reason", failure.label().to_owned())])
+                    .inc();
+                if matches!(e, AgentError::KeyMismatch { .. }) {
+                    refusal = Some(e);
+                }
+                dialer.failed(&broker, failure);
+            }
         }
-        if started.elapsed() > Duration::from_secs(30) {
-            backoff = Duration::from_millis(250);
-        }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            _ = stop.changed() => return Ok(()),
-        }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
+/// Dials `hostport` and reads the broker's hello, within [`DIAL_TIMEOUT`].
+async fn dial_hello(hostport: &str) -> Result<(Conn, VerifyingKey, Vec<u8>), String> {
+    let dialled = tokio::time::timeout(DIAL_TIMEOUT, async {
+        let mut conn = dial(hostport).await?;
+        let (key, challenge) = hello(&mut conn).await?;
+        Ok::<_, String>((conn, key, challenge))
+    })
+    .await;
+    dialled.unwrap_or_else(|_| Err(format!("no hello within {} s", DIAL_TIMEOUT.as_secs_f32())))
+}
+
+/// One link to `hostport`: handshake, then heartbeats and relayed requests until it drops.
+/// `Ok` (how long it was up, why it ended) once it was welcomed; `Err` when it never was.
 async fn link_once(
     cfg: &LinkConfig,
     hostport: &str,
     router: &Router,
-    mut load: watch::Receiver<Load>,
-) -> Result<(), AgentError> {
+    load: watch::Receiver<Load>,
+    dialer: &mut Dialer,
+) -> Result<(Duration, String), (AgentError, Failure)> {
+    let url = format!("http://{hostport}");
     let link_err = |why: String| AgentError::Link {
-        url: cfg.url.clone(),
+        url: url.clone(),
         why,
     };
-    let mut conn = dial(hostport).await.map_err(link_err)?;
-    let (shown, challenge) = hello(&mut conn).await.map_err(link_err)?;
+    let (mut conn, shown, challenge) = dial_hello(hostport)
+        .await
+        .map_err(|e| (link_err(e.clone()), Failure::Unreachable(e)))?;
     if shown != cfg.broker_key {
-        return Err(AgentError::KeyMismatch {
-            url: cfg.url.clone(),
+        let e = AgentError::KeyMismatch {
+            url: url.clone(),
             shown: to_hex(shown.as_bytes()),
             pinned: to_hex(cfg.broker_key.as_bytes()),
             pin_file: "--broker-key or DATA_DIR/broker.pub".into(),
-        });
+        };
+        let words = e.to_string();
+        return Err((e, Failure::WrongKey(words)));
     }
+    let handshake = |e: AgentError| {
+        let words = e.to_string();
+        (e, Failure::Handshake(words))
+    };
+    handshake_welcome(cfg, &mut conn, &shown, &challenge, &url)
+        .await
+        .map_err(handshake)?;
+    let edge = EdgeId(cfg.key.verifying_key().to_bytes());
+    match dialer.linked(hostport) {
+        Some(f) => {
+            warn!(
+                from = %f.from, to = %f.to, reason = f.reason, detail = %f.detail, %edge,
+                "failed over to another broker: it is the edge's home now"
+            );
+            cfg.metrics
+                .broker_failovers
+                .get_or_create(&vec![
+                    ("from", f.from),
+                    ("to", f.to),
+                    ("reason", f.reason.to_owned()),
+                ])
+                .inc();
+        }
+        None => info!(broker = %url, %edge, "linked to the broker"),
+    }
+    let up = Instant::now();
+    let why = serve_link(cfg, conn, router, load, dialer).await;
+    Ok((up.elapsed(), why))
+}
+
+/// Register with a proof of the edge key; check the broker's welcome against the pinned key.
+async fn handshake_welcome(
+    cfg: &LinkConfig,
+    conn: &mut Conn,
+    shown: &VerifyingKey,
+    challenge: &[u8],
+    url: &str,
+) -> Result<(), AgentError> {
+    let link_err = |why: String| AgentError::Link {
+        url: url.to_owned(),
+        why,
+    };
     let mut nonce = [0u8; 32];
     getrandom::fill(&mut nonce).map_err(|_| AgentError::Random)?;
     let proof = {
         use ed25519_dalek::Signer;
         cfg.key
-            .sign(&proof_bytes(&challenge, shown.as_bytes(), &nonce))
+            .sign(&proof_bytes(challenge, shown.as_bytes(), &nonce))
     };
     let register = LinkMessage::Register {
         registration: cfg.advert.signed(&cfg.key),
@@ -499,7 +576,7 @@ async fn link_once(
     write_msg(&mut conn.stream, &register)
         .await
         .map_err(link_err)?;
-    let m = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_msg(&mut conn))
+    let m = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_msg(conn))
         .await
         .map_err(|_| link_err("no welcome from the broker".into()))?
         .map_err(link_err)?;
@@ -512,7 +589,7 @@ async fn link_once(
                 .ok_or_else(|| link_err("the welcome's signature is not 64 bytes of hex".into()))?;
             cfg.broker_key
                 .verify_strict(
-                    &welcome_bytes(&nonce, &challenge, &edge),
+                    &welcome_bytes(&nonce, challenge, &edge),
                     &Signature::from_bytes(&sig),
                 )
                 .map_err(|_| {
@@ -527,7 +604,19 @@ async fn link_once(
         }
         _ => return Err(link_err("expected `welcome` or `refused`".into())),
     }
-    info!(broker = %cfg.url, edge = %EdgeId(edge), "linked to the broker");
+    Ok(())
+}
+
+/// Heartbeats and relayed requests on a welcomed link until it drops: why it ended. A
+/// `brokers` list from the broker updates `dialer`; a broker silent for [`BROKER_SILENCE_MS`]
+/// counts as gone.
+async fn serve_link(
+    cfg: &LinkConfig,
+    conn: Conn,
+    router: &Router,
+    mut load: watch::Receiver<Load>,
+    dialer: &mut Dialer,
+) -> String {
     let Conn { stream, mut frames } = conn;
     let (mut rd, mut wr) = stream.into_split();
     let (resp_tx, mut resp_rx) = mpsc::channel::<LinkMessage>(64);
@@ -538,10 +627,18 @@ async fn link_once(
     let mut tick = tokio::time::interval(Duration::from_millis(HEARTBEAT_BUSY_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let capacity = cfg.advert.capacity;
+    let silence = Duration::from_millis(BROKER_SILENCE_MS);
+    let mut heard = Instant::now();
     let why = loop {
-        // Heartbeat: now when the load changed, else on schedule (500 ms busy, 15 s idle).
+        if heard.elapsed() >= silence {
+            break format!("nothing from the broker for {} s", silence.as_secs());
+        }
+        // Heartbeat: now when the load changed, else on schedule (500 ms busy, 15 s idle). The
+        // loop wakes on the 500 ms tick, which may come a hair before `next_beat` (set after the
+        // last write): half a tick of slack keeps busy heartbeats at 500 ms, not 1 s.
         let cur = *load.borrow();
-        if cur != last || Instant::now() >= next_beat {
+        let slack = Duration::from_millis(HEARTBEAT_BUSY_MS / 2);
+        if cur != last || Instant::now() + slack >= next_beat {
             let beat = LinkMessage::Heartbeat {
                 free_slots: capacity.saturating_sub(cur.sessions),
                 draining: cur.draining,
@@ -567,6 +664,7 @@ async fn link_once(
                     Ok(n) => n,
                     Err(e) => break e.to_string(),
                 };
+                heard = Instant::now();
                 frames.push(&chunk[..n]);
                 let mut bad = None;
                 loop {
@@ -584,6 +682,11 @@ async fn link_once(
                                 };
                                 let _ = tx.send(r).await;
                             });
+                        }
+                        Ok(Some(LinkMessage::Brokers { brokers })) => {
+                            let list = broker_hostports(&brokers);
+                            debug!(?list, "brokers sharing the registry");
+                            dialer.set_list(list);
                         }
                         Ok(Some(LinkMessage::Refused { error })) => {
                             bad = Some(format!("the broker ended the link: {error}"));
@@ -612,7 +715,7 @@ async fn link_once(
         }
     };
     requests.shutdown().await;
-    Err(link_err(why))
+    why
 }
 
 /// Answers a browser's RTT probe offer with a data-channel-only peer.
@@ -876,6 +979,7 @@ pub async fn serve(args: BrokerArgs, edge: Edge) -> anyhow::Result<()> {
             key,
             advert,
             prober: Arc::new(crate::probe::Prober::new(edge.http.listen.ip())),
+            metrics: Arc::clone(&edge.metrics),
         },
         http.router(),
         load_rx,

@@ -7,12 +7,13 @@
 //! [`pipeline`] is one session's media path; [`stats`] and [`metrics`] measure it.
 //!
 //! [`agent`] joins a home broker (`edge-agent run --broker`): link, heartbeats, relayed WHEP,
-//! join tokens, UDP echo, drain.
+//! join tokens, UDP echo, drain; [`failover`] picks the broker it dials when its broker dies.
 //!
 //! `unsafe` lives only in [`gpu`], the one module that talks to Vulkan.
 pub mod agent;
 pub mod convert;
 pub mod encode;
+pub mod failover;
 pub mod gpu;
 pub mod http;
 pub mod keyframe;

@@ -55,6 +55,10 @@ pub struct Metrics {
     pub intra_refresh_periods: Counter,
     /// The QUIC rate controller's target per session (label `session`), kbit/s.
     pub quic_target_kbps: Family<Labels, Gauge>,
+    /// Moves of the broker link to another broker (labels `from`, `to`, `reason`).
+    pub broker_failovers: Family<Labels, Counter>,
+    /// Failed dials of a broker (label `reason`: unreachable, handshake, wrong_key).
+    pub broker_dial_failures: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -96,6 +100,18 @@ impl Metrics {
             "quic_target_kbps",
             "Target bitrate of the QUIC rate controller, by session",
             quic_target_kbps.clone(),
+        );
+        let broker_failovers = Family::<Labels, Counter>::default();
+        let broker_dial_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "broker_failovers",
+            "Moves of the broker link to another broker, by previous and new broker and why",
+            broker_failovers.clone(),
+        );
+        registry.register(
+            "broker_dial_failures",
+            "Failed dials of a broker, by reason",
+            broker_dial_failures.clone(),
         );
         registry.register("video_frames", "Encoded video frames", frames.clone());
         registry.register("video_bytes", "Encoded video bytes", video_bytes.clone());
@@ -179,6 +195,8 @@ impl Metrics {
             frames_late,
             intra_refresh_periods,
             quic_target_kbps,
+            broker_failovers,
+            broker_dial_failures,
         })
     }
 

@@ -1,10 +1,14 @@
 //! The edge link's decoders on arbitrary bytes: the frame reader (fed in uneven chunks, as a
-//! socket would) and the HTTP response head the link's upgrade and the SDK read. Never panics;
-//! every message that decodes encodes and decodes again (JSON numbers may
-//! move by an ulp, so equality is not asked).
+//! socket would), the broker list an edge takes from a `brokers` message, and the HTTP response
+//! head the link's upgrade and the SDK read. Never panics; every message that decodes encodes
+//! and decodes again (JSON numbers may move by an ulp, so equality is not asked); the usable
+//! broker addresses are bounded, distinct, and check again as they are.
 #![no_main]
 
-use edgeplay_protocol::link::{FrameReader, encode_frame, parse_http_head};
+use edgeplay_protocol::link::{
+    FrameReader, LinkMessage, MAX_BROKERS, broker_hostports, encode_frame, http_hostport,
+    parse_http_head,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -18,6 +22,14 @@ fuzz_target!(|data: &[u8]| {
         loop {
             match r.next_message() {
                 Ok(Some(m)) => {
+                    if let LinkMessage::Brokers { brokers } = &m {
+                        let usable = broker_hostports(brokers);
+                        assert!(usable.len() <= MAX_BROKERS);
+                        for (i, hp) in usable.iter().enumerate() {
+                            assert_eq!(http_hostport(hp).as_deref(), Some(hp.as_str()));
+                            assert!(!usable[..i].contains(hp));
+                        }
+                    }
                     let frame = encode_frame(&m).expect("a decoded message encodes");
                     let mut again = FrameReader::default();
                     again.push(&frame);

@@ -18,6 +18,11 @@
 //! Then the edge sends [`LinkMessage::Heartbeat`]s (every 500 ms while it serves sessions,
 //! every 15 s when idle) and the broker relays player HTTP requests (WHEP) as
 //! [`LinkMessage::Request`], each answered by a [`LinkMessage::Response`] with the same id.
+//! The broker also sends [`LinkMessage::Brokers`], the brokers that share its registry, right
+//! after the welcome, whenever that list changes and at least every [`BROKERS_EVERY_MS`]: the
+//! edge links to one of them when its broker dies ([`broker_hostports`] picks the usable
+//! entries), and a link on which nothing arrived for [`BROKER_SILENCE_MS`] is dead to the edge
+//! (a broker whose host vanished closes nothing).
 //!
 //! ```
 //! use edgeplay_protocol::link::{FrameReader, LinkMessage, encode_frame};
@@ -51,6 +56,25 @@ pub const HEARTBEAT_IDLE_MS: u64 = 15_000;
 pub const ECHO_MAGIC: &[u8; 4] = b"EPEC";
 /// Largest echo probe the edge answers (so the echo cannot amplify).
 pub const MAX_ECHO: usize = 64;
+/// The broker sends [`LinkMessage::Brokers`] at least this often, so the edge hears from it.
+pub const BROKERS_EVERY_MS: u64 = 5_000;
+/// An edge that heard nothing from its broker for this long (three [`BROKERS_EVERY_MS`])
+/// drops the link and dials again.
+pub const BROKER_SILENCE_MS: u64 = 3 * BROKERS_EVERY_MS;
+/// Most broker entries an edge takes from one [`LinkMessage::Brokers`]; the rest are ignored.
+pub const MAX_BROKERS: usize = 64;
+/// Longest `host:port` an edge dials (a DNS name is at most 253 bytes).
+pub const MAX_HOSTPORT: usize = 262;
+
+/// A broker that holds a live lease in the registry the sender shares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerRef {
+    /// The broker's id.
+    pub id: String,
+    /// Its HTTP base URL, e.g. `http://10.0.0.1:8090` (what it advertises).
+    pub url: String,
+}
 
 /// One message on the link.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +138,13 @@ pub enum LinkMessage {
         headers: Vec<(String, String)>,
         /// Body (SDP or JSON text).
         body: String,
+    },
+    /// Broker → edge: the brokers sharing this broker's registry (its own entry included),
+    /// where the edge may link when this one dies. Sent after the welcome, on change, and at
+    /// least every [`BROKERS_EVERY_MS`].
+    Brokers {
+        /// In the registry's order (broker id).
+        brokers: Vec<BrokerRef>,
     },
 }
 
@@ -302,6 +333,50 @@ pub fn parse_http_head(bytes: &[u8]) -> Result<Option<HttpHead>, LinkError> {
     }))
 }
 
+/// The `host:port` of an `http://HOST:PORT[/]` (or bare `HOST:PORT`) broker URL; `None` for
+/// anything else (https, a path, no port, port 0, characters that are not in a host name or an
+/// IP literal, longer than [`MAX_HOSTPORT`]). The link is plain TCP: TLS is a terminator's job.
+#[must_use]
+pub fn http_hostport(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    if rest.contains("://") {
+        return None;
+    }
+    let hostport = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = hostport.rsplit_once(':')?;
+    let host_ok = if let Some(v6) = host.strip_prefix('[') {
+        v6.strip_suffix(']')
+            .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok())
+    } else {
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    };
+    let port_ok = !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|p| p != 0);
+    (host_ok && port_ok && hostport.len() <= MAX_HOSTPORT).then(|| hostport.to_owned())
+}
+
+/// The dialable `host:port`s of a [`LinkMessage::Brokers`] list, in its order: entries whose
+/// URL [`http_hostport`] refuses are skipped, duplicates kept once, at most [`MAX_BROKERS`].
+#[must_use]
+pub fn broker_hostports(brokers: &[BrokerRef]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for b in brokers {
+        if out.len() == MAX_BROKERS {
+            break;
+        }
+        if let Some(hp) = http_hostport(&b.url)
+            && !out.contains(&hp)
+        {
+            out.push(hp);
+        }
+    }
+    out
+}
+
 /// Whether a UDP datagram is an echo probe the edge should send back as it is.
 #[must_use]
 pub fn is_echo_probe(datagram: &[u8]) -> bool {
@@ -345,7 +420,55 @@ mod tests {
                 headers: vec![],
                 body: "v=0\r\n".into(),
             },
+            LinkMessage::Brokers {
+                brokers: vec![BrokerRef {
+                    id: "b1".into(),
+                    url: "http://127.0.0.1:8090".into(),
+                }],
+            },
         ]
+    }
+
+    #[test]
+    fn broker_urls_are_checked_before_anyone_dials_them() {
+        assert_eq!(
+            http_hostport("http://127.0.0.1:8090/").as_deref(),
+            Some("127.0.0.1:8090")
+        );
+        assert_eq!(
+            http_hostport("b.example:80").as_deref(),
+            Some("b.example:80")
+        );
+        assert_eq!(http_hostport("http://[::1]:9").as_deref(), Some("[::1]:9"));
+        for bad in [
+            "https://b.example:443",
+            "http://b.example",
+            "http://b.example:80/x",
+            "http://b.example:0",
+            "http://b.example:65536",
+            "http://b.example:+80",
+            "http://b ex:80",
+            "http://[zz]:80",
+            "http://a:80\r\nHost: x:1",
+            ":80",
+            "",
+        ] {
+            assert_eq!(http_hostport(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            http_hostport(&format!("{}:1", "a".repeat(MAX_HOSTPORT))),
+            None
+        );
+        let r = |url: &str| BrokerRef {
+            id: "x".into(),
+            url: url.into(),
+        };
+        assert_eq!(
+            broker_hostports(&[r("http://a:1"), r("ftp://b:2"), r("http://a:1/"), r("c:3")]),
+            vec!["a:1".to_owned(), "c:3".to_owned()]
+        );
+        let many: Vec<BrokerRef> = (1..=200).map(|p| r(&format!("h:{p}"))).collect();
+        assert_eq!(broker_hostports(&many).len(), MAX_BROKERS);
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! tokio glue. An edge whose link drops (process killed, network gone, or no message for
 //! [`LINK_IDLE_TIMEOUT`]) leaves the placement index at once, and comes back when it links
 //! again; requests waiting on it fail with 504.
+//!
+//! Every link also carries the list of live brokers ([`LinkMessage::Brokers`]: after the
+//! welcome, when the sweep sees the list change, and every [`link::BROKERS_EVERY_MS`] as a
+//! keepalive), so that an edge whose broker dies links to another broker of the same registry.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +21,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use edgeplay_protocol::link::{
-    self, FrameReader, HEARTBEAT_IDLE_MS, LinkMessage, encode_frame, proof_bytes, welcome_bytes,
+    self, BROKERS_EVERY_MS, BrokerRef, FrameReader, HEARTBEAT_IDLE_MS, LinkMessage, encode_frame,
+    proof_bytes, welcome_bytes,
 };
 use edgeplay_protocol::token::{EdgeId, Signature, from_hex, to_hex};
 use hyper_util::rt::TokioIo;
@@ -25,10 +30,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::api::{self, AppState};
+use crate::store::BrokerEntry;
 
 /// How long an edge has to answer the hello.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -88,6 +94,8 @@ pub struct Links {
     relayed: Counter,
     relay_timeouts: Counter,
     link_errors: Counter,
+    /// The live brokers as the sweep last listed them; every link passes changes on.
+    brokers: watch::Sender<Vec<BrokerEntry>>,
 }
 
 impl Links {
@@ -122,6 +130,18 @@ impl Links {
             "Relayed requests the edge did not answer in time",
             self.relay_timeouts.clone(),
         );
+    }
+
+    /// Publishes the live brokers (the sweep lists them once a second); each link sends a
+    /// changed list to its edge at once.
+    pub(crate) fn publish_brokers(&self, list: Vec<BrokerEntry>) {
+        self.brokers.send_if_modified(|cur| {
+            let changed = *cur != list;
+            if changed {
+                *cur = list;
+            }
+            changed
+        });
     }
 
     /// Whether `edge` is linked now.
@@ -352,8 +372,47 @@ async fn run<T: AsyncRead + AsyncWrite + Send + Unpin>(s: &Arc<AppState>, conn: 
         s.links.linked.set(map.len() as i64);
     }
     info!(%edge, "edge linked");
+    let mut brokers = s.links.brokers.subscribe();
+    if brokers.borrow_and_update().is_empty() {
+        // Before the sweep's first listing: ask the store now, the edge needs the list early.
+        match s.cfg.store.brokers().await {
+            Ok(list) => s.links.publish_brokers(list),
+            Err(e) => warn!(error = %e, "cannot list the live brokers for a new link"),
+        }
+        brokers.borrow_and_update();
+    }
+    let brokers_msg = |rx: &watch::Receiver<Vec<BrokerEntry>>| LinkMessage::Brokers {
+        brokers: rx
+            .borrow()
+            .iter()
+            .map(|b| BrokerRef {
+                id: b.id.clone(),
+                url: b.url.clone(),
+            })
+            .collect(),
+    };
+    if write_msg(&mut wr, &brokers_msg(&brokers)).await.is_err() {
+        return;
+    }
+    let every = Duration::from_millis(BROKERS_EVERY_MS);
+    let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let why = loop {
         tokio::select! {
+            // The list changed, or it is time to show the edge that this broker is alive.
+            r = brokers.changed() => {
+                if r.is_ok()
+                    && let Err(e) = write_msg(&mut wr, &brokers_msg(&brokers)).await
+                {
+                    break e;
+                }
+                keepalive.reset();
+            }
+            _ = keepalive.tick() => {
+                if let Err(e) = write_msg(&mut wr, &brokers_msg(&brokers)).await {
+                    break e;
+                }
+            }
             m = tokio::time::timeout(LINK_IDLE_TIMEOUT, read_msg(&mut rd, &mut frames, &mut buf)) => {
                 match m {
                     Err(_) => break format!("no message for {} s", LINK_IDLE_TIMEOUT.as_secs()),
@@ -414,5 +473,6 @@ fn kind(m: &LinkMessage) -> &'static str {
         LinkMessage::Heartbeat { .. } => "heartbeat",
         LinkMessage::Request { .. } => "request",
         LinkMessage::Response { .. } => "response",
+        LinkMessage::Brokers { .. } => "brokers",
     }
 }

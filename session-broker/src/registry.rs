@@ -66,14 +66,10 @@ async fn sweep(state: Weak<AppState>) {
 /// reconnect (to any broker) they heartbeat again; if not, they die here after three periods.
 async fn adopt_orphans(s: &AppState, now: Instant) -> Result<(), StoreError> {
     let Some(me) = my_id(s) else { return Ok(()) };
-    let live_brokers: HashSet<String> = s
-        .cfg
-        .store
-        .brokers()
-        .await?
-        .into_iter()
-        .map(|b| b.id)
-        .collect();
+    let brokers = s.cfg.store.brokers().await?;
+    // The links tell their edges, so that an edge whose broker dies knows where else to go.
+    s.links.publish_brokers(brokers.clone());
+    let live_brokers: HashSet<String> = brokers.into_iter().map(|b| b.id).collect();
     let mut live = s.live();
     // An edge with a session placed through this broker serves, whatever its last load said here
     // (its heartbeats went to the dead broker): it gets the serving period.

@@ -1,0 +1,417 @@
+//! Broker failover with real processes: one etcd, two `session-broker run --store etcd://…`
+//! brokers sharing one key, one `edge-agent run --broker <A>`. The edge is placeable from both;
+//! a player plays on it through A; clients keep creating sessions on B; A is killed with
+//! SIGKILL. The edge, told by A which brokers share the registry, links to B within the bound:
+//! B lists it alive with home B, the edge's metrics count the failover to B, the open session
+//! keeps its frames, every session B acknowledged is still readable on B, a new session placed
+//! through B joins over QUIC and gets frames, and B relays WHEP to the edge over the new link.
+//!
+//! `session-broker` is another package's binary: `cargo test --workspace` (and `cargo xtask
+//! test`) builds it next to `edge-agent`; alone, run `cargo build -p edgeplay-broker` first.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use edgeplay_client::Client;
+use edgeplay_client::broker::SessionRequest;
+use edgeplay_protocol::link::parse_http_head;
+use edgeplay_protocol::token::{SigningKey, to_hex};
+use edgeplay_testkit::etcd::Etcd;
+use serde_json::{Value, json};
+
+/// How long after the kill the edge must be linked to B (A's lease has a 2 s TTL; the edge
+/// itself needs only the redial).
+const FAILOVER_BOUND: Duration = Duration::from_secs(10);
+
+struct Proc {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn start(cmd: &mut Command) -> Self {
+        let mut child = cmd
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("process starts");
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in out.lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The rest of the first stdout line that starts with `prefix`.
+    fn line(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let l = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no line starting with `{prefix}`"));
+            if let Some(rest) = l.trim().strip_prefix(prefix) {
+                return rest.trim().to_owned();
+            }
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn broker_bin() -> PathBuf {
+    let edge = PathBuf::from(env!("CARGO_BIN_EXE_edge-agent"));
+    let p = edge.with_file_name("session-broker");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p edgeplay-broker` first",
+        p.display()
+    );
+    p
+}
+
+/// Status, headers (lower-case names), body.
+type Reply = (u16, Vec<(String, String)>, String);
+
+/// One HTTP/1.1 request; `Err` when the server is gone.
+fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<Reply> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let head = parse_http_head(&buf)
+        .ok()
+        .flatten()
+        .ok_or_else(|| std::io::Error::other("no whole HTTP response"))?;
+    let body = String::from_utf8_lossy(&buf[head.len..]).into_owned();
+    Ok((head.status, head.headers, body))
+}
+
+fn json_call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let (st, _, b) = try_http(
+        addr,
+        method,
+        path,
+        &[("Content-Type", "application/json")],
+        &body,
+    )
+    .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"));
+    (st, serde_json::from_str(&b).unwrap_or(Value::Null))
+}
+
+/// The edge's record as `broker` shows it in `GET /v1/edges`.
+fn edge_record(broker: SocketAddr, id: &str) -> Option<Value> {
+    let (_, v) = json_call(broker, "GET", "/v1/edges", None);
+    v.as_array()?
+        .iter()
+        .find(|r| r["ad"]["id"] == json!(id))
+        .cloned()
+}
+
+/// `url → id` of the live brokers as `broker` lists them.
+fn brokers(broker: SocketAddr) -> Vec<(String, String)> {
+    let (st, v) = json_call(broker, "GET", "/v1/brokers", None);
+    assert_eq!(st, 200, "{v}");
+    v["brokers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["url"].as_str().unwrap().to_owned(),
+                b["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn session_body(player: &str) -> Value {
+    json!({"player": player, "width": 1280, "height": 720, "fps": 60,
+           "coord": {"x": 0.0, "y": 0.0, "height": 1.0}})
+}
+
+fn start_broker(dir: &Path, store: &str) -> (Proc, SocketAddr) {
+    let p = Proc::start(Command::new(broker_bin()).args([
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        store,
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]));
+    let addr = p.line("listening on").parse().unwrap();
+    (p, addr)
+}
+
+/// Creates sessions on `addr` until `stop`: the ids answered 201.
+fn create_loop(addr: SocketAddr, stop: &AtomicBool) -> Vec<String> {
+    let mut acked = Vec::new();
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let body = session_body(&format!("load-{i}")).to_string();
+        let json = [("Content-Type", "application/json")];
+        if let Ok((st, _, b)) = try_http(addr, "POST", "/v1/sessions", &json, &body) {
+            assert_eq!(st, 201, "B answered {st}: {b}");
+            let v: Value = serde_json::from_str(&b).unwrap();
+            acked.push(v["session"].as_str().unwrap().to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    acked
+}
+
+/// `edgeplay_edge_broker_failovers_total` lines of the edge's metrics.
+fn failover_lines(edge_http: SocketAddr) -> Vec<String> {
+    let (_, _, m) = try_http(edge_http, "GET", "/metrics", &[], "").expect("edge metrics");
+    m.lines()
+        .filter(|l| l.starts_with("edgeplay_edge_broker_failovers_total{"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_killed_brokers_edge_links_to_the_other_and_serves_its_players() {
+    let etcd = Etcd::start().expect("etcd");
+    let store = etcd.store_url("failover");
+    let root =
+        std::env::temp_dir().join(format!("edgeplay-broker-failover-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    // Brokers on one etcd share the signing key (32 raw bytes), so the edge accepts both.
+    let key = SigningKey::from_bytes(&[5; 32]);
+    let (dir_a, dir_b, dir_e) = (root.join("a"), root.join("b"), root.join("edge"));
+    for d in [&dir_a, &dir_b] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("broker.key"), key.to_bytes()).unwrap();
+    }
+    let (mut a, addr_a) = start_broker(&dir_a, &store);
+    let (_b, addr_b) = start_broker(&dir_b, &store);
+    let (url_a, url_b) = (format!("http://{addr_a}"), format!("http://{addr_b}"));
+    let listed = eventually(Duration::from_secs(10), "both brokers listed", || {
+        let l = brokers(addr_b);
+        (l.len() == 2).then_some(l)
+    });
+    let id_of = |url: &str| {
+        listed
+            .iter()
+            .find(|(u, _)| u == url)
+            .map(|(_, id)| id.clone())
+            .unwrap_or_else(|| panic!("{url} not in {listed:?}"))
+    };
+    let (id_a, id_b) = (id_of(&url_a), id_of(&url_b));
+
+    let edge = Proc::start(
+        Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+            .args([
+                "run",
+                "--broker",
+                &url_a,
+                "--broker-key",
+                &to_hex(key.verifying_key().as_bytes()),
+                "--listen",
+                "127.0.0.1:0",
+                "--quic-listen",
+                "127.0.0.1:0",
+                "--max-sessions",
+                "2",
+                "--coord",
+                "0,0,1",
+                "--data-dir",
+            ])
+            .arg(&dir_e),
+    );
+    let edge_id = edge.line("edge-agent");
+    let edge_id = edge_id.split_whitespace().next().unwrap().to_owned();
+    let edge_http: SocketAddr = edge
+        .line("http http://")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // Linked to A (home A), and B follows the record through etcd: placeable from both.
+    eventually(Duration::from_secs(60), "the edge linked to A", || {
+        let r = edge_record(addr_a, &edge_id)?;
+        (r["home"] == json!(id_a) && r["state"] == "alive").then_some(())
+    });
+    for on in [addr_a, addr_b] {
+        eventually(Duration::from_secs(10), "the edge placeable", || {
+            let (st, v) = json_call(on, "POST", "/v1/sessions", Some(&session_body("p")));
+            assert_eq!(st, 201, "{v}");
+            v["candidates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["edge"] == json!(edge_id))
+                .then_some(())
+        });
+    }
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let req = |player: &str| SessionRequest {
+        coord: Some((0.0, 0.0, 1.0)),
+        broker_key: Some(key.verifying_key().to_bytes()),
+        ..SessionRequest::new(player, 1280, 720, 60)
+    };
+    let frames = |session: &mut edgeplay_client::Session, n: usize| {
+        rt.block_on(async {
+            let mut got = 0;
+            let _ = tokio::time::timeout(Duration::from_secs(60), async {
+                while got < n && session.next_frame().await.is_some() {
+                    got += 1;
+                }
+            })
+            .await;
+            got
+        })
+    };
+    // A player on the edge, placed through A.
+    let (mut first, placed) = rt
+        .block_on(Client::connect_via_broker(&url_a, &req("ann")))
+        .expect("placed through A and connected");
+    assert_eq!(placed.edge, edge_id);
+    assert_eq!(frames(&mut first, 5), 5, "frames before the kill");
+
+    // Load on B while A dies.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || create_loop(addr_b, &stop))
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    a.child.kill().unwrap(); // SIGKILL
+    let killed = Instant::now();
+    let _ = a.child.wait();
+
+    eventually(FAILOVER_BOUND, "the edge linked to B, home B", || {
+        let r = edge_record(addr_b, &edge_id)?;
+        (r["home"] == json!(id_b) && r["state"] == "alive").then_some(())
+    });
+    let moved_after = killed.elapsed();
+    eprintln!("edge linked to B {moved_after:?} after A's SIGKILL");
+    let lines = eventually(Duration::from_secs(5), "failover counted", || {
+        let l = failover_lines(edge_http);
+        (!l.is_empty()).then_some(l)
+    });
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains(&format!("to=\"{addr_b}\"")) && lines[0].ends_with(" 1"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[0].contains(&format!("from=\"{addr_a}\"")),
+        "{lines:?}"
+    );
+
+    // The open session never depended on the broker.
+    assert_eq!(frames(&mut first, 5), 5, "frames after the failover");
+
+    stop.store(true, Ordering::Relaxed);
+    let acked = load.join().expect("load loop");
+    assert!(!acked.is_empty(), "B acknowledged sessions");
+    for sid in &acked {
+        let (st, v) = json_call(addr_b, "GET", &format!("/v1/sessions/{sid}"), None);
+        assert_eq!(st, 200, "acknowledged session {sid} lost: {v}");
+    }
+    // The first player's session is not marked for failover: its edge never died.
+    let (st, v) = json_call(
+        addr_b,
+        "GET",
+        &format!("/v1/sessions/{}", placed.session),
+        None,
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["edge"], json!(edge_id), "{v}");
+    assert_ne!(v["failover"], json!(true), "{v}");
+
+    // A new player placed through B joins over QUIC and plays.
+    let (mut second, placed) = rt
+        .block_on(Client::connect_via_broker(&url_b, &req("bob")))
+        .expect("placed through B and connected");
+    assert_eq!(placed.edge, edge_id);
+    assert_eq!(frames(&mut second, 5), 5, "frames through B's placement");
+    rt.block_on(async {
+        second.close().await;
+        first.close().await;
+    });
+
+    // B relays WHEP to the edge over the new link: the edge itself refuses a bad token. (Its
+    // slots come free once its heartbeat after the two closes reaches B.)
+    let sid = eventually(Duration::from_secs(10), "a free slot again", || {
+        let (st, v) = json_call(addr_b, "POST", "/v1/sessions", Some(&session_body("cy")));
+        assert!(st == 201 || st == 503, "{st}: {v}");
+        (st == 201).then(|| v["session"].as_str().unwrap().to_owned())
+    });
+    let (st, v) = json_call(
+        addr_b,
+        "POST",
+        &format!("/v1/sessions/{sid}/select"),
+        Some(&json!({"measured": [{"edge": edge_id, "rtt_ms": 1.0}]})),
+    );
+    assert_eq!(st, 200, "{v}");
+    let (st, _, body) = try_http(
+        addr_b,
+        "POST",
+        &format!("/v1/sessions/{sid}/whep"),
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Authorization", "Bearer 00"),
+        ],
+        "v=0\r\n",
+    )
+    .unwrap();
+    assert_eq!(st, 401, "the edge's answer through B's relay: {body}");
+    eprintln!(
+        "{} sessions acknowledged by B during the failover, none lost",
+        acked.len()
+    );
+    drop(edge);
+    let _ = std::fs::remove_dir_all(&root);
+}
