@@ -126,8 +126,13 @@ try {
   await page.keyboard.down("ArrowUp");
   const t2 = Date.now();
   let turn = 0;
+  // The audio jitter buffer over the measurement (getStats, half-second means).
+  const buffered = [];
+  const targets = [];
   while (Date.now() - t2 < 45000) {
     s = await stats();
+    if (s.jitterBufferMs.audio !== null) buffered.push(s.jitterBufferMs.audio);
+    if (s.audioJitterTargetMs) targets.push(s.audioJitterTargetMs.target);
     if (s.avSyncMs.length >= 10) break;
     const key = turn++ % 2 === 0 ? "ArrowLeft" : "ArrowRight";
     await page.keyboard.down(key);
@@ -144,11 +149,13 @@ try {
   const sorted = [...avSync].sort((a, b) => a - b);
   const avMedian = sorted[Math.floor(sorted.length / 2)];
   const avP95 = sorted[Math.min(sorted.length - 1, Math.ceil(sorted.length * 0.95) - 1)];
+  const mid = (xs) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] : null);
+  const audioJitter = { bufferMedianMs: mid(buffered), targetMedianMs: mid(targets) };
   if (Math.abs(avMedian) > 250) fail(`audio and video ${avMedian.toFixed(1)} ms apart (> 250 ms): ${JSON.stringify(avSync)}`, { stats: s });
   const errorVisible = await page.locator(".edgeplay-error").isVisible();
   if (errorVisible || s.error) fail(`error shown: ${s.error}`, { stats: s });
   await page.screenshot({ path: shot });
-  console.log(JSON.stringify({ ok: true, played, before, after: s.lastStamp, avSyncMs: avSync, avSyncMedianMs: avMedian, avSyncP95Ms: avP95, avSyncHeardMs: s.avSyncHeardMs, stats: s }));
+  console.log(JSON.stringify({ ok: true, played, before, after: s.lastStamp, avSyncMs: avSync, avSyncMedianMs: avMedian, avSyncP95Ms: avP95, avSyncHeardMs: s.avSyncHeardMs, audioJitter, stats: s }));
 } catch (e) {
   fail(`${e}`, { logs });
 } finally {
