@@ -11,7 +11,6 @@
 //!
 //! `unsafe` lives only in [`gpu`], the one module that talks to Vulkan.
 pub mod agent;
-pub mod audio_pace;
 pub mod convert;
 pub mod encode;
 pub mod gpu;

@@ -51,9 +51,8 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
-use crate::audio_pace::AudioPacer;
 use crate::rate::{EncoderRate, Estimate};
-use crate::session::{AudioPacket, Control, MediaPacket, SessionHandle};
+use crate::session::{Control, MediaPacket, SessionHandle};
 
 /// The playout-delay RTP header extension (min/max delay in 10 ms units, 12 bits each).
 pub const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
@@ -74,11 +73,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 pub const RATE_INTERVAL: Duration = Duration::from_millis(200);
 /// RTP payload size: below any path MTU with SRTP, extension and IP/UDP headers.
 const RTP_MTU: usize = 1200;
-/// The most an Opus packet is held to leave on its media clock ([`AudioPacer`]): a tick at
-/// 50 Hz and above.
-pub const AUDIO_MAX_HOLD: Duration = Duration::from_millis(20);
-/// Packets the audio pacer may hold; beyond that it sends at once (a stalled writer).
-const AUDIO_QUEUE_MAX: usize = 16;
 const VIDEO_PT: u8 = 102;
 const AUDIO_PT: u8 = 111;
 
@@ -966,12 +960,8 @@ async fn run_peer(peer: &Arc<Peer>, session: SessionHandle, mut w: Wiring, sessi
     let mut rate = EncoderRate::new(session_kbps);
     let mut rate_tick = tokio::time::interval(RATE_INTERVAL);
     rate_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut pacer = AudioPacer::new(AUDIO_MAX_HOLD);
-    let mut paced: std::collections::VecDeque<(tokio::time::Instant, Arc<AudioPacket>)> =
-        std::collections::VecDeque::new();
     loop {
         let deadline = vanished_at.map(|t| t + VANISHED_GRACE);
-        let audio_due = paced.front().map(|(due, _)| *due);
         tokio::select! {
             () = peer.stop.notified() => {
                 info!("peer deleted");
@@ -1008,21 +998,6 @@ async fn run_peer(peer: &Arc<Peer>, session: SessionHandle, mut w: Wiring, sessi
                     tasks.spawn(read_channel(channel, label, ctl_tx.clone(), Arc::clone(peer)));
                 } else {
                     warn!(%label, "unknown data channel: this edge reads `input` and `control`");
-                }
-            }
-            () = async {
-                match audio_due {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                let now = tokio::time::Instant::now();
-                while let Some((due, a)) = paced.front() {
-                    if *due > now && paced.len() <= AUDIO_QUEUE_MAX {
-                        break;
-                    }
-                    send_audio(&mut audio, a).await;
-                    paced.pop_front();
                 }
             }
             _ = rate_tick.tick() => {
@@ -1078,12 +1053,9 @@ async fn run_peer(peer: &Arc<Peer>, session: SessionHandle, mut w: Wiring, sessi
                 }
                 Ok(MediaPacket::Audio(a)) => {
                     if started {
-                        let now = std::time::Instant::now();
-                        let due = tokio::time::Instant::from_std(pacer.due(now, a.pts));
-                        if paced.is_empty() && due <= tokio::time::Instant::from_std(now) {
-                            send_audio(&mut audio, &a).await;
-                        } else {
-                            paced.push_back((due, a));
+                        let payload = bytes::Bytes::copy_from_slice(&a.data);
+                        if let Err(e) = audio.send(vec![payload], a.pts, None, false).await {
+                            debug!(error = %e, "audio write failed");
                         }
                     }
                 }
@@ -1102,13 +1074,6 @@ async fn run_peer(peer: &Arc<Peer>, session: SessionHandle, mut w: Wiring, sessi
     drop(media);
     tasks.abort_all();
     end_session(session).await;
-}
-
-async fn send_audio(out: &mut RtpOut, a: &AudioPacket) {
-    let payload = bytes::Bytes::copy_from_slice(&a.data);
-    if let Err(e) = out.send(vec![payload], a.pts, None, false).await {
-        debug!(error = %e, "audio write failed");
-    }
 }
 
 async fn end_session(session: SessionHandle) {
