@@ -81,6 +81,13 @@ export interface PlayerStats {
    * (getStats jitterBufferTargetDelay / jitterBufferMinimumDelay per emitted sample), in ms.
    */
   audioJitterTargetMs: { target: number; minimum: number } | null;
+  /**
+   * The audio receiver's playout counters (getStats, since the start): samples played out,
+   * concealed, removed by acceleration and inserted by deceleration, and when they were read
+   * (performance clock, ms). Played samples against elapsed time tell whether the audio device
+   * keeps real time.
+   */
+  audioPlayout: { at: number; played: number; concealed: number; accelerated: number; decelerated: number } | null;
   lastStamp: { frame: number; tick: number; inputSeq: number; stateHash: string; renderTimeUs: string } | null;
   inputsSent: number;
   ack: { applied: number; committed: number } | null;
@@ -389,6 +396,7 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
   const jitterTotals: Record<"audio" | "video", { delay: number; emitted: number } | null> = { audio: null, video: null };
   let audioTarget: { target: number; minimum: number } | null = null;
   let audioTargetTotals: { target: number; minimum: number; emitted: number } | null = null;
+  let audioPlayout: { at: number; played: number; concealed: number; accelerated: number; decelerated: number } | null = null;
   let rtc = { fps: 0, bitrateKbps: 0, rttMs: null as number | null, decodeMs: null as number | null, dropped: 0 };
   let prev: { t: number; bytes: number; frames: number; decode: number; decoded: number } | null = null;
   const sample = async () => {
@@ -404,6 +412,15 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
         const emitted = s.jitterBufferEmittedCount - (last?.emitted ?? 0);
         if (emitted > 0) jitterMs[kind] = ((s.jitterBufferDelay - (last?.delay ?? 0)) / emitted) * 1000;
         jitterTotals[kind] = { delay: s.jitterBufferDelay, emitted: s.jitterBufferEmittedCount };
+        if (kind === "audio") {
+          audioPlayout = {
+            at: performance.now(),
+            played: s.totalSamplesReceived ?? 0,
+            concealed: s.concealedSamples ?? 0,
+            accelerated: s.removedSamplesForAcceleration ?? 0,
+            decelerated: s.insertedSamplesForDeceleration ?? 0,
+          };
+        }
         if (kind === "audio" && s.jitterBufferTargetDelay !== undefined) {
           const t = audioTargetTotals;
           const n = s.jitterBufferEmittedCount - (t?.emitted ?? 0);
@@ -736,6 +753,7 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
       avSyncOnsets: { ...avOnsetCounts },
       jitterBufferMs: { ...jitterMs },
       audioJitterTargetMs: audioTarget,
+      audioPlayout: audioPlayout ? { ...audioPlayout } : null,
       audioLatencyMs: audioCtx
         ? { base: (audioCtx.baseLatency ?? 0) * 1000, output: ((audioCtx as any).outputLatency ?? 0) * 1000 }
         : null,
