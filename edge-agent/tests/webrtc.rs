@@ -145,6 +145,16 @@ fn chromium_plays_the_whep_stream_and_a_key_changes_the_game() {
         result["audioJitter"],
         result["stats"]["audioLatencyMs"]
     );
+    // How often the session skipped its schedule (each skip is a gap in media time).
+    let (_, _, metrics) = edge.request("GET", "/metrics", &[], b"");
+    let counts: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("edgeplay_edge_frames_late")
+                || l.starts_with("edgeplay_edge_frames_total")
+        })
+        .collect();
+    eprintln!("session schedule: {counts:?}");
     // The acceptance bound, on the median over the hits (one hit can land on a late
     // audio packet or a frame boundary; the p95 is reported above).
     assert!(
