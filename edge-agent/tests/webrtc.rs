@@ -139,9 +139,22 @@ fn chromium_plays_the_whep_stream_and_a_key_changes_the_game() {
     let av = result["avSyncMedianMs"].as_f64().expect("an A/V offset");
     let p95 = result["avSyncP95Ms"].as_f64().expect("an A/V p95");
     eprintln!(
-        "A/V offset (> 0: audio late): median {av:.1} ms, p95 {p95:.1} ms over {} (with the sound card's latency: {}); audio jitter buffer {} ms",
-        result["avSyncMs"], result["avSyncHeardMs"], result["stats"]["jitterBufferMs"]["audio"]
+        "A/V offset (> 0: audio late): median {av:.1} ms, p95 {p95:.1} ms over {} (with the sound card's latency: {}); audio jitter buffer over the hits (medians): {}; WebAudio latency: {}",
+        result["avSyncMs"],
+        result["avSyncHeardMs"],
+        result["audioJitter"],
+        result["stats"]["audioLatencyMs"]
     );
+    // How often the session skipped its schedule (each skip is a gap in media time).
+    let (_, _, metrics) = edge.request("GET", "/metrics", &[], b"");
+    let counts: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("edgeplay_edge_frames_late")
+                || l.starts_with("edgeplay_edge_frames_total")
+        })
+        .collect();
+    eprintln!("session schedule: {counts:?}");
     // The acceptance bound, on the median over the hits (one hit can land on a late
     // audio packet or a frame boundary; the p95 is reported above).
     assert!(

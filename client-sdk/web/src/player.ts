@@ -76,6 +76,18 @@ export interface PlayerStats {
   audioLatencyMs: { base: number; output: number } | null;
   /** Mean time in the receiver's jitter buffers over the last half second (getStats), in ms. */
   jitterBufferMs: { audio: number | null; video: number | null };
+  /**
+   * The audio jitter buffer's (NetEq's) target and minimum delay over the last half second
+   * (getStats jitterBufferTargetDelay / jitterBufferMinimumDelay per emitted sample), in ms.
+   */
+  audioJitterTargetMs: { target: number; minimum: number } | null;
+  /**
+   * The audio receiver's playout counters (getStats, since the start): samples played out,
+   * concealed, removed by acceleration and inserted by deceleration, and when they were read
+   * (performance clock, ms). Played samples against elapsed time tell whether the audio device
+   * keeps real time.
+   */
+  audioPlayout: { at: number; played: number; concealed: number; accelerated: number; decelerated: number } | null;
   lastStamp: { frame: number; tick: number; inputSeq: number; stateHash: string; renderTimeUs: string } | null;
   inputsSent: number;
   ack: { applied: number; committed: number } | null;
@@ -382,6 +394,9 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
   // Stats from getStats, sampled twice a second.
   const jitterMs = { audio: null as number | null, video: null as number | null };
   const jitterTotals: Record<"audio" | "video", { delay: number; emitted: number } | null> = { audio: null, video: null };
+  let audioTarget: { target: number; minimum: number } | null = null;
+  let audioTargetTotals: { target: number; minimum: number; emitted: number } | null = null;
+  let audioPlayout: { at: number; played: number; concealed: number; accelerated: number; decelerated: number } | null = null;
   let rtc = { fps: 0, bitrateKbps: 0, rttMs: null as number | null, decodeMs: null as number | null, dropped: 0 };
   let prev: { t: number; bytes: number; frames: number; decode: number; decoded: number } | null = null;
   const sample = async () => {
@@ -397,6 +412,26 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
         const emitted = s.jitterBufferEmittedCount - (last?.emitted ?? 0);
         if (emitted > 0) jitterMs[kind] = ((s.jitterBufferDelay - (last?.delay ?? 0)) / emitted) * 1000;
         jitterTotals[kind] = { delay: s.jitterBufferDelay, emitted: s.jitterBufferEmittedCount };
+        if (kind === "audio") {
+          audioPlayout = {
+            at: performance.now(),
+            played: s.totalSamplesReceived ?? 0,
+            concealed: s.concealedSamples ?? 0,
+            accelerated: s.removedSamplesForAcceleration ?? 0,
+            decelerated: s.insertedSamplesForDeceleration ?? 0,
+          };
+        }
+        if (kind === "audio" && s.jitterBufferTargetDelay !== undefined) {
+          const t = audioTargetTotals;
+          const n = s.jitterBufferEmittedCount - (t?.emitted ?? 0);
+          if (n > 0) {
+            audioTarget = {
+              target: ((s.jitterBufferTargetDelay - (t?.target ?? 0)) / n) * 1000,
+              minimum: (((s.jitterBufferMinimumDelay ?? 0) - (t?.minimum ?? 0)) / n) * 1000,
+            };
+          }
+          audioTargetTotals = { target: s.jitterBufferTargetDelay, minimum: s.jitterBufferMinimumDelay ?? 0, emitted: s.jitterBufferEmittedCount };
+        }
       }
       if (s.type === "inbound-rtp" && s.kind === "video") {
         bytes = s.bytesReceived ?? 0;
@@ -717,6 +752,8 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
       avSyncHeardMs: [...avSyncHeard],
       avSyncOnsets: { ...avOnsetCounts },
       jitterBufferMs: { ...jitterMs },
+      audioJitterTargetMs: audioTarget,
+      audioPlayout: audioPlayout ? { ...audioPlayout } : null,
       audioLatencyMs: audioCtx
         ? { base: (audioCtx.baseLatency ?? 0) * 1000, output: ((audioCtx as any).outputLatency ?? 0) * 1000 }
         : null,

@@ -126,8 +126,14 @@ try {
   await page.keyboard.down("ArrowUp");
   const t2 = Date.now();
   let turn = 0;
+  // The audio jitter buffer over the measurement (getStats, half-second means).
+  const buffered = [];
+  const targets = [];
+  const playoutBefore = s.audioPlayout;
   while (Date.now() - t2 < 45000) {
     s = await stats();
+    if (s.jitterBufferMs.audio !== null) buffered.push(s.jitterBufferMs.audio);
+    if (s.audioJitterTargetMs) targets.push(s.audioJitterTargetMs.target);
     if (s.avSyncMs.length >= 10) break;
     const key = turn++ % 2 === 0 ? "ArrowLeft" : "ArrowRight";
     await page.keyboard.down(key);
@@ -144,11 +150,24 @@ try {
   const sorted = [...avSync].sort((a, b) => a - b);
   const avMedian = sorted[Math.floor(sorted.length / 2)];
   const avP95 = sorted[Math.min(sorted.length - 1, Math.ceil(sorted.length * 0.95) - 1)];
+  const mid = (xs) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] : null);
+  // Over the measurement: samples played per second (48,000 when the audio device keeps real
+  // time) and the share concealed, accelerated away and inserted by deceleration.
+  const p0 = playoutBefore, p1 = s.audioPlayout;
+  const playout = p0 && p1 && p1.at > p0.at && p1.played > p0.played
+    ? {
+        playedPerS: Math.round(((p1.played - p0.played) * 1000) / (p1.at - p0.at)),
+        concealedPct: (100 * (p1.concealed - p0.concealed)) / (p1.played - p0.played),
+        acceleratedPct: (100 * (p1.accelerated - p0.accelerated)) / (p1.played - p0.played),
+        deceleratedPct: (100 * (p1.decelerated - p0.decelerated)) / (p1.played - p0.played),
+      }
+    : null;
+  const audioJitter = { bufferMedianMs: mid(buffered), targetMedianMs: mid(targets), playout };
   if (Math.abs(avMedian) > 250) fail(`audio and video ${avMedian.toFixed(1)} ms apart (> 250 ms): ${JSON.stringify(avSync)}`, { stats: s });
   const errorVisible = await page.locator(".edgeplay-error").isVisible();
   if (errorVisible || s.error) fail(`error shown: ${s.error}`, { stats: s });
   await page.screenshot({ path: shot });
-  console.log(JSON.stringify({ ok: true, played, before, after: s.lastStamp, avSyncMs: avSync, avSyncMedianMs: avMedian, avSyncP95Ms: avP95, avSyncHeardMs: s.avSyncHeardMs, stats: s }));
+  console.log(JSON.stringify({ ok: true, played, before, after: s.lastStamp, avSyncMs: avSync, avSyncMedianMs: avMedian, avSyncP95Ms: avP95, avSyncHeardMs: s.avSyncHeardMs, audioJitter, stats: s }));
 } catch (e) {
   fail(`${e}`, { logs });
 } finally {
