@@ -873,7 +873,7 @@ async fn select(
     rate_limit(&s, peer, &stored.player)?;
     let measured: Vec<(EdgeId, f64)> = req.measured.iter().map(|m| (m.edge, m.rtt_ms)).collect();
     let (rec, edge) = {
-        let mut live = s.live();
+        let live = s.live();
         let rec = &stored;
         let pick = live
             .index
