@@ -83,8 +83,9 @@ pub enum PixelFormat {
     /// width). What decoders produce: no conversion.
     #[default]
     Nv12,
-    /// One plane of 8-bit R, G, B, A (alpha 255), stride = 4 × width; converted in the
-    /// decoder's pipeline (BT.601, as the edge encodes).
+    /// One plane of 8-bit R, G, B, A (alpha 255), stride = 4 × width; converted from the
+    /// decoder's NV12 by `videoconvert` in the decoding pipeline (the stream's colorimetry:
+    /// BT.709 video range from the edge).
     Rgba,
 }
 
@@ -381,15 +382,16 @@ fn video_meta(buffer: &gst::BufferRef) -> Option<[(usize, usize); 2]> {
     Some([plane(0)?, plane(1).unwrap_or((0, 0))])
 }
 
-/// BT.601 limited-range luma of RGBA pixels (what `videoconvert` inverts), for reading the
-/// stamp from an RGBA picture.
+/// Limited-range luma of RGBA pixels with BT.709 weights (the edge converts to NV12 with
+/// BT.709, and GStreamer assumes it for HD streams that do not say), for reading the stamp
+/// from an RGBA picture. On grey pixels, like the stamp's cells, any weights agree.
 pub(crate) fn rgba_luma(rgba: &[u8], width: usize, height: usize) -> Vec<u8> {
     rgba.chunks_exact(4)
         .take(width * height)
         .map(|p| {
             let (r, g, b) = (u32::from(p[0]), u32::from(p[1]), u32::from(p[2]));
-            // Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255, in 8.8 fixed point.
-            let y = (16 * 256 + (66 * r + 129 * g + 25 * b) + 128) >> 8;
+            // Y = 16 + 219/255 × (0.2126 R + 0.7152 G + 0.0722 B), in 8.8 fixed point.
+            let y = (16 * 256 + 47 * r + 157 * g + 16 * b + 128) >> 8;
             u8::try_from(y.min(255)).unwrap_or(u8::MAX)
         })
         .collect()

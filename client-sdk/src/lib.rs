@@ -277,7 +277,7 @@ impl Frame {
     }
 
     /// The luma of any frame (stride = width): the NV12 plane as is, or computed from RGBA
-    /// with BT.601 limited-range weights (what the stamp reader expects).
+    /// (BT.709 weights, video range: what the stamp reader expects).
     ///
     /// ```no_run
     /// # async fn demo(mut session: edgeplay_client::Session) {
