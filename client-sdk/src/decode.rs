@@ -80,7 +80,7 @@ pub enum DecoderPreference {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum PixelFormat {
     /// Two planes: 8-bit luma (stride = width), then interleaved U/V at half height (stride =
-    /// width). What decoders produce: no conversion.
+    /// width rounded up to even). What decoders produce: no conversion.
     #[default]
     Nv12,
     /// One plane of 8-bit R, G, B, A (alpha 255), stride = 4 × width; converted from the
@@ -333,7 +333,11 @@ fn picture(sample: &gst::Sample, format: PixelFormat) -> Result<Picture, String>
     let layout = video_meta(buffer).unwrap_or_else(|| default_layout(format, width, height));
     // (plane, bytes per row, rows)
     let planes: &[(usize, usize, usize)] = match format {
-        PixelFormat::Nv12 => &[(0, width, height), (1, width, height.div_ceil(2))],
+        // U/V pairs: an odd width still has a whole pair for its last column.
+        PixelFormat::Nv12 => &[
+            (0, width, height),
+            (1, width.next_multiple_of(2), height.div_ceil(2)),
+        ],
         PixelFormat::Rgba => &[(0, width * 4, height)],
     };
     let mut out = Vec::with_capacity(planes.iter().map(|p| p.1 * p.2).sum());

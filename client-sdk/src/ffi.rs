@@ -210,7 +210,7 @@ impl EpFrame {
             y_stride: frame.width,
             // In bounds: `uv_offset` is at most the buffer's length.
             uv: frame.data[uv_offset..].as_ptr(),
-            uv_stride: frame.width,
+            uv_stride: frame.width.next_multiple_of(2),
             frame: frame.header.frame,
             keyframe: frame.header.keyframe,
             render_us: frame.header.render_us,

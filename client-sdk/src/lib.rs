@@ -245,8 +245,8 @@ pub struct Frame {
     /// The layout of `data`.
     pub format: PixelFormat,
     /// The pixels, tightly packed (see [`Frame::planes`]). NV12: `width * height` bytes of
-    /// luma, then `(height + 1) / 2` rows of `width` bytes of interleaved U/V. RGBA: `height`
-    /// rows of `4 * width` bytes.
+    /// luma, then `(height + 1) / 2` rows of interleaved U/V, `width` bytes each (rounded up
+    /// to even). RGBA: `height` rows of `4 * width` bytes.
     pub data: Vec<u8>,
     /// When the last byte of the frame arrived.
     pub received_at: Instant,
@@ -312,7 +312,7 @@ impl Frame {
     pub fn planes(&self) -> Vec<Plane<'_>> {
         let (w, h) = (self.width as usize, self.height as usize);
         let shape: &[(usize, usize)] = match self.format {
-            PixelFormat::Nv12 => &[(w, h), (w, h.div_ceil(2))],
+            PixelFormat::Nv12 => &[(w, h), (w.next_multiple_of(2), h.div_ceil(2))],
             PixelFormat::Rgba => &[(4 * w, h)],
         };
         let mut offset = 0;
