@@ -371,8 +371,21 @@ impl Client {
         broker_url: &str,
         req: &SessionRequest,
     ) -> Result<(Session, Placement), BrokerError> {
+        Self::connect_via_broker_with(broker_url, req, crate::ClientOptions::default()).await
+    }
+
+    /// [`Client::connect_via_broker`] with [`crate::ClientOptions`] (decoder, pixel format).
+    ///
+    /// # Errors
+    /// [`BrokerError`].
+    pub async fn connect_via_broker_with(
+        broker_url: &str,
+        req: &SessionRequest,
+        options: crate::ClientOptions,
+    ) -> Result<(Session, Placement), BrokerError> {
         let p = place(broker_url, req).await?;
-        let session = Client::connect(p.quic_addr, p.cert_fingerprint, &p.token).await?;
+        let session =
+            Client::connect_with(p.quic_addr, p.cert_fingerprint, &p.token, options).await?;
         Ok((session, p))
     }
 }

@@ -201,16 +201,16 @@ impl EpFrame {
         let decoded_unix_us = unix_us().saturating_sub(micros(frame.decoded_at.elapsed()));
         let (w, h) = (frame.width as usize, frame.height as usize);
         let stamp = read_luma(frame.luma(), w, h, w).ok();
-        let y = frame.nv12.as_ptr();
-        let uv_offset = (w * h).min(frame.nv12.len());
+        let y = frame.data.as_ptr();
+        let uv_offset = (w * h).min(frame.data.len());
         Self {
             width: frame.width,
             height: frame.height,
             y,
             y_stride: frame.width,
             // In bounds: `uv_offset` is at most the buffer's length.
-            uv: frame.nv12[uv_offset..].as_ptr(),
-            uv_stride: frame.width,
+            uv: frame.data[uv_offset..].as_ptr(),
+            uv_stride: frame.width.next_multiple_of(2),
             frame: frame.header.frame,
             keyframe: frame.header.keyframe,
             render_us: frame.header.render_us,

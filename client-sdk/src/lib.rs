@@ -4,7 +4,9 @@
 //! the broker's signed answer, or printed by `edge-agent run --dev`), sends the join token and
 //! returns a [`Session`] once the edge welcomes it. Then:
 //! - [`Session::next_frame`] (or the [`futures_core::Stream`] from [`Session::frames`]) yields
-//!   decoded NV12 pictures in frame order; frames lost to a reset or a gap are skipped up to
+//!   decoded pictures (NV12, or RGBA: [`ClientOptions::format`]) in frame order, from a
+//!   hardware H.264 decoder when one works, else `avdec_h264` ([`ClientOptions::decoder`],
+//!   [`Stats::decoder`]); frames lost to a reset or a gap are skipped up to
 //!   the next keyframe, which the SDK asks for on its own;
 //! - [`Session::send_input`] numbers an input and sends it in a datagram together with every
 //!   input the edge has not acknowledged yet, until the edge's committed number covers it;
@@ -73,6 +75,9 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info_span, trace, warn};
 
 pub use audio::{AUDIO_CHANNELS, AUDIO_RATE, AudioChunk};
+pub use decode::{
+    DecoderPreference, HARDWARE_DECODERS, PROBE_TIMEOUT, PixelFormat, SOFTWARE_DECODER,
+};
 /// The header the edge sent with a frame (frame number, render time, pts, keyframe).
 ///
 /// ```no_run
@@ -237,8 +242,12 @@ pub struct Frame {
     pub width: u32,
     /// Height in pixels.
     pub height: u32,
-    /// NV12, tightly packed: `width * height` bytes of luma, then interleaved U/V rows.
-    pub nv12: Vec<u8>,
+    /// The layout of `data`.
+    pub format: PixelFormat,
+    /// The pixels, tightly packed (see [`Frame::planes`]). NV12: `width * height` bytes of
+    /// luma, then `(height + 1) / 2` rows of interleaved U/V, `width` bytes each (rounded up
+    /// to even). RGBA: `height` rows of `4 * width` bytes.
+    pub data: Vec<u8>,
     /// When the last byte of the frame arrived.
     pub received_at: Instant,
     /// When the decoder handed the picture out.
@@ -249,7 +258,8 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// The luma plane (stride = width), e.g. for `edgeplay_protocol::stamp::read_luma`.
+    /// The luma plane of an NV12 frame (stride = width), e.g. for
+    /// `edgeplay_protocol::stamp::read_luma`; empty for RGBA (see [`Frame::to_luma`]).
     ///
     /// ```no_run
     /// # async fn demo(mut session: edgeplay_client::Session) {
@@ -259,9 +269,97 @@ impl Frame {
     /// ```
     #[must_use]
     pub fn luma(&self) -> &[u8] {
+        if self.format != PixelFormat::Nv12 {
+            return &[];
+        }
         let n = self.width as usize * self.height as usize;
-        &self.nv12[..n.min(self.nv12.len())]
+        &self.data[..n.min(self.data.len())]
     }
+
+    /// The luma of any frame (stride = width): the NV12 plane as is, or computed from RGBA
+    /// (BT.709 weights, video range: what the stamp reader expects).
+    ///
+    /// ```no_run
+    /// # async fn demo(mut session: edgeplay_client::Session) {
+    /// let f = session.next_frame().await.unwrap();
+    /// let (w, h) = (f.width as usize, f.height as usize);
+    /// let stamp = edgeplay_protocol::stamp::read_luma(&f.to_luma(), w, h, w);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn to_luma(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self.format {
+            PixelFormat::Nv12 => std::borrow::Cow::Borrowed(self.luma()),
+            PixelFormat::Rgba => std::borrow::Cow::Owned(decode::rgba_luma(
+                &self.data,
+                self.width as usize,
+                self.height as usize,
+            )),
+        }
+    }
+
+    /// The planes of `data`: NV12 has two (luma; interleaved U/V), RGBA one.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut session: edgeplay_client::Session) {
+    /// let f = session.next_frame().await.unwrap();
+    /// for p in f.planes() {
+    ///     assert!(p.stride >= p.row_bytes && p.data.len() >= p.stride * (p.rows - 1) + p.row_bytes);
+    /// }
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn planes(&self) -> Vec<Plane<'_>> {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let shape: &[(usize, usize)] = match self.format {
+            PixelFormat::Nv12 => &[(w, h), (w.next_multiple_of(2), h.div_ceil(2))],
+            PixelFormat::Rgba => &[(4 * w, h)],
+        };
+        let mut offset = 0;
+        let mut planes = Vec::with_capacity(shape.len());
+        for &(row_bytes, rows) in shape {
+            let end = (offset + row_bytes * rows).min(self.data.len());
+            planes.push(Plane {
+                data: &self.data[offset.min(end)..end],
+                stride: row_bytes,
+                row_bytes,
+                rows,
+            });
+            offset = end;
+        }
+        planes
+    }
+}
+
+/// One plane of a [`Frame`].
+#[derive(Clone, Copy, Debug)]
+pub struct Plane<'a> {
+    /// The plane's bytes: `rows` rows `stride` bytes apart.
+    pub data: &'a [u8],
+    /// Bytes from one row to the next.
+    pub stride: usize,
+    /// Bytes of pixels in a row (≤ `stride`).
+    pub row_bytes: usize,
+    /// Rows.
+    pub rows: usize,
+}
+
+/// How a session decodes.
+///
+/// ```no_run
+/// # async fn demo(fp: [u8; 32]) -> Result<(), edgeplay_client::ClientError> {
+/// use edgeplay_client::{Client, ClientOptions, DecoderPreference, PixelFormat};
+/// let options = ClientOptions { decoder: DecoderPreference::Software, format: PixelFormat::Rgba };
+/// let session = Client::connect_with("127.0.0.1:4433".parse().unwrap(), fp, "token", options).await?;
+/// assert_eq!(session.stats().decoder, "avdec_h264");
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Hardware decoding when it works ([`DecoderPreference::Auto`]), or software only.
+    pub decoder: DecoderPreference,
+    /// The layout of [`Frame::data`].
+    pub format: PixelFormat,
 }
 
 /// A snapshot of a session's counters.
@@ -321,6 +419,8 @@ pub struct Stats {
     pub input_to_photon_p95: Duration,
     /// Audio chunks decoded.
     pub audio_decoded: u64,
+    /// The H.264 decoder element in use (`avdec_h264`, or one of [`HARDWARE_DECODERS`]).
+    pub decoder: &'static str,
 }
 
 #[derive(Debug, Default)]
@@ -453,6 +553,35 @@ impl Client {
         cert_fingerprint: [u8; 32],
         token: impl AsRef<[u8]>,
     ) -> Result<Session, ClientError> {
+        Self::connect_with(addr, cert_fingerprint, token, ClientOptions::default()).await
+    }
+
+    /// [`Client::connect`] with [`ClientOptions`]: the decoder preference and the frames'
+    /// pixel format. The decoder is chosen before dialing (with [`DecoderPreference::Auto`],
+    /// once per process: each registered hardware decoder must decode a test picture).
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    ///
+    /// ```no_run
+    /// # async fn demo(fp: [u8; 32]) -> Result<(), edgeplay_client::ClientError> {
+    /// use edgeplay_client::{Client, ClientOptions, PixelFormat};
+    /// let options = ClientOptions { format: PixelFormat::Rgba, ..ClientOptions::default() };
+    /// let mut session = Client::connect_with("127.0.0.1:4433".parse().unwrap(), fp, "t", options).await?;
+    /// let frame = session.next_frame().await.unwrap();
+    /// assert_eq!(frame.data.len(), (frame.width * frame.height * 4) as usize);
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_with(
+        addr: SocketAddr,
+        cert_fingerprint: [u8; 32],
+        token: impl AsRef<[u8]>,
+        options: ClientOptions,
+    ) -> Result<Session, ClientError> {
+        let decoder = tokio::task::spawn_blocking(move || decode::choose_cached(options.decoder))
+            .await
+            .map_err(|e| ClientError::Decoder(e.to_string()))?
+            .map_err(ClientError::Decoder)?;
         let (client_cfg, mismatch) = pin::client_config(cert_fingerprint)?;
         let bind: SocketAddr = if addr.is_ipv4() {
             ([0, 0, 0, 0], 0).into()
@@ -502,7 +631,14 @@ impl Client {
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(ClientError::Connection("no welcome in time".into())),
         };
-        Session::start(endpoint, conn, ctl_send, reader, welcome)
+        Session::start(
+            endpoint,
+            conn,
+            ctl_send,
+            reader,
+            welcome,
+            (decoder, options.format),
+        )
     }
 }
 
@@ -582,6 +718,8 @@ pub struct Session {
     decoder: Option<std::thread::JoinHandle<()>>,
     audio_decoder: Option<std::thread::JoinHandle<()>>,
     started: Instant,
+    /// The H.264 decoder element.
+    decoder_name: &'static str,
 }
 
 impl Session {
@@ -591,6 +729,7 @@ impl Session {
         ctl_send: quinn::SendStream,
         reader: ControlReader,
         id: String,
+        (decoder_name, format): (&'static str, PixelFormat),
     ) -> Result<Self, ClientError> {
         let span = info_span!("client", session = %id);
         let shared = Arc::new(Shared {
@@ -629,7 +768,8 @@ impl Session {
         let decoder = {
             let shared = Arc::clone(&shared);
             let span = span.clone();
-            let mut decoder = decode::Decoder::new().map_err(ClientError::Decoder)?;
+            let mut decoder = decode::Decoder::with_element(decoder_name, format)
+                .map_err(ClientError::Decoder)?;
             std::thread::Builder::new()
                 .name(format!("decode-{id}"))
                 .spawn(move || {
@@ -670,6 +810,7 @@ impl Session {
             decoder: Some(decoder),
             audio_decoder: Some(audio_decoder),
             started: Instant::now(),
+            decoder_name,
         })
     }
 
@@ -904,6 +1045,7 @@ impl Session {
             input_to_photon_p50: i2p50,
             input_to_photon_p95: i2p95,
             audio_decoded: c.audio_decoded.load(Ordering::Relaxed),
+            decoder: self.decoder_name,
         }
     }
 
@@ -1263,10 +1405,15 @@ fn decode_loop(
                     counters.decode_ns.fetch_add(ns, Ordering::Relaxed);
                     counters.decoded.fetch_add(1, Ordering::Relaxed);
                     let (w, h) = (p.width as usize, p.height as usize);
-                    let stamp = p
-                        .nv12
-                        .get(..w * h)
-                        .and_then(|luma| read_luma(luma, w, h, w).ok());
+                    let stamp = match p.format {
+                        PixelFormat::Nv12 => p
+                            .data
+                            .get(..w * h)
+                            .and_then(|luma| read_luma(luma, w, h, w).ok()),
+                        PixelFormat::Rgba => {
+                            read_luma(&decode::rgba_luma(&p.data, w, h), w, h, w).ok()
+                        }
+                    };
                     shared.record_shown(
                         stamp.as_ref(),
                         stamp.map_or(header.render_us, |s| s.render_time_us),
@@ -1276,7 +1423,8 @@ fn decode_loop(
                         header,
                         width: p.width,
                         height: p.height,
-                        nv12: p.nv12,
+                        format: p.format,
+                        data: p.data,
                         received_at,
                         decoded_at,
                         stamp,

@@ -1,27 +1,38 @@
 //! `cargo xtask bench quic`: glass-to-glass and input-to-photon over the QUIC transport.
 //!
-//! One edge in this process (Vulkan render, x264, the `quic` transport) and the Rust client
-//! SDK decoding with GStreamer. Rounds alternate, never at the same time:
-//! A: the client straight to the edge on loopback;
-//! B: the client through testkit's relay dropping 2 % of datagrams each way.
-//! Each round opens a fresh session and reads every decoded frame's stamp:
-//! - glass-to-glass: stamp render time → decoded picture in the client (same machine clock);
-//! - input-to-photon: input sent → first decoded frame whose stamp shows that input applied.
+//! One edge in this process (Vulkan render, x264, the `quic` transport and the WHEP sender)
+//! at 1280x720 @ 60 fps. Each round runs three runs one after the other, never at the same
+//! time, the order rotating from round to round:
+//! A: the Rust client SDK (GStreamer decode) straight to the edge's QUIC port on loopback;
+//! B: the same through testkit's relay dropping 2 % of datagrams each way;
+//! C: headless Chromium playing the web player over WebRTC from the edge's `Whep`, answered as
+//!    `edge-agent run --dev` answers it ([`edgeplay_benches::whep`]; skip with `--no-webrtc`).
 //!
-//! The WebRTC path to Chromium, against a webrtcbin baseline, is `bench webrtc`.
+//! Every run opens a fresh session and reads each frame's stamp:
+//! - glass-to-glass: stamp render time → picture decoded in the SDK (A, B), or → the frame's
+//!   expected display time in Chromium (C: `requestVideoFrameCallback`'s `expectedDisplayTime`,
+//!   so it also counts the browser's jitter buffer and compositor, which the SDK has none of);
+//! - input-to-photon: input sent → first such picture whose stamp shows that input applied
+//!   (the SDK sends a key every 20 frames, the page a key every 250 ms).
+//!
+//! The WebRTC path against a webrtcbin baseline, at two resolutions, is `bench webrtc`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
+use edgeplay_benches::chromium::{self, PageFigures};
+use edgeplay_benches::summary;
+use edgeplay_benches::whep::{self, WhepBench};
 use edgeplay_client::Client;
 use edgeplay_edge::encode::{self, EncoderChoice};
 use edgeplay_edge::gpu::Gpu;
 use edgeplay_edge::metrics::Metrics;
 use edgeplay_edge::pipeline::PipelineConfig;
 use edgeplay_edge::quic::{DevToken, QuicConfig, QuicEdge};
-use edgeplay_edge::stats::{Summary, Window, ms};
+use edgeplay_edge::stats::{Summary, ms};
 use edgeplay_protocol::input::{InputEvent, Key};
 use edgeplay_protocol::stamp::read_luma;
 use edgeplay_testkit::relay::{RelayConfig, UdpRelay};
@@ -30,6 +41,7 @@ struct Args {
     rounds: u32,
     frames: u32,
     loss: f64,
+    webrtc: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -37,6 +49,7 @@ fn parse_args() -> Result<Args> {
         rounds: 6,
         frames: 300,
         loss: 0.02,
+        webrtc: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -45,8 +58,12 @@ fn parse_args() -> Result<Args> {
             "--rounds" => a.rounds = value("--rounds")?.parse().context("--rounds")?,
             "--frames" => a.frames = value("--frames")?.parse().context("--frames")?,
             "--loss" => a.loss = value("--loss")?.parse().context("--loss")?,
+            "--no-webrtc" => a.webrtc = false,
             "-h" | "--help" => {
-                println!("usage: quic [--rounds 6] [--frames 300] [--loss 0.02]");
+                println!(
+                    "usage: quic [--rounds 6] [--frames 300] [--loss 0.02] [--no-webrtc]\n\
+                     (a WebRTC run lasts as long as --frames take at 60 fps, at least 3 s)"
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown flag {other}; see --help"),
@@ -126,23 +143,20 @@ async fn round(
     Ok(())
 }
 
-fn summary(samples: &[Duration]) -> Summary {
-    let mut w = Window::new(samples.len());
-    for &s in samples {
-        w.record(s);
-    }
-    w.summary()
-}
-
 fn line(name: &str, s: &Summary) {
     println!(
-        "{name:<34} {:>6} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+        "{name:<40} {:>6} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
         s.count,
         ms(s.p50),
         ms(s.p95),
         ms(s.p99),
         ms(s.max)
     );
+}
+
+/// `num / den` of two percentiles.
+fn ratio(num: Duration, den: Duration) -> f64 {
+    num.as_secs_f64() / den.as_secs_f64().max(1e-9)
 }
 
 fn main() -> Result<()> {
@@ -154,13 +168,25 @@ fn main() -> Result<()> {
     runtime.block_on(run(a))
 }
 
+/// The WebRTC side: the page's server and the player's directory.
+struct WebRtc {
+    edge: Arc<WhepBench>,
+    web: PathBuf,
+    addr: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+}
+
+#[allow(
+    clippy::too_many_lines,
+    reason = "set-up, rounds and the table read best in one piece"
+)]
 async fn run(a: Args) -> Result<()> {
     let gpu = Gpu::new().context("Vulkan")?;
     let pipeline = PipelineConfig {
         width: 1280,
         height: 720,
         fps: 60,
-        bitrate_kbps: 6000,
+        bitrate_kbps: edgeplay_benches::bitrate_kbps(1280, 720, 60).unwrap_or(6000),
         encoder: encode::probe(EncoderChoice::Auto).context("video encoder")?,
         keyframe_interval: 0,
         threads: 0,
@@ -184,50 +210,124 @@ async fn run(a: Args) -> Result<()> {
         },
     )
     .await?;
+    let webrtc = if a.webrtc {
+        let web = chromium::build_player().context("the WebRTC run (or pass --no-webrtc)")?;
+        let edge = WhepBench::new(gpu.clone(), pipeline.encoder.clone(), &web);
+        let (addr, server) = whep::serve(edge.router()).await?;
+        Some(WebRtc {
+            edge,
+            web,
+            addr,
+            server,
+        })
+    } else {
+        None
+    };
+    let seconds = (a.frames / 60).max(3);
 
     println!(
-        "quic bench: 1280x720 @ 60 fps, {} rounds x {} frames each way, loss {:.1} % each way on B, encoder {}, device {}",
+        "quic bench: 1280x720 @ 60 fps, {} rounds x {} frames each way, loss {:.1} % each way on B, {}, encoder {}, device {}",
         a.rounds,
         a.frames,
         a.loss * 100.0,
+        if webrtc.is_some() {
+            format!("C: {seconds} s in Chromium {}", chromium::executable())
+        } else {
+            "no WebRTC run".to_owned()
+        },
         pipeline.encoder,
         gpu.info().name
     );
     let (mut direct, mut lossy) = (Figures::default(), Figures::default());
+    let mut page = PageFigures::default();
+    let runs = if webrtc.is_some() { 3 } else { 2 };
     for r in 0..a.rounds {
-        round(addr, fingerprint, token.as_str(), a.frames, &mut direct).await?;
-        round(
-            relay.local_addr(),
-            fingerprint,
-            token.as_str(),
-            a.frames,
-            &mut lossy,
-        )
-        .await?;
+        for k in 0..runs {
+            match (r as usize + k) % runs {
+                0 => round(addr, fingerprint, token.as_str(), a.frames, &mut direct).await?,
+                1 => {
+                    round(
+                        relay.local_addr(),
+                        fingerprint,
+                        token.as_str(),
+                        a.frames,
+                        &mut lossy,
+                    )
+                    .await?;
+                }
+                _ => {
+                    if let Some(w) = &webrtc {
+                        let url = WhepBench::page(w.addr, "edge", (1280, 720, 60));
+                        page.absorb(chromium::browse(&w.web, &url, seconds).await?);
+                        // The peer and its session end before the next run starts.
+                        w.edge.settle().await;
+                    }
+                }
+            }
+        }
         eprintln!("round {}/{} done", r + 1, a.rounds);
     }
     relay.stop().await;
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(15), server).await;
+    if let Some(w) = &webrtc {
+        w.server.abort();
+    }
 
     println!(
-        "\n{:<34} {:>6} {:>8} {:>8} {:>8} {:>8}",
+        "\n{:<40} {:>6} {:>8} {:>8} {:>8} {:>8}",
         "ms", "n", "p50", "p95", "p99", "max"
     );
-    let g2g_direct = summary(&direct.g2g);
-    let g2g_lossy = summary(&lossy.g2g);
-    line("A loopback glass-to-glass", &g2g_direct);
-    line("A loopback input-to-photon", &summary(&direct.i2p));
-    line("B 2 % loss glass-to-glass", &g2g_lossy);
-    line("B 2 % loss input-to-photon", &summary(&lossy.i2p));
-    let ratio = g2g_lossy.p95.as_secs_f64() / g2g_direct.p95.as_secs_f64().max(1e-9);
-    println!("\nglass-to-glass p95 lossy / lossless: {ratio:.2} (target ≤ 2)");
+    let (g2g_a, i2p_a) = (summary(&direct.g2g), summary(&direct.i2p));
+    let g2g_b = summary(&lossy.g2g);
+    line("A QUIC loopback glass-to-glass", &g2g_a);
+    line("A QUIC loopback input-to-photon", &i2p_a);
+    line(
+        &format!("B QUIC {:.0} % loss glass-to-glass", a.loss * 100.0),
+        &g2g_b,
+    );
+    line(
+        &format!("B QUIC {:.0} % loss input-to-photon", a.loss * 100.0),
+        &summary(&lossy.i2p),
+    );
+    let c = webrtc
+        .is_some()
+        .then(|| (summary(&page.g2g), summary(&page.i2p)));
+    if let Some((g, i)) = &c {
+        line("C WebRTC Chromium glass-to-glass", g);
+        line("C WebRTC Chromium input-to-photon", i);
+    }
+    println!(
+        "\nglass-to-glass p95 B / A (lossy / lossless QUIC): {:.2} (target ≤ 2)",
+        ratio(g2g_b.p95, g2g_a.p95)
+    );
+    if let Some((g, i)) = &c {
+        println!(
+            "WebRTC / QUIC lossless: glass-to-glass p50 {:.2}, p95 {:.2}; input-to-photon p50 {:.2}, p95 {:.2}",
+            ratio(g.p50, g2g_a.p50),
+            ratio(g.p95, g2g_a.p95),
+            ratio(i.p50, i2p_a.p50),
+            ratio(i.p95, i2p_a.p95),
+        );
+        println!(
+            "(QUIC glass-to-glass ends at the SDK's decoded picture, WebRTC's at Chromium's expected display time)"
+        );
+    }
     for (name, f) in [("A", &direct), ("B", &lossy)] {
         #[allow(clippy::cast_precision_loss, reason = "frame counts fit f64 exactly")]
         let fps = f.frames as f64 / f.wall.as_secs_f64().max(1e-9);
         println!(
             "{name}: {} frames decoded, {} with a stamp failing its CRC, {fps:.1} fps",
             f.frames, f.corrupt
+        );
+    }
+    if webrtc.is_some() {
+        println!(
+            "C: {} frames shown in {:.1} s ({:.1} fps), {} dropped by Chromium",
+            page.presented,
+            page.seconds,
+            page.fps(),
+            page.dropped
         );
     }
     Ok(())

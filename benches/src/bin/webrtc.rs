@@ -2,11 +2,10 @@
 //! WebRTC sender against GStreamer's `webrtcbin`, interleaved round by round.
 //!
 //! The bench serves the built web player (client-sdk/web/dist) and two WHEP-like endpoints on
-//! loopback; each run is headless Chromium (client-sdk/web/tests/bench.mjs) opening the same
-//! page with `?whep=` pointed at one of them, pressing a key every 250 ms, and reporting every
-//! sample the page measured from the frame stamps:
-//! - glass-to-glass: the stamp's render time → the frame's expected display time (same clock);
-//! - input-to-photon: key sent → first shown frame whose stamp includes that input.
+//! loopback ([`edgeplay_benches::whep`]); each run is headless Chromium
+//! ([`edgeplay_benches::chromium`]) opening the same page with `?whep=` pointed at one of them,
+//! pressing a key every 250 ms, and reporting every glass-to-glass and input-to-photon sample
+//! the page measured from the frame stamps.
 //!
 //! Both senders play a fresh session runtime (same game, renderer, x264 settings):
 //! - **edge**: `edgeplay_edge::webrtc::Whep`, as `edge-agent run --dev` serves it;
@@ -18,9 +17,6 @@
 //! Rounds alternate which sender goes first; the order within a round is the only difference.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -28,16 +24,15 @@ use anyhow::{Context, Result, anyhow, bail};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use edgeplay_edge::encode::{self, EncoderChoice, EncoderKind, H264Profile};
+use axum::response::Response;
+use axum::routing::post;
+use edgeplay_benches::chromium::{self, PageFigures};
+use edgeplay_benches::summary;
+use edgeplay_benches::whep::{self, HttpError, WhepBench, answered, failed};
+use edgeplay_edge::encode::{self, EncoderChoice, H264Profile};
 use edgeplay_edge::gpu::Gpu;
-use edgeplay_edge::metrics::Metrics;
-use edgeplay_edge::pipeline::PipelineConfig;
-use edgeplay_edge::session::{Control, MediaPacket, Session, SessionConfig, SessionHandle};
-use edgeplay_edge::stats::{Summary, Window, ms};
-use edgeplay_edge::webrtc::Whep;
+use edgeplay_edge::session::{Control, MediaPacket, SessionHandle};
+use edgeplay_edge::stats::ms;
 use edgeplay_protocol::whep::InputMessage;
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -73,18 +68,14 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
-/// The two resolutions the issue asks for.
-const CONFIGS: [(u32, u32, u32, u32); 2] = [(1280, 720, 60, 6000), (1920, 1080, 30, 8000)];
+/// The two resolutions the issue asks for (bitrates: [`edgeplay_benches::bitrate_kbps`]).
+const CONFIGS: [(u32, u32, u32); 2] = [(1280, 720, 60), (1920, 1080, 30)];
 const SENDERS: [&str; 2] = ["edge", "webrtcbin"];
 
+/// The edge's WHEP server and the webrtcbin senders running beside it.
 struct Bench {
-    gpu: Gpu,
-    metrics: Arc<Metrics>,
-    encoder: EncoderKind,
-    whep: Arc<Whep>,
+    edge: Arc<WhepBench>,
     baselines: Mutex<Vec<Baseline>>,
-    player_dir: PathBuf,
-    next_id: Mutex<u64>,
 }
 
 /// A webrtcbin sender; its feeder task owns the session (dropping the handle ends it).
@@ -100,101 +91,24 @@ impl Baseline {
     }
 }
 
-struct HttpError(StatusCode, String);
-
-impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
-        (self.0, self.1).into_response()
-    }
-}
-
-fn bad(e: impl std::fmt::Display) -> HttpError {
-    eprintln!("a WHEP offer failed: {e}");
-    HttpError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-}
-
-async fn player_file(
+async fn webrtcbin_offer(
     State(b): State<Arc<Bench>>,
-    file: Option<Path<String>>,
-) -> Result<Response, HttpError> {
-    let file = file.map_or_else(|| "index.html".to_owned(), |Path(f)| f);
-    if file.contains('/') || file.starts_with('.') {
-        return Err(HttpError(StatusCode::NOT_FOUND, file));
-    }
-    let bytes = std::fs::read(b.player_dir.join(&file))
-        .map_err(|e| HttpError(StatusCode::NOT_FOUND, format!("{file}: {e}")))?;
-    let mime = match file.rsplit('.').next() {
-        Some("html") => "text/html; charset=utf-8",
-        Some("js") => "text/javascript; charset=utf-8",
-        _ => "application/octet-stream",
-    };
-    Ok(([(header::CONTENT_TYPE, mime)], bytes).into_response())
-}
-
-/// Starts a session and returns it with its bitrate (the ceiling of the edge's congestion
-/// controller).
-async fn start_session(b: &Arc<Bench>, w: u32, h: u32, fps: u32) -> Result<(SessionHandle, u32)> {
-    let bitrate = CONFIGS
-        .iter()
-        .find(|c| (c.0, c.1, c.2) == (w, h, fps))
-        .map(|c| c.3)
-        .ok_or_else(|| anyhow!("no configuration {w}x{h}@{fps}"))?;
-    let pipeline = PipelineConfig {
-        width: w,
-        height: h,
-        fps,
-        bitrate_kbps: bitrate,
-        encoder: b.encoder.clone(),
-        keyframe_interval: 0,
-        threads: 0,
-        audio: true,
-    };
-    let id = {
-        let mut n = b.next_id.lock().unwrap_or_else(PoisonError::into_inner);
-        *n += 1;
-        format!("bench-{n}")
-    };
-    let cfg = SessionConfig::new(id, pipeline, 1);
-    let (gpu, metrics) = (b.gpu.clone(), Arc::clone(&b.metrics));
-    let session = tokio::task::spawn_blocking(move || Session::start(&gpu, cfg, metrics)).await??;
-    Ok((session, bitrate))
-}
-
-async fn offer(
-    State(b): State<Arc<Bench>>,
-    Path((sender, w, h, fps)): Path<(String, u32, u32, u32)>,
+    Path((w, h, fps)): Path<(u32, u32, u32)>,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    let (session, kbps) = start_session(&b, w, h, fps).await.map_err(bad)?;
-    let sdp = match sender.as_str() {
-        "edge" => {
-            // The page offers constrained baseline first; webrtcbin gets the same stream.
-            b.whep
-                .offer(&body, session, kbps, H264Profile::default())
-                .await
-                .map_err(bad)?
-                .sdp
-        }
-        "webrtcbin" => {
-            let offer = String::from_utf8(body.to_vec()).map_err(bad)?;
-            let (baseline, answer) = webrtcbin_answer(&offer, session).await.map_err(bad)?;
-            b.baselines
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(baseline);
-            answer
-        }
-        other => return Err(HttpError(StatusCode::NOT_FOUND, other.to_owned())),
-    };
-    Ok((
-        StatusCode::CREATED,
-        [
-            (header::CONTENT_TYPE, "application/sdp"),
-            (header::LOCATION, "/whep/resource"),
-        ],
-        sdp,
-    )
-        .into_response())
+    // The page offers constrained baseline first, as the edge's sender gets it.
+    let (session, _) = b
+        .edge
+        .start_session((w, h, fps), H264Profile::default())
+        .await
+        .map_err(failed)?;
+    let offer = String::from_utf8(body.to_vec()).map_err(failed)?;
+    let (baseline, answer) = webrtcbin_answer(&offer, session).await.map_err(failed)?;
+    b.baselines
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(baseline);
+    Ok(answered(answer))
 }
 
 /// The payload type the offer gives `codec` (`H264` with packetization-mode 1 and
@@ -351,62 +265,6 @@ async fn webrtcbin_answer(offer: &str, session: SessionHandle) -> Result<(Baseli
     Ok((Baseline { pipeline, feeder }, answer))
 }
 
-#[derive(Default)]
-struct Figures {
-    g2g: Vec<Duration>,
-    i2p: Vec<Duration>,
-    presented: u64,
-    dropped: u64,
-    seconds: f64,
-}
-
-fn samples(v: &serde_json::Value, key: &str) -> Vec<Duration> {
-    v[key]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(serde_json::Value::as_f64)
-                .filter(|ms| ms.is_finite() && *ms >= 0.0)
-                .map(|ms| Duration::from_secs_f64(ms / 1000.0))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// One Chromium run of `seconds` on `page`.
-fn browse(web: &std::path::Path, page: &str, seconds: u32, into: &mut Figures) -> Result<()> {
-    let out = Command::new("timeout")
-        .args([&(seconds + 90).to_string(), "node", "tests/bench.mjs", page])
-        .arg(seconds.to_string())
-        .current_dir(web)
-        .output()
-        .context("node runs (npm and node installed? `cargo xtask setup`)")?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).with_context(|| {
-        format!(
-            "bench.mjs printed no result: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
-    if v["ok"] != true {
-        bail!("bench.mjs failed: {stdout}");
-    }
-    into.g2g.extend(samples(&v, "g2g"));
-    into.i2p.extend(samples(&v, "i2p"));
-    into.presented += v["presented"].as_u64().unwrap_or(0);
-    into.dropped += v["dropped"].as_u64().unwrap_or(0);
-    into.seconds += v["seconds"].as_f64().unwrap_or(0.0);
-    Ok(())
-}
-
-fn summary(samples: &[Duration]) -> Summary {
-    let mut w = Window::new(samples.len().max(1));
-    for &s in samples {
-        w.record(s);
-    }
-    w.summary()
-}
-
 fn main() -> Result<()> {
     let a = parse_args()?;
     gst::init()?;
@@ -422,65 +280,40 @@ fn main() -> Result<()> {
     reason = "set-up, rounds and the table read best in one piece"
 )]
 async fn run(a: Args) -> Result<()> {
-    let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../client-sdk/web");
-    let build = Command::new("npm")
-        .args(["run", "--silent", "build"])
-        .current_dir(&web)
-        .status()
-        .context("npm runs")?;
-    if !build.success() || !web.join("node_modules/playwright-core").exists() {
-        bail!("the web player did not build: run `cargo xtask setup`");
-    }
+    let web = chromium::build_player()?;
     let gpu = Gpu::new().context("Vulkan")?;
     let encoder = encode::probe(EncoderChoice::Auto).context("video encoder")?;
+    let edge = WhepBench::new(gpu.clone(), encoder.clone(), &web);
     let bench = Arc::new(Bench {
-        gpu: gpu.clone(),
-        metrics: Metrics::new(),
-        encoder: encoder.clone(),
-        whep: Whep::new([127, 0, 0, 1].into()),
+        edge: Arc::clone(&edge),
         baselines: Mutex::new(Vec::new()),
-        player_dir: web.join("dist"),
-        next_id: Mutex::new(0),
     });
-    let app = Router::new()
-        .route("/play", get(player_file))
-        .route("/play/", get(player_file))
-        .route("/play/{file}", get(player_file))
-        .route("/whep/{sender}/{w}/{h}/{fps}", post(offer))
-        .with_state(Arc::clone(&bench));
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    let addr = listener.local_addr()?;
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let app = edge.router().merge(
+        Router::new()
+            .route("/whep/webrtcbin/{w}/{h}/{fps}", post(webrtcbin_offer))
+            .with_state(Arc::clone(&bench)),
+    );
+    let (addr, server) = whep::serve(app).await?;
 
     println!(
         "webrtc bench: {} rounds x {} s per sender and resolution, Chromium {}, encoder {encoder}, device {}",
         a.rounds,
         a.seconds,
-        std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+        chromium::executable(),
         gpu.info().name
     );
-    let mut figures: HashMap<(usize, &str), Figures> = HashMap::new();
+    let mut figures: HashMap<(usize, &str), PageFigures> = HashMap::new();
     for r in 0..a.rounds {
-        for (c, &(w, h, fps, _)) in CONFIGS.iter().enumerate() {
+        for (c, &config) in CONFIGS.iter().enumerate() {
             let mut order = SENDERS;
             if r % 2 == 1 {
                 order.reverse();
             }
             for sender in order {
-                let page = format!(
-                    "http://{addr}/play/?whep=http://{addr}/whep/{sender}/{w}/{h}/{fps}#token=bench"
-                );
-                let f = figures.entry((c, sender)).or_default();
-                let web = web.clone();
-                let seconds = a.seconds;
-                let mut taken = std::mem::take(f);
-                taken = tokio::task::spawn_blocking(move || {
-                    browse(&web, &page, seconds, &mut taken).map(|()| taken)
-                })
-                .await??;
-                *figures.entry((c, sender)).or_default() = taken;
+                let page = WhepBench::page(addr, sender, config);
+                let f = chromium::browse(&web, &page, a.seconds).await?;
+                figures.entry((c, sender)).or_default().absorb(f);
                 // End the run's sender and session before the next one starts.
-                bench.whep.stop_all();
                 let stopped: Vec<Baseline> = bench
                     .baselines
                     .lock()
@@ -489,10 +322,7 @@ async fn run(a: Args) -> Result<()> {
                     .collect();
                 tokio::task::spawn_blocking(move || stopped.into_iter().for_each(Baseline::stop))
                     .await?;
-                while !bench.whep.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                edge.settle().await;
             }
         }
         eprintln!("round {}/{} done", r + 1, a.rounds);
@@ -503,13 +333,11 @@ async fn run(a: Args) -> Result<()> {
         "\n{:<22} {:>5} {:>7} {:>7} {:>7}   {:>5} {:>7} {:>7} {:>7}   {:>6} {:>6}",
         "ms", "g2g n", "p50", "p95", "p99", "i2p n", "p50", "p95", "p99", "fps", "drops"
     );
-    for (c, &(_, h, fps, _)) in CONFIGS.iter().enumerate() {
+    for (c, &(_, h, fps)) in CONFIGS.iter().enumerate() {
         let mut p50 = HashMap::new();
         for sender in SENDERS {
             let f = figures.remove(&(c, sender)).unwrap_or_default();
             let (g, i) = (summary(&f.g2g), summary(&f.i2p));
-            #[allow(clippy::cast_precision_loss, reason = "frame counts fit f64 exactly")]
-            let shown = f.presented as f64 / f.seconds.max(1e-9);
             println!(
                 "{:<22} {:>5} {:>7.1} {:>7.1} {:>7.1}   {:>5} {:>7.1} {:>7.1} {:>7.1}   {:>6.1} {:>6}",
                 format!("{h}p{fps} {sender}"),
@@ -521,7 +349,7 @@ async fn run(a: Args) -> Result<()> {
                 ms(i.p50),
                 ms(i.p95),
                 ms(i.p99),
-                shown,
+                f.fps(),
                 f.dropped
             );
             p50.insert(sender, ms(g.p50));

@@ -168,7 +168,7 @@ impl Dumper {
                 let mut written = 0;
                 for frame in rx {
                     let (w, h) = (frame.width as usize, frame.height as usize);
-                    let rgb = image::nv12_to_rgb(&frame.nv12, w, h)
+                    let rgb = image::nv12_to_rgb(&frame.data, w, h)
                         .context("a decoded frame is smaller than its size says")?;
                     let path = dir.join(format!("frame-{:06}.ppm", frame.header.frame));
                     let mut file = BufWriter::new(

@@ -111,7 +111,7 @@ pub fn run(runtime: &tokio::runtime::Runtime, session: &mut Session) -> Result<(
         match frame {
             Ok(Some(f)) => {
                 size = (f.width as usize, f.height as usize);
-                if nv12_to_0rgb(&f.nv12, size.0, size.1, &mut pixels).is_none() {
+                if nv12_to_0rgb(&f.data, size.0, size.1, &mut pixels).is_none() {
                     tracing::warn!("a frame smaller than its size says was skipped");
                     continue;
                 }

@@ -1,0 +1,113 @@
+//! Headless Chromium playing the web player: one run of client-sdk/web/tests/bench.mjs, which
+//! opens a page, waits for 30 stamped frames, presses a key every 250 ms for the given time and
+//! prints every sample the page measured from the frame stamps:
+//! - glass-to-glass: the stamp's render time → the frame's expected display time (same clock);
+//! - input-to-photon: key sent → first shown frame whose stamp includes that input.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+/// The web player's directory (client-sdk/web), its `dist/` freshly built.
+///
+/// # Errors
+/// npm is missing, the build fails, or playwright-core is not installed (`cargo xtask setup`).
+pub fn build_player() -> Result<PathBuf> {
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../client-sdk/web");
+    let build = Command::new("npm")
+        .args(["run", "--silent", "build"])
+        .current_dir(&web)
+        .status()
+        .context("npm runs (npm and node installed? `cargo xtask setup`)")?;
+    if !build.success() || !web.join("node_modules/playwright-core").exists() {
+        bail!("the web player did not build: run `cargo xtask setup`");
+    }
+    Ok(web)
+}
+
+/// The Chromium the runs use (`CHROMIUM`, else /usr/bin/chromium).
+#[must_use]
+pub fn executable() -> String {
+    std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
+}
+
+/// What the page measured, summed over runs.
+#[derive(Debug, Default)]
+pub struct PageFigures {
+    /// Glass-to-glass samples, one per shown frame whose stamp was read.
+    pub g2g: Vec<Duration>,
+    /// Input-to-photon samples, one per key press or release.
+    pub i2p: Vec<Duration>,
+    /// Frames shown.
+    pub presented: u64,
+    /// Frames the browser dropped.
+    pub dropped: u64,
+    /// Seconds measured.
+    pub seconds: f64,
+}
+
+impl PageFigures {
+    /// Adds `other`'s samples and counts to these.
+    pub fn absorb(&mut self, other: PageFigures) {
+        self.g2g.extend(other.g2g);
+        self.i2p.extend(other.i2p);
+        self.presented += other.presented;
+        self.dropped += other.dropped;
+        self.seconds += other.seconds;
+    }
+
+    /// Frames shown per second measured.
+    #[must_use]
+    pub fn fps(&self) -> f64 {
+        #[allow(clippy::cast_precision_loss, reason = "frame counts fit f64 exactly")]
+        let shown = self.presented as f64;
+        shown / self.seconds.max(1e-9)
+    }
+}
+
+fn samples(v: &serde_json::Value, key: &str) -> Vec<Duration> {
+    v[key]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(serde_json::Value::as_f64)
+                .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One Chromium run of `seconds` on `page`: what the page measured. node runs on a blocking
+/// thread.
+///
+/// # Errors
+/// node or Chromium fails, or the page shows an error or too few frames.
+pub async fn browse(web: &Path, page: &str, seconds: u32) -> Result<PageFigures> {
+    let mut cmd = Command::new("timeout");
+    cmd.args([&(seconds + 90).to_string(), "node", "tests/bench.mjs", page])
+        .arg(seconds.to_string())
+        .current_dir(web);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await?
+        .context("node runs (npm and node installed? `cargo xtask setup`)")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).with_context(|| {
+        format!(
+            "bench.mjs printed no result: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    if v["ok"] != true {
+        bail!("bench.mjs failed: {stdout}");
+    }
+    Ok(PageFigures {
+        g2g: samples(&v, "g2g"),
+        i2p: samples(&v, "i2p"),
+        presented: v["presented"].as_u64().unwrap_or(0),
+        dropped: v["dropped"].as_u64().unwrap_or(0),
+        seconds: v["seconds"].as_f64().unwrap_or(0.0),
+    })
+}
