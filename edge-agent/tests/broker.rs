@@ -9,10 +9,10 @@
 //! `session-broker` is another package's binary: `cargo test --workspace` (and `cargo xtask
 //! test`) builds it next to `edge-agent`; alone, run `cargo build -p edgeplay-broker` first.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use edgeplay_client::Client;
@@ -23,133 +23,8 @@ use edgeplay_protocol::token::{SigningKey, to_hex};
 use edgeplay_testkit::relay::{RelayConfig, UdpRelay};
 use serde_json::{Value, json};
 
-struct Proc {
-    child: Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Proc {
-    fn start(cmd: &mut Command) -> Self {
-        let mut child = cmd
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("process starts");
-        let out = BufReader::new(child.stdout.take().expect("stdout"));
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in out.lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    /// The rest of the first stdout line that starts with `prefix`.
-    fn line(&self, prefix: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let l = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no line starting with `{prefix}`"));
-            if let Some(rest) = l.trim().strip_prefix(prefix) {
-                return rest.trim().to_owned();
-            }
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .expect("kill runs")
-            .success();
-        assert!(ok);
-    }
-
-    fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(s) = self.child.try_wait().expect("wait") {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn broker_bin() -> PathBuf {
-    let edge = PathBuf::from(env!("CARGO_BIN_EXE_edge-agent"));
-    let p = edge.with_file_name("session-broker");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build -p edgeplay-broker` first",
-        p.display()
-    );
-    p
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("edgeplay-broker-it-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-/// One HTTP/1.1 request: status, headers (lower-case names), body.
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, Vec<(String, String)>, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let head = parse_http_head(&buf).unwrap().expect("a whole response");
-    let body = String::from_utf8_lossy(&buf[head.len..]).into_owned();
-    (head.status, head.headers, body)
-}
-
-fn json_call(addr: SocketAddr, method: &str, path: &str, body: &Value) -> (u16, Value) {
-    let (st, _, b) = http(
-        addr,
-        method,
-        path,
-        &[("Content-Type", "application/json")],
-        &body.to_string(),
-    );
-    (st, serde_json::from_str(&b).unwrap_or(Value::Null))
-}
-
-fn edges(broker: SocketAddr) -> Vec<Value> {
-    let (_, v) = json_call(broker, "GET", "/v1/edges", &Value::Null);
-    v.as_array().cloned().unwrap_or_default()
-}
+mod support;
+use support::procs::{Proc, broker_bin, edges, http, json_call, tmp};
 
 fn start_edge(broker: SocketAddr, name: &str, coord: &str, echo: &[&str]) -> (Proc, String) {
     let dir = tmp(&format!("{name}-{coord}"));
@@ -312,7 +187,7 @@ fn two_regions_through_the_broker() {
     }
 
     // The SDK names only the broker; coordinates favour the far edge, probes the near one.
-    let (_, k) = json_call(baddr, "GET", "/v1/broker/key", &Value::Null);
+    let (_, k) = json_call(baddr, "GET", "/v1/broker/key", None);
     let key: [u8; 32] = edgeplay_protocol::token::from_hex(k["public_key"].as_str().unwrap())
         .unwrap()
         .try_into()
@@ -388,7 +263,9 @@ fn two_regions_through_the_broker() {
         baddr,
         "POST",
         "/v1/sessions",
-        &json!({"player": "bob", "width": 1280, "height": 720, "fps": 60, "coord": {"x": 30.0, "y": 0.0, "height": 1.0}}),
+        Some(
+            &json!({"player": "bob", "width": 1280, "height": 720, "fps": 60, "coord": {"x": 30.0, "y": 0.0, "height": 1.0}}),
+        ),
     );
     assert_eq!(st, 201, "{v}");
     let sid = v["session"].as_str().unwrap().to_owned();
@@ -398,7 +275,7 @@ fn two_regions_through_the_broker() {
         baddr,
         "POST",
         &format!("/v1/sessions/{sid}/select"),
-        &json!({"measured": [{"edge": near_id, "rtt_ms": 1.0}]}),
+        Some(&json!({"measured": [{"edge": near_id, "rtt_ms": 1.0}]})),
     );
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["whep_url"], format!("/v1/sessions/{sid}/whep"));
@@ -445,14 +322,16 @@ fn two_regions_through_the_broker() {
         baddr,
         "POST",
         "/v1/sessions",
-        &json!({"player": "dave", "width": 1280, "height": 720, "fps": 60, "coord": {"x": 30.0, "y": 0.0, "height": 1.0}}),
+        Some(
+            &json!({"player": "dave", "width": 1280, "height": 720, "fps": 60, "coord": {"x": 30.0, "y": 0.0, "height": 1.0}}),
+        ),
     );
     let other = v["session"].as_str().unwrap().to_owned();
     let (st, v) = json_call(
         baddr,
         "POST",
         &format!("/v1/sessions/{other}/select"),
-        &json!({"measured": [{"edge": near_id, "rtt_ms": 1.0}]}),
+        Some(&json!({"measured": [{"edge": near_id, "rtt_ms": 1.0}]})),
     );
     assert_eq!(st, 200, "{v}");
     let (st, _, body) = http(
@@ -492,7 +371,9 @@ fn two_regions_through_the_broker() {
             baddr,
             "POST",
             "/v1/sessions",
-            &json!({"player": "carol", "width": 1280, "height": 720, "fps": 60, "coord": {"x": 0.0, "y": 0.0, "height": 1.0}}),
+            Some(
+                &json!({"player": "carol", "width": 1280, "height": 720, "fps": 60, "coord": {"x": 0.0, "y": 0.0, "height": 1.0}}),
+            ),
         );
         assert_eq!(st, 201, "{v}");
         let c: Vec<&str> = v["candidates"]
@@ -530,7 +411,7 @@ fn two_regions_through_the_broker() {
                 baddr,
                 "POST",
                 "/v1/sessions",
-                &json!({"player": "erin", "width": 1280, "height": 720, "fps": 60, "coord": {"x": 0.0, "y": 0.0, "height": 1.0}}),
+                Some(&json!({"player": "erin", "width": 1280, "height": 720, "fps": 60, "coord": {"x": 0.0, "y": 0.0, "height": 1.0}})),
             );
             if st == 503 {
                 break;

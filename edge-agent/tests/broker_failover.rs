@@ -9,138 +9,24 @@
 //! `session-broker` is another package's binary: `cargo test --workspace` (and `cargo xtask
 //! test`) builds it next to `edge-agent`; alone, run `cargo build -p edgeplay-broker` first.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use edgeplay_client::Client;
 use edgeplay_client::broker::SessionRequest;
-use edgeplay_protocol::link::parse_http_head;
 use edgeplay_protocol::token::{SigningKey, to_hex};
 use edgeplay_testkit::etcd::Etcd;
 use serde_json::{Value, json};
 
+mod support;
+use support::procs::{Proc, edge_record, eventually, json_call, start_broker, try_http};
+
 /// How long after the kill the edge must be linked to B (A's lease has a 2 s TTL; the edge
 /// itself needs only the redial).
 const FAILOVER_BOUND: Duration = Duration::from_secs(10);
-
-struct Proc {
-    child: Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Proc {
-    fn start(cmd: &mut Command) -> Self {
-        let mut child = cmd
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("process starts");
-        let out = BufReader::new(child.stdout.take().expect("stdout"));
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in out.lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    /// The rest of the first stdout line that starts with `prefix`.
-    fn line(&self, prefix: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let l = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no line starting with `{prefix}`"));
-            if let Some(rest) = l.trim().strip_prefix(prefix) {
-                return rest.trim().to_owned();
-            }
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn broker_bin() -> PathBuf {
-    let edge = PathBuf::from(env!("CARGO_BIN_EXE_edge-agent"));
-    let p = edge.with_file_name("session-broker");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build -p edgeplay-broker` first",
-        p.display()
-    );
-    p
-}
-
-/// Status, headers (lower-case names), body.
-type Reply = (u16, Vec<(String, String)>, String);
-
-/// One HTTP/1.1 request; `Err` when the server is gone.
-fn try_http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> std::io::Result<Reply> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes())?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let head = parse_http_head(&buf)
-        .ok()
-        .flatten()
-        .ok_or_else(|| std::io::Error::other("no whole HTTP response"))?;
-    let body = String::from_utf8_lossy(&buf[head.len..]).into_owned();
-    Ok((head.status, head.headers, body))
-}
-
-fn json_call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let (st, _, b) = try_http(
-        addr,
-        method,
-        path,
-        &[("Content-Type", "application/json")],
-        &body,
-    )
-    .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"));
-    (st, serde_json::from_str(&b).unwrap_or(Value::Null))
-}
-
-/// The edge's record as `broker` shows it in `GET /v1/edges`.
-fn edge_record(broker: SocketAddr, id: &str) -> Option<Value> {
-    let (_, v) = json_call(broker, "GET", "/v1/edges", None);
-    v.as_array()?
-        .iter()
-        .find(|r| r["ad"]["id"] == json!(id))
-        .cloned()
-}
 
 /// `url → id` of the live brokers as `broker` lists them.
 fn brokers(broker: SocketAddr) -> Vec<(String, String)> {
@@ -159,34 +45,9 @@ fn brokers(broker: SocketAddr) -> Vec<(String, String)> {
         .collect()
 }
 
-fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn session_body(player: &str) -> Value {
     json!({"player": player, "width": 1280, "height": 720, "fps": 60,
            "coord": {"x": 0.0, "y": 0.0, "height": 1.0}})
-}
-
-fn start_broker(dir: &Path, store: &str) -> (Proc, SocketAddr) {
-    let p = Proc::start(Command::new(broker_bin()).args([
-        "run",
-        "--listen",
-        "127.0.0.1:0",
-        "--store",
-        store,
-        "--data-dir",
-        dir.to_str().unwrap(),
-    ]));
-    let addr = p.line("listening on").parse().unwrap();
-    (p, addr)
 }
 
 /// Creates sessions on `addr` until `stop`: the ids answered 201.

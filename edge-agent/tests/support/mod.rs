@@ -3,6 +3,8 @@
 
 #![allow(dead_code, reason = "each test binary uses a part of the helper")]
 
+pub mod procs;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, ChildStdout, Command, Stdio};

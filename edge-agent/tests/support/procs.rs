@@ -1,0 +1,199 @@
+//! Real processes (`session-broker run`, `edge-agent run --broker`) and plain HTTP/1.1 calls to
+//! them, shared by the tests that run brokers and edges side by side.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edgeplay_protocol::link::parse_http_head;
+use serde_json::{Value, json};
+
+/// A child process whose stdout lines are read on a thread; killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Proc {
+    pub fn start(cmd: &mut Command) -> Self {
+        let mut child = cmd
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("process starts");
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in out.lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The rest of the first stdout line that starts with `prefix`.
+    pub fn line(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let l = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no line starting with `{prefix}`"));
+            if let Some(rest) = l.trim().strip_prefix(prefix) {
+                return rest.trim().to_owned();
+            }
+        }
+    }
+
+    /// Sends `sig` (as `kill` spells it, e.g. `-TERM`).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok);
+    }
+
+    /// The exit status, if the process ends `within`.
+    pub fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `session-broker` binary beside `edge-agent` (`cargo test --workspace` builds both).
+pub fn broker_bin() -> PathBuf {
+    let edge = PathBuf::from(env!("CARGO_BIN_EXE_edge-agent"));
+    let p = edge.with_file_name("session-broker");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p edgeplay-broker` first",
+        p.display()
+    );
+    p
+}
+
+/// `session-broker run` on a free loopback port with `store` and `dir`; its address.
+pub fn start_broker(dir: &Path, store: &str) -> (Proc, SocketAddr) {
+    let p = Proc::start(Command::new(broker_bin()).args([
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        store,
+        "--data-dir",
+        dir.to_str().expect("UTF-8 temp dir"),
+    ]));
+    let addr = p.line("listening on").parse().expect("broker address");
+    (p, addr)
+}
+
+/// An empty temporary directory named after the test and this process.
+pub fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("edgeplay-broker-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// Status, headers (lower-case names), body.
+pub type Reply = (u16, Vec<(String, String)>, String);
+
+/// One HTTP/1.1 request; `Err` when the server is gone.
+pub fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<Reply> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let head = parse_http_head(&buf)
+        .ok()
+        .flatten()
+        .ok_or_else(|| std::io::Error::other("no whole HTTP response"))?;
+    let body = String::from_utf8_lossy(&buf[head.len..]).into_owned();
+    Ok((head.status, head.headers, body))
+}
+
+/// [`try_http`] to a server that must answer.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    try_http(addr, method, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"))
+}
+
+/// A JSON request (no body when `body` is `None`) and its JSON answer (`Null` if not JSON).
+pub fn json_call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let (st, _, b) = http(
+        addr,
+        method,
+        path,
+        &[("Content-Type", "application/json")],
+        &body,
+    );
+    (st, serde_json::from_str(&b).unwrap_or(Value::Null))
+}
+
+/// The edges `broker` lists in `GET /v1/edges`.
+pub fn edges(broker: SocketAddr) -> Vec<Value> {
+    let (_, v) = json_call(broker, "GET", "/v1/edges", None);
+    v.as_array().cloned().unwrap_or_default()
+}
+
+/// The edge's record as `broker` shows it in `GET /v1/edges`.
+pub fn edge_record(broker: SocketAddr, id: &str) -> Option<Value> {
+    edges(broker)
+        .into_iter()
+        .find(|r| r["ad"]["id"] == json!(id))
+}
+
+/// Polls `f` every 100 ms until it gives a value, failing after `within`.
+pub fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
