@@ -467,8 +467,8 @@ fn chromium_plays_through_the_broker_with_only_its_url() {
         data.to_str().unwrap(),
     ]));
     let baddr: SocketAddr = broker.line("listening on").parse().unwrap();
-    let (_a, a_id) = start_edge(baddr, "web", "0,0,1", &[]);
-    let (_b, b_id) = start_edge(baddr, "web", "5,0,1", &[]);
+    let (mut ea, a_id) = start_edge(baddr, "web", "0,0,1", &[]);
+    let (mut eb, b_id) = start_edge(baddr, "web", "5,0,1", &[]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while edges(baddr).len() < 2 {
         assert!(Instant::now() < deadline, "edges did not register");
@@ -489,6 +489,10 @@ fn chromium_plays_through_the_broker_with_only_its_url() {
         started.elapsed().as_secs_f64(),
         String::from_utf8_lossy(&out.stderr)
     );
+    for (name, e) in [("a", &mut ea), ("b", &mut eb)] {
+        let st = e.child.try_wait().expect("edge status");
+        assert!(st.is_none(), "edge {name} exited during the run: {st:?}");
+    }
     assert!(out.status.success(), "browser e2e failed: {stdout}");
     let r: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
     assert_eq!(r["ok"], true);

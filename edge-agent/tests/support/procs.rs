@@ -17,9 +17,14 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Starts `cmd` with its log level from `EDGEPLAY_TEST_LOG` (default `warn`; e.g.
+    /// `EDGEPLAY_TEST_LOG=debug` to see the link and relay messages of a failing run).
     pub fn start(cmd: &mut Command) -> Self {
         let mut child = cmd
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("EDGEPLAY_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
