@@ -52,9 +52,7 @@ pub(crate) struct OpusDecoder {
 }
 
 fn make(name: &str) -> Result<gst::Element, String> {
-    gst::ElementFactory::make(name).build().map_err(|_| {
-        format!("GStreamer element `{name}` is missing: install gstreamer1.0-plugins-base")
-    })
+    crate::decode::element(name, "gstreamer1.0-plugins-base")
 }
 
 impl OpusDecoder {
@@ -99,10 +97,7 @@ impl OpusDecoder {
             &caps,
             sink.upcast_ref(),
         ];
-        pipeline
-            .add_many(chain)
-            .map_err(|e| format!("audio decoder pipeline: {e}"))?;
-        gst::Element::link_many(chain).map_err(|e| format!("audio decoder pipeline: {e}"))?;
+        crate::decode::add_and_link(&pipeline, &chain, "audio decoder pipeline")?;
         pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| format!("audio decoder pipeline did not start: {e}"))?;

@@ -204,12 +204,27 @@ pub(crate) struct Decoder {
     format: PixelFormat,
 }
 
+/// A GStreamer element by factory name; `packages` names what ships it when it is missing.
+pub(crate) fn element(name: &str, packages: &str) -> Result<gst::Element, String> {
+    gst::ElementFactory::make(name)
+        .build()
+        .map_err(|_| format!("GStreamer element `{name}` is missing: install {packages}"))
+}
+
 fn make(name: &str) -> Result<gst::Element, String> {
-    gst::ElementFactory::make(name).build().map_err(|_| {
-        format!(
-            "GStreamer element `{name}` is missing: install gstreamer1.0-libav and gstreamer1.0-plugins-bad"
-        )
-    })
+    element(name, "gstreamer1.0-libav and gstreamer1.0-plugins-bad")
+}
+
+/// Adds `chain` to `pipeline` and links it in order; errors name `what`.
+pub(crate) fn add_and_link(
+    pipeline: &gst::Pipeline,
+    chain: &[&gst::Element],
+    what: &str,
+) -> Result<(), String> {
+    pipeline
+        .add_many(chain)
+        .map_err(|e| format!("{what}: {e}"))?;
+    gst::Element::link_many(chain).map_err(|e| format!("{what}: {e}"))
 }
 
 impl Decoder {
@@ -258,10 +273,7 @@ impl Decoder {
             &caps,
             sink.upcast_ref(),
         ];
-        pipeline
-            .add_many(chain)
-            .map_err(|e| format!("decoder pipeline: {e}"))?;
-        gst::Element::link_many(chain).map_err(|e| format!("decoder pipeline: {e}"))?;
+        add_and_link(&pipeline, &chain, "decoder pipeline")?;
         if let Err(e) = pipeline.set_state(gst::State::Playing) {
             let _ = pipeline.set_state(gst::State::Null);
             return Err(format!(
