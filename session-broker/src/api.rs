@@ -173,7 +173,7 @@ impl Metrics {
         );
         r.register(
             "broker_rate_limited",
-            "Requests refused by the per-player limit",
+            "Requests refused by the per-address or per-player limit",
             m.rate_limited.clone(),
         );
         r.register(
