@@ -24,7 +24,7 @@ use edgeplay_testkit::relay::{RelayConfig, UdpRelay};
 use serde_json::{Value, json};
 
 mod support;
-use support::procs::{Proc, broker_bin, edges, http, json_call, tmp};
+use support::procs::{Proc, broker_bin, edges, http, json_call, session_body, tmp};
 
 fn start_edge(broker: SocketAddr, name: &str, coord: &str, echo: &[&str]) -> (Proc, String) {
     let dir = tmp(&format!("{name}-{coord}"));
@@ -263,9 +263,7 @@ fn two_regions_through_the_broker() {
         baddr,
         "POST",
         "/v1/sessions",
-        Some(
-            &json!({"player": "bob", "width": 1280, "height": 720, "fps": 60, "coord": {"x": 30.0, "y": 0.0, "height": 1.0}}),
-        ),
+        Some(&session_body("bob", 30.0)),
     );
     assert_eq!(st, 201, "{v}");
     let sid = v["session"].as_str().unwrap().to_owned();
@@ -322,9 +320,7 @@ fn two_regions_through_the_broker() {
         baddr,
         "POST",
         "/v1/sessions",
-        Some(
-            &json!({"player": "dave", "width": 1280, "height": 720, "fps": 60, "coord": {"x": 30.0, "y": 0.0, "height": 1.0}}),
-        ),
+        Some(&session_body("dave", 30.0)),
     );
     let other = v["session"].as_str().unwrap().to_owned();
     let (st, v) = json_call(
@@ -371,9 +367,7 @@ fn two_regions_through_the_broker() {
             baddr,
             "POST",
             "/v1/sessions",
-            Some(
-                &json!({"player": "carol", "width": 1280, "height": 720, "fps": 60, "coord": {"x": 0.0, "y": 0.0, "height": 1.0}}),
-            ),
+            Some(&session_body("carol", 0.0)),
         );
         assert_eq!(st, 201, "{v}");
         let c: Vec<&str> = v["candidates"]
@@ -411,12 +405,15 @@ fn two_regions_through_the_broker() {
                 baddr,
                 "POST",
                 "/v1/sessions",
-                Some(&json!({"player": "erin", "width": 1280, "height": 720, "fps": 60, "coord": {"x": 0.0, "y": 0.0, "height": 1.0}})),
+                Some(&session_body("erin", 0.0)),
             );
             if st == 503 {
                 break;
             }
-            assert!(Instant::now() < deadline, "a draining edge is still offered: {v}");
+            assert!(
+                Instant::now() < deadline,
+                "a draining edge is still offered: {v}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let mut more = 0;
@@ -425,7 +422,10 @@ fn two_regions_through_the_broker() {
             assert!(matches!(f, Ok(Some(_))), "the session stops while draining");
             more += 1;
         }
-        assert!(near.child.try_wait().unwrap().is_none(), "exited before its session ended");
+        assert!(
+            near.child.try_wait().unwrap().is_none(),
+            "exited before its session ended"
+        );
         session.close().await;
     });
     let st = near

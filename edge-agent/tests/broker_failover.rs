@@ -22,7 +22,9 @@ use edgeplay_testkit::etcd::Etcd;
 use serde_json::{Value, json};
 
 mod support;
-use support::procs::{Proc, edge_record, eventually, json_call, start_broker, try_http};
+use support::procs::{
+    Proc, edge_record, eventually, json_call, session_body, start_broker, try_http,
+};
 
 /// How long after the kill the edge must be linked to B (A's lease has a 2 s TTL; the edge
 /// itself needs only the redial).
@@ -45,18 +47,13 @@ fn brokers(broker: SocketAddr) -> Vec<(String, String)> {
         .collect()
 }
 
-fn session_body(player: &str) -> Value {
-    json!({"player": player, "width": 1280, "height": 720, "fps": 60,
-           "coord": {"x": 0.0, "y": 0.0, "height": 1.0}})
-}
-
 /// Creates sessions on `addr` until `stop`: the ids answered 201.
 fn create_loop(addr: SocketAddr, stop: &AtomicBool) -> Vec<String> {
     let mut acked = Vec::new();
     let mut i = 0u64;
     while !stop.load(Ordering::Relaxed) {
         i += 1;
-        let body = session_body(&format!("load-{i}")).to_string();
+        let body = session_body(&format!("load-{i}"), 0.0).to_string();
         let json = [("Content-Type", "application/json")];
         if let Ok((st, _, b)) = try_http(addr, "POST", "/v1/sessions", &json, &body) {
             assert_eq!(st, 201, "B answered {st}: {b}");
@@ -144,7 +141,7 @@ fn a_killed_brokers_edge_links_to_the_other_and_serves_its_players() {
     });
     for on in [addr_a, addr_b] {
         eventually(Duration::from_secs(10), "the edge placeable", || {
-            let (st, v) = json_call(on, "POST", "/v1/sessions", Some(&session_body("p")));
+            let (st, v) = json_call(on, "POST", "/v1/sessions", Some(&session_body("p", 0.0)));
             assert_eq!(st, 201, "{v}");
             v["candidates"]
                 .as_array()
@@ -246,7 +243,12 @@ fn a_killed_brokers_edge_links_to_the_other_and_serves_its_players() {
     // B relays WHEP to the edge over the new link: the edge itself refuses a bad token. (Its
     // slots come free once its heartbeat after the two closes reaches B.)
     let sid = eventually(Duration::from_secs(10), "a free slot again", || {
-        let (st, v) = json_call(addr_b, "POST", "/v1/sessions", Some(&session_body("cy")));
+        let (st, v) = json_call(
+            addr_b,
+            "POST",
+            "/v1/sessions",
+            Some(&session_body("cy", 0.0)),
+        );
         assert!(st == 201 || st == 503, "{st}: {v}");
         (st == 201).then(|| v["session"].as_str().unwrap().to_owned())
     });

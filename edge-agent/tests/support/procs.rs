@@ -178,6 +178,12 @@ pub fn json_call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value
     (st, serde_json::from_str(&b).unwrap_or(Value::Null))
 }
 
+/// A 720p60 session request of `player` at `x` on the coordinate plane.
+pub fn session_body(player: &str, x: f64) -> Value {
+    json!({"player": player, "width": 1280, "height": 720, "fps": 60,
+           "coord": {"x": x, "y": 0.0, "height": 1.0}})
+}
+
 /// The edges `broker` lists in `GET /v1/edges`.
 pub fn edges(broker: SocketAddr) -> Vec<Value> {
     let (_, v) = json_call(broker, "GET", "/v1/edges", None);
