@@ -24,6 +24,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "GStreamer app/video library headers",
     ),
     (
+        "libgstreamer-plugins-bad1.0-dev",
+        "GStreamer WebRTC library headers, for the webrtcbin baseline of the benches",
+    ),
+    (
         "gstreamer1.0-plugins-base",
         "appsrc, appsink, videoconvert, opusenc",
     ),
