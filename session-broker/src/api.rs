@@ -29,7 +29,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::liveness::{EdgeState, Heard, Liveness};
 use crate::placement::{EdgeSpec, Index, IndexConfig, PlacementError, Request};
@@ -872,6 +872,7 @@ async fn select(
         .ok_or_else(|| no_session(&sid))?;
     rate_limit(&s, peer, &stored.player)?;
     let measured: Vec<(EdgeId, f64)> = req.measured.iter().map(|m| (m.edge, m.rtt_ms)).collect();
+    debug!(session = %sid, ?measured, "select");
     let (rec, edge) = {
         let live = s.live();
         let rec = &stored;

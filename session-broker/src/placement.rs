@@ -589,7 +589,9 @@ impl Index {
     }
 
     /// The lowest measured RTT among `candidates` that still meets the request. Measurements of
-    /// edges that are not candidates, or that are not finite and positive, are ignored.
+    /// edges that are not candidates, or that are not finite or negative, are ignored. Zero is a
+    /// real measurement: browsers report ICE round-trip times in whole milliseconds, so a
+    /// loopback or same-host edge reads 0.
     pub fn pick(
         &self,
         req: &Request,
@@ -599,7 +601,7 @@ impl Index {
         let region = self.origin(req).ok().and_then(|(_, r)| r);
         measured
             .iter()
-            .filter(|(id, rtt)| rtt.is_finite() && *rtt > 0.0 && candidates.contains(id))
+            .filter(|(id, rtt)| rtt.is_finite() && *rtt >= 0.0 && candidates.contains(id))
             .filter(|(id, _)| {
                 self.by_id
                     .get(id)
@@ -735,6 +737,13 @@ mod tests {
         full.free_slots = 0;
         ix.upsert(full);
         assert_eq!(ix.pick(&req, &c, &m).unwrap().edge, id(3));
+        // Browsers round ICE RTTs to whole milliseconds: 0 is a measurement, not a failure.
+        assert_eq!(
+            ix.pick(&req, &c, &[(id(3), 0.0), (id(5), 1.0)])
+                .unwrap()
+                .edge,
+            id(3)
+        );
         assert_eq!(
             ix.pick(&req, &c, &[(id(500), 1.0)]),
             Err(PlacementError::NoMeasuredCandidate)
