@@ -600,11 +600,7 @@ async fn player_file(
     State(s): State<Arc<AppState>>,
     Path(file): Path<String>,
 ) -> Result<Response, AppError> {
-    let ok = !file.is_empty()
-        && file
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-        && !file.starts_with('.');
+    let ok = edgeplay_protocol::web::player_file_ok(&file);
     if !ok {
         return Err(AppError(
             StatusCode::NOT_FOUND,
@@ -625,13 +621,7 @@ async fn player_file(
             ),
         )
     })?;
-    let mime = match file.rsplit('.').next() {
-        Some("html") => "text/html; charset=utf-8",
-        Some("js") => "text/javascript; charset=utf-8",
-        Some("css") => "text/css; charset=utf-8",
-        Some("map" | "json") => "application/json",
-        _ => "application/octet-stream",
-    };
+    let mime = edgeplay_protocol::web::player_mime(&file);
     Ok(([(header::CONTENT_TYPE, mime)], bytes).into_response())
 }
 

@@ -11,6 +11,7 @@
 //! - [`media`]: the QUIC media protocol (frame header, control messages, input datagrams).
 //! - [`gcc`]: the WebRTC sender's delay-based congestion controller over transport-cc feedback.
 //! - [`link`]: the edge's persistent, authenticated connection to its broker, and the UDP echo.
+//! - [`web`]: which web player files the edge and the broker serve, and as what.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -23,4 +24,5 @@ pub mod link;
 pub mod media;
 pub mod stamp;
 pub mod token;
+pub mod web;
 pub mod whep;

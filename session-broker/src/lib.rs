@@ -13,6 +13,7 @@
 //! - [`tokens`]: the broker's persisted Ed25519 key and the join tokens it signs.
 //! - [`edge_link`]: edges' persistent, authenticated connection (heartbeats, relay).
 //! - [`whep_relay`]: WHEP offers and their PATCH/DELETE relayed to edges over the link.
+//! - [`player`]: the web player's files at `/play/` (`--player-dir`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -20,6 +21,7 @@ pub mod api;
 pub mod edge_link;
 pub mod liveness;
 pub mod placement;
+pub mod player;
 pub mod ratelimit;
 pub mod registry;
 pub mod requests;

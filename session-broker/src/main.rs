@@ -59,6 +59,10 @@ struct RunArgs {
     /// Session requests per second one IP address may sustain.
     #[arg(long, env = "BROKER_IP_RATE_PER_SEC", default_value_t = 50.0)]
     ip_rate_per_sec: f64,
+    /// Serve the built web player (`client-sdk/web/dist`) from this directory at `/play/`, so
+    /// that `http://BROKER/play/?broker=http://BROKER` is all a player opens.
+    #[arg(long, env = "BROKER_PLAYER_DIR")]
+    player_dir: Option<PathBuf>,
 }
 
 enum Backend {
@@ -126,8 +130,15 @@ async fn main() -> anyhow::Result<()> {
         },
     })
     .await?;
+    let router = match &args.player_dir {
+        Some(dir) => router.merge(edgeplay_broker::player::routes(dir.clone())),
+        None => router,
+    };
     tracing::info!(%addr, id = %me.id, store = %args.store, key = %to_hex(key.public().as_bytes()), "broker listening");
     println!("listening on {addr}");
+    if args.player_dir.is_some() {
+        println!("player on {0}/play/?broker={0}", me.url);
+    }
     api::serve(listener, router, api::shutdown_signal()).await?;
     // The router (and its clone of the store) is gone once serve returns.
     backend.close().await;
