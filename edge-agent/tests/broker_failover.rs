@@ -152,6 +152,65 @@ fn a_killed_brokers_edge_links_to_the_other_and_serves_its_players() {
         });
     }
 
+    // A player asking B for a session is sent to A, the broker the edge is linked to, for the
+    // probe and for WHEP; A finds B's session through etcd and relays to the edge, which answers
+    // for itself (a malformed probe offer: 400; a bad join token: 401).
+    let (st, v) = json_call(
+        addr_b,
+        "POST",
+        "/v1/sessions",
+        Some(&session_body("dee", 0.0)),
+    );
+    assert_eq!(st, 201, "{v}");
+    let sid = v["session"].as_str().unwrap().to_owned();
+    let cand = v["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["edge"] == json!(edge_id))
+        .expect("the edge is a candidate")
+        .clone();
+    let probe_url = cand["probe_url"].as_str().unwrap();
+    assert_eq!(
+        probe_url,
+        format!("{url_a}/v1/sessions/{sid}/probe/{edge_id}"),
+        "{cand}"
+    );
+    let (st, _, body) = try_http(
+        addr_a,
+        "POST",
+        probe_url.strip_prefix(&url_a).unwrap(),
+        &[("Content-Type", "application/sdp")],
+        "v=0\r\n",
+    )
+    .unwrap();
+    assert_eq!(st, 400, "the edge's own refusal through A: {body}");
+    assert!(body.contains("cannot answer the SDP offer"), "{body}");
+    let (st, v) = json_call(
+        addr_b,
+        "POST",
+        &format!("/v1/sessions/{sid}/select"),
+        Some(&json!({"measured": [{"edge": edge_id, "rtt_ms": 1.0}]})),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["whep_url"],
+        json!(format!("{url_a}/v1/sessions/{sid}/whep")),
+        "{v}"
+    );
+    let (st, _, body) = try_http(
+        addr_a,
+        "POST",
+        &format!("/v1/sessions/{sid}/whep"),
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Authorization", "Bearer 00"),
+        ],
+        "v=0\r\n",
+    )
+    .unwrap();
+    assert_eq!(st, 401, "the edge's answer through A's relay: {body}");
+
     let rt = tokio::runtime::Runtime::new().unwrap();
     let req = |player: &str| SessionRequest {
         coord: Some((0.0, 0.0, 1.0)),

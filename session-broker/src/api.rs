@@ -634,14 +634,30 @@ pub(crate) fn edge_gone(s: &AppState, edge: &EdgeId) {
     warn!(%edge, "edge gone: out of placement until it links again");
 }
 
+/// A session as this broker knows it, or as the store has it (one created or selected on
+/// another broker of the same store): 404 when neither does.
+async fn session_record(
+    s: &AppState,
+    sid: &SessionId,
+    need_edge: bool,
+) -> Result<SessionRecord, AppError> {
+    let cached = s.live().sessions.get(sid).cloned();
+    match cached {
+        Some(rec) if !need_edge || rec.edge.is_some() => Ok(rec),
+        _ => registry::session(s, sid)
+            .await?
+            .map(|(rec, _)| rec)
+            .ok_or_else(|| no_session(sid)),
+    }
+}
+
 /// Checks that `edge` is one of the session's candidates (what a player may probe).
-pub(crate) fn session_candidate(
+pub(crate) async fn session_candidate(
     s: &AppState,
     sid: &SessionId,
     edge: &EdgeId,
 ) -> Result<(), AppError> {
-    let live = s.live();
-    let rec = live.sessions.get(sid).ok_or_else(|| no_session(sid))?;
+    let rec = session_record(s, sid, false).await?;
     if rec.candidates.contains(edge) {
         Ok(())
     } else {
@@ -655,15 +671,51 @@ pub(crate) fn session_candidate(
 }
 
 /// The edge a session was placed on: 404 for an unknown session, 409 before selection.
-pub(crate) fn session_edge(s: &AppState, sid: &SessionId) -> Result<EdgeId, AppError> {
-    let live = s.live();
-    let rec = live.sessions.get(sid).ok_or_else(|| no_session(sid))?;
+pub(crate) async fn session_edge(s: &AppState, sid: &SessionId) -> Result<EdgeId, AppError> {
+    let rec = session_record(s, sid, true).await?;
     rec.edge.ok_or_else(|| {
         AppError(
             StatusCode::CONFLICT,
             format!("session {sid} has no edge yet: POST /v1/sessions/{sid}/select first"),
         )
     })
+}
+
+/// Where players reach `edges` through a relay: `""` (this broker, relative URLs) for an edge
+/// linked here, else the URL of the broker it is linked to (its home, from the shared store),
+/// when that broker is alive. Brokers relay only to their own links.
+async fn relay_bases(s: &AppState, edges: &[EdgeId]) -> HashMap<EdgeId, String> {
+    let homes: Vec<(EdgeId, String)> = {
+        let live = s.live();
+        edges
+            .iter()
+            .filter(|e| !s.links.is_linked(e))
+            .filter_map(|e| live.edges.get(e).map(|(r, _)| (*e, r.home.clone())))
+            .collect()
+    };
+    let me = s.cfg.store.me().map(|b| b.id).unwrap_or_default();
+    let away: Vec<_> = homes
+        .into_iter()
+        .filter(|(_, h)| !h.is_empty() && *h != me)
+        .collect();
+    if away.is_empty() {
+        return HashMap::new();
+    }
+    let brokers = match s.cfg.store.brokers().await {
+        Ok(b) => b,
+        Err(e) => {
+            warn!(error = %e, "cannot list the brokers for relay URLs; pointing players here");
+            return HashMap::new();
+        }
+    };
+    away.into_iter()
+        .filter_map(|(e, home)| {
+            brokers
+                .iter()
+                .find(|b| b.id == home)
+                .map(|b| (e, b.url.trim_end_matches('/').to_owned()))
+        })
+        .collect()
 }
 
 async fn list_edges(State(s): State<Arc<AppState>>) -> Json<Vec<EdgeRecord>> {
@@ -718,6 +770,8 @@ struct CandidateOut {
     quic_addr: SocketAddr,
     #[serde(skip_serializing_if = "Option::is_none")]
     echo_addr: Option<SocketAddr>,
+    /// Where a browser posts its RTT probe offer: on the broker the edge is linked to.
+    probe_url: String,
 }
 
 /// The caller's address, when the router is served with connect info (always, by [`serve`]).
@@ -798,6 +852,7 @@ async fn create_session(
                 region: r.ad.region.clone(),
                 quic_addr: r.ad.quic_addr,
                 echo_addr: r.ad.echo_addr,
+                probe_url: String::new(),
             })
             .collect();
         (cands, out)
@@ -813,6 +868,15 @@ async fn create_session(
     getrandom::fill(&mut raw)
         .map_err(|e| AppError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let id = SessionId(raw);
+    let bases = relay_bases(&s, &candidates).await;
+    let out: Vec<CandidateOut> = out
+        .into_iter()
+        .map(|mut c| {
+            let base = bases.get(&c.edge).map_or("", String::as_str);
+            c.probe_url = format!("{base}/v1/sessions/{id}/probe/{}", c.edge);
+            c
+        })
+        .collect();
     let rec = SessionRecord {
         id,
         player: req.player,
@@ -921,12 +985,14 @@ async fn select(
     s.live().sessions.insert(sid, rec);
     s.metrics.selections.inc();
     info!(session = %sid, edge = %edge.id, "session placed");
+    let bases = relay_bases(&s, &[edge.id]).await;
+    let base = bases.get(&edge.id).map_or("", String::as_str);
     let mut answer = serde_json::json!({
         "session": sid,
         "edge": edge.id,
         "quic_addr": edge.quic_addr,
         "cert_fingerprint": edge.cert_fingerprint,
-        "whep_url": format!("/v1/sessions/{sid}/whep"),
+        "whep_url": format!("{base}/v1/sessions/{sid}/whep"),
         "token": to_hex(&token),
         "expires_unix_ms": t.expires_unix_ms,
     });

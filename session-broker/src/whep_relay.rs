@@ -107,7 +107,7 @@ async fn relay(
             format!("session id `{sid}` in the path: {e}"),
         )
     })?;
-    let edge = api::session_edge(s, &sid)?;
+    let edge = api::session_edge(s, &sid).await?;
     let body = String::from_utf8(body.to_vec()).map_err(|_| {
         AppError::new(
             StatusCode::BAD_REQUEST,
@@ -236,7 +236,7 @@ pub(crate) async fn probe(
                 format!("edge id `{edge}` in the path: {e}"),
             )
         })?;
-        api::session_candidate(&s, &sid, &edge)?;
+        api::session_candidate(&s, &sid, &edge).await?;
         let body = String::from_utf8(body.to_vec()).map_err(|_| {
             AppError::new(StatusCode::BAD_REQUEST, "the probe offer must be SDP text")
         })?;

@@ -21,8 +21,19 @@ export interface Placement {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Probes one candidate: the minimum ICE round-trip time over up to `samples` responses, in ms. */
-export async function probeRtt(broker: string, session: string, edge: string, samples = 3, timeoutMs = 4000): Promise<number | null> {
+/**
+ * Probes one candidate: the minimum ICE round-trip time over up to `samples` responses, in ms.
+ * The offer goes to `url` when given (the candidate's `probe_url`: the broker the edge is linked
+ * to), else to `broker`'s probe route for the session.
+ */
+export async function probeRtt(
+  broker: string,
+  session: string,
+  edge: string,
+  samples = 3,
+  timeoutMs = 4000,
+  url?: string,
+): Promise<number | null> {
   const pc = new RTCPeerConnection();
   try {
     pc.createDataChannel("probe");
@@ -37,7 +48,7 @@ export async function probeRtt(broker: string, session: string, edge: string, sa
         }
       });
     });
-    const resp = await fetch(new URL(`/v1/sessions/${session}/probe/${edge}`, broker), {
+    const resp = await fetch(new URL(url ?? `/v1/sessions/${session}/probe/${edge}`, broker), {
       method: "POST",
       headers: { "Content-Type": "application/sdp" },
       body: pc.localDescription!.sdp,
@@ -90,9 +101,12 @@ export async function placeViaBroker(
     return v;
   };
   const s = await call("/v1/sessions", { player, ...want }, 201);
-  const candidates: { edge: string }[] = s.candidates ?? [];
+  const candidates: { edge: string; probe_url?: string }[] = s.candidates ?? [];
   const measured = await Promise.all(
-    candidates.map(async (c) => ({ edge: c.edge, rttMs: await probeRtt(broker, s.session, c.edge) })),
+    candidates.map(async (c) => ({
+      edge: c.edge,
+      rttMs: await probeRtt(broker, s.session, c.edge, 3, 4000, c.probe_url),
+    })),
   );
   const report = measured.filter((m) => m.rttMs !== null).map((m) => ({ edge: m.edge, rtt_ms: m.rttMs }));
   if (report.length === 0) throw new Error("No candidate edge answered an RTT probe: UDP may be blocked between this browser and the edges.");
