@@ -68,7 +68,9 @@ mod tests {
             .get(header::CONTENT_TYPE)
             .map(|v| v.to_str().unwrap().to_owned())
             .unwrap_or_default();
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
         (status, ct, String::from_utf8_lossy(&body).into_owned())
     }
 
@@ -86,7 +88,10 @@ mod tests {
             assert_eq!(body, "<!doctype html>");
         }
         let (st, ct, _) = get(&r, "/play/player.js").await;
-        assert_eq!((st, ct.starts_with("text/javascript")), (StatusCode::OK, true));
+        assert_eq!(
+            (st, ct.starts_with("text/javascript")),
+            (StatusCode::OK, true)
+        );
         for uri in ["/play/..%2fbroker.key", "/play/.hidden", "/play/missing.js"] {
             let (st, _, body) = get(&r, uri).await;
             assert_eq!(st, StatusCode::NOT_FOUND, "{uri}: {body}");

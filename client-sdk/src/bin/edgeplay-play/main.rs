@@ -13,9 +13,16 @@
 //! edgeplay-play --edge … --fingerprint … --token … --frames 300 --dump out/ --input script.jsonl
 //! ```
 //!
-//! The address, fingerprint and token are what `edge-agent run --dev` prints (or the broker's
-//! answer gives); `EDGEPLAY_EDGE`, `EDGEPLAY_FINGERPRINT` and `EDGEPLAY_TOKEN` stand in for the
-//! flags. It exits non-zero with one line saying what went wrong and what to do.
+//! The address, fingerprint and token are what `edge-agent run --dev` prints;
+//! `EDGEPLAY_EDGE`, `EDGEPLAY_FINGERPRINT` and `EDGEPLAY_TOKEN` stand in for the flags. Or name
+//! only a session broker, which places the player on the candidate edge that answers its UDP
+//! echo fastest:
+//!
+//! ```text
+//! edgeplay-play --broker http://127.0.0.1:8090 --region eu-west
+//! ```
+//!
+//! It exits non-zero with one line saying what went wrong and what to do.
 
 mod image;
 mod window;
@@ -29,6 +36,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use edgeplay_client::broker::SessionRequest;
 use edgeplay_client::{Client, Frame, Session, parse_fingerprint};
 use edgeplay_protocol::input::{ScriptedInput, parse_script};
 use edgeplay_protocol::stamp::{Stamp, read_luma};
@@ -38,14 +46,32 @@ use edgeplay_protocol::stamp::{Stamp, read_luma};
 #[command(version)]
 struct Cli {
     /// The edge's QUIC address (host:port), as `edge-agent run --dev` prints it.
-    #[arg(long, env = "EDGEPLAY_EDGE")]
-    edge: String,
+    #[arg(long, env = "EDGEPLAY_EDGE", required_unless_present = "broker")]
+    edge: Option<String>,
     /// SHA-256 fingerprint of the edge's certificate (64 hex digits, colons allowed).
-    #[arg(long, env = "EDGEPLAY_FINGERPRINT")]
-    fingerprint: String,
+    #[arg(long, env = "EDGEPLAY_FINGERPRINT", required_unless_present = "broker")]
+    fingerprint: Option<String>,
     /// Join token.
-    #[arg(long, env = "EDGEPLAY_TOKEN", hide_env_values = true)]
-    token: String,
+    #[arg(
+        long,
+        env = "EDGEPLAY_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "broker"
+    )]
+    token: Option<String>,
+    /// A session broker's URL (`http://HOST:PORT`) instead of an edge: it places the player.
+    #[arg(long, env = "EDGEPLAY_BROKER", conflicts_with_all = ["edge", "fingerprint", "token"])]
+    broker: Option<String>,
+    /// With `--broker`: the region to be placed in.
+    #[arg(long, requires = "broker")]
+    region: Option<String>,
+    /// With `--broker`: the player's name (rate limits and records are per name).
+    #[arg(long, requires = "broker")]
+    player: Option<String>,
+    /// With `--broker`: the broker's Ed25519 public key (64 hex digits); the placement's
+    /// signature must verify with it.
+    #[arg(long, requires = "broker")]
+    broker_key: Option<String>,
     /// Headless: stop after this many decoded frames (no window).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     frames: Option<u64>,
@@ -79,18 +105,6 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let fingerprint = parse_fingerprint(&cli.fingerprint)?;
-    let addr: SocketAddr = cli
-        .edge
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .with_context(|| {
-            format!(
-                "`{}` is not a host:port address: pass e.g. 127.0.0.1:4433",
-                cli.edge
-            )
-        })?;
     let script = match &cli.input {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -109,9 +123,7 @@ fn run(cli: Cli) -> Result<()> {
         .context("cannot start the async runtime")?;
     // Timers made outside `block_on` (the frame deadlines) need the runtime's clock.
     let _runtime_context = runtime.enter();
-    let mut session = runtime
-        .block_on(Client::connect(addr, fingerprint, &cli.token))
-        .with_context(|| format!("cannot start a session with {addr}"))?;
+    let mut session = runtime.block_on(connect(&cli))?;
     let result = match cli.frames {
         Some(n) => headless(
             &runtime,
@@ -125,6 +137,56 @@ fn run(cli: Cli) -> Result<()> {
     };
     runtime.block_on(session.close());
     result
+}
+
+/// A session with the edge the flags name, or with the one the broker picks.
+async fn connect(cli: &Cli) -> Result<Session> {
+    if let Some(broker) = &cli.broker {
+        let player = cli
+            .player
+            .clone()
+            .unwrap_or_else(|| format!("edgeplay-play-{}", std::process::id()));
+        let mut req = SessionRequest::new(&player, 1280, 720, 60);
+        req.region.clone_from(&cli.region);
+        if let Some(hex) = &cli.broker_key {
+            let key = edgeplay_protocol::token::from_hex(hex)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .context(
+                    "--broker-key: expected 64 hex digits (the broker's Ed25519 public key)",
+                )?;
+            req.broker_key = Some(key);
+        }
+        let (session, placed) = Client::connect_via_broker(broker, &req)
+            .await
+            .with_context(|| format!("cannot get a session through the broker {broker}"))?;
+        eprintln!(
+            "edgeplay-play: placed on edge {} at {} (measured RTT {})",
+            placed.edge,
+            placed.quic_addr,
+            placed
+                .rtt_ms
+                .map_or_else(|| "none".to_owned(), |r| format!("{r:.2} ms"))
+        );
+        return Ok(session);
+    }
+    let (Some(edge), Some(fingerprint), Some(token)) = (&cli.edge, &cli.fingerprint, &cli.token)
+    else {
+        bail!(
+            "pass --edge, --fingerprint and --token (what `edge-agent run --dev` prints), or --broker URL"
+        );
+    };
+    let fingerprint = parse_fingerprint(fingerprint)?;
+    let addr: SocketAddr = edge
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .with_context(|| {
+            format!("`{edge}` is not a host:port address: pass e.g. 127.0.0.1:4433")
+        })?;
+    Client::connect(addr, fingerprint, token)
+        .await
+        .with_context(|| format!("cannot start a session with {addr}"))
 }
 
 fn unix_us() -> u64 {
