@@ -5,6 +5,8 @@
 //! call it first, so a fresh clone needs no other step. Only the standard library is used here so
 //! that the xtask itself builds in seconds on a cold machine.
 
+mod demo;
+
 use std::env;
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -109,7 +111,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup(),
         Some("test") => test(&args[1..]),
-        Some("demo") => demo(&args[1..]),
+        Some("demo") => demo::demo(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("fuzz") => setup().and_then(|()| fuzz(parse_seconds(&args[1..])?)),
         Some("-h" | "--help" | "help") | None => {
@@ -131,8 +133,9 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
   setup            install what this machine lacks (Debian packages, cargo-fuzz); needs root
-  demo             set up, then run the edge pipeline: writes artifacts/demo.mp4 and
-                   artifacts/demo.h264 and prints the per-stage latency table
+  demo [--check]   set up, build, start a broker and an edge in each of two regions, and print
+                   the URL of a playable session in the browser player (Enter stops them);
+                   --check plays once in headless Chromium and edgeplay-play, then stops
   test             set up, then run fmt, clippy, every test and a short fuzz run of each target
   bench [NAME]     set up, then run a bench harness: `pipeline` (default), `placement`, `quic`, `broker`, or `criterion`
   fuzz [SECONDS]   run every fuzz target for SECONDS each (default 20)
@@ -377,41 +380,6 @@ fn test(args: &[String]) -> Result {
     eprintln!(
         "xtask: every check passed in {:.0} s",
         started.elapsed().as_secs_f64()
-    );
-    Ok(())
-}
-
-fn demo(args: &[String]) -> Result {
-    setup()?;
-    let artifacts = root().join("artifacts");
-    std::fs::create_dir_all(&artifacts)
-        .map_err(|e| format!("cannot create {}: {e}", artifacts.display()))?;
-    run("cargo", &["build", "--release", "-p", "edgeplay-edge"])?;
-    let edge = target_dir().join("release").join("edge-agent");
-    let edge = edge.to_string_lossy();
-    let script = root().join("edge-agent").join("demo").join("input.jsonl");
-    let script = script.to_string_lossy();
-    for out in ["artifacts/demo.mp4", "artifacts/demo.h264"] {
-        let mut a = vec![
-            "encode",
-            "--resolution",
-            "1280x720",
-            "--fps",
-            "60",
-            "--frames",
-            "600",
-            "--input-script",
-            &script,
-            "--out",
-            out,
-        ];
-        a.extend(args.iter().map(String::as_str));
-        run(&edge, &a)?;
-    }
-    eprintln!(
-        "xtask: demo written: {0}/artifacts/demo.mp4 (H.264 + Opus) and {0}/artifacts/demo.h264; \
-         play either with `ffplay` or open the .mp4 in a browser",
-        root().display()
     );
     Ok(())
 }

@@ -4,6 +4,7 @@
 // relay. The player's files are served here, from dist/, on another origin than the broker's
 // (so CORS is exercised).
 // Usage: node tests/e2e-broker.mjs <broker URL> [region]
+// SCREENSHOT=path.png saves what the page shows once frames play.
 // Prints one JSON line; exits non-zero on a failed check.
 import { chromium } from "playwright-core";
 import { createServer } from "node:http";
@@ -66,6 +67,7 @@ try {
   const placement = await page.evaluate(() => window.edgeplay?.placement ?? null);
   if (!placement) fail("no placement recorded", { logs });
   if (!placement.whepUrl.startsWith(broker)) fail(`WHEP did not go through the broker: ${placement.whepUrl}`);
+  if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT });
   console.log(JSON.stringify({
     ok: true,
     framesPresented: s.framesPresented,
