@@ -74,6 +74,36 @@ fn failover_lines(edge_http: SocketAddr) -> Vec<String> {
         .collect()
 }
 
+/// Selects `edge` for `sid` through `asked`, then posts an offer with a bad join token to the
+/// WHEP relay on `relay`: the edge's own 401 must come back. The `whep_url` the select gave.
+fn select_then_offer_a_bad_token(
+    asked: SocketAddr,
+    relay: SocketAddr,
+    sid: &str,
+    edge: &str,
+) -> String {
+    let (st, v) = json_call(
+        asked,
+        "POST",
+        &format!("/v1/sessions/{sid}/select"),
+        Some(&json!({"measured": [{"edge": edge, "rtt_ms": 1.0}]})),
+    );
+    assert_eq!(st, 200, "{v}");
+    let (st, _, body) = try_http(
+        relay,
+        "POST",
+        &format!("/v1/sessions/{sid}/whep"),
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Authorization", "Bearer 00"),
+        ],
+        "v=0\r\n",
+    )
+    .unwrap();
+    assert_eq!(st, 401, "the edge's answer through {relay}'s relay: {body}");
+    v["whep_url"].as_str().expect("whep_url").to_owned()
+}
+
 #[test]
 fn a_killed_brokers_edge_links_to_the_other_and_serves_its_players() {
     let etcd = Etcd::start().expect("etcd");
@@ -186,30 +216,8 @@ fn a_killed_brokers_edge_links_to_the_other_and_serves_its_players() {
     .unwrap();
     assert_eq!(st, 400, "the edge's own refusal through A: {body}");
     assert!(body.contains("cannot answer the SDP offer"), "{body}");
-    let (st, v) = json_call(
-        addr_b,
-        "POST",
-        &format!("/v1/sessions/{sid}/select"),
-        Some(&json!({"measured": [{"edge": edge_id, "rtt_ms": 1.0}]})),
-    );
-    assert_eq!(st, 200, "{v}");
-    assert_eq!(
-        v["whep_url"],
-        json!(format!("{url_a}/v1/sessions/{sid}/whep")),
-        "{v}"
-    );
-    let (st, _, body) = try_http(
-        addr_a,
-        "POST",
-        &format!("/v1/sessions/{sid}/whep"),
-        &[
-            ("Content-Type", "application/sdp"),
-            ("Authorization", "Bearer 00"),
-        ],
-        "v=0\r\n",
-    )
-    .unwrap();
-    assert_eq!(st, 401, "the edge's answer through A's relay: {body}");
+    let whep_url = select_then_offer_a_bad_token(addr_b, addr_a, &sid, &edge_id);
+    assert_eq!(whep_url, format!("{url_a}/v1/sessions/{sid}/whep"));
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let req = |player: &str| SessionRequest {
@@ -311,25 +319,8 @@ fn a_killed_brokers_edge_links_to_the_other_and_serves_its_players() {
         assert!(st == 201 || st == 503, "{st}: {v}");
         (st == 201).then(|| v["session"].as_str().unwrap().to_owned())
     });
-    let (st, v) = json_call(
-        addr_b,
-        "POST",
-        &format!("/v1/sessions/{sid}/select"),
-        Some(&json!({"measured": [{"edge": edge_id, "rtt_ms": 1.0}]})),
-    );
-    assert_eq!(st, 200, "{v}");
-    let (st, _, body) = try_http(
-        addr_b,
-        "POST",
-        &format!("/v1/sessions/{sid}/whep"),
-        &[
-            ("Content-Type", "application/sdp"),
-            ("Authorization", "Bearer 00"),
-        ],
-        "v=0\r\n",
-    )
-    .unwrap();
-    assert_eq!(st, 401, "the edge's answer through B's relay: {body}");
+    let whep_url = select_then_offer_a_bad_token(addr_b, addr_b, &sid, &edge_id);
+    assert_eq!(whep_url, format!("/v1/sessions/{sid}/whep"));
     eprintln!(
         "{} sessions acknowledged by B during the failover, none lost",
         acked.len()
