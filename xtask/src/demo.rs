@@ -5,7 +5,9 @@
 //! its registry to the candidates of the page's region, has the browser measure each (a
 //! short-lived RTCPeerConnection), picks the fastest and relays WHEP to it. The regions are
 //! `eu-west` and `us-east`: each edge advertises its region and a network coordinate 45 ms
-//! apart, so a player asking for one region is placed there. Every process logs to
+//! apart, so a player asking for one region is placed there. The native path to `us-east` (its
+//! QUIC port and UDP echo) goes through testkit's relay (`edgeplay-relay`) with 40 ms each way,
+//! as the tests' regions do; browsers' ICE reaches both edges directly. Every process logs to
 //! `target/demo/*.log`.
 //!
 //! `--check` plays once instead of waiting: headless Chromium opens the printed URL and must
@@ -21,8 +23,17 @@ use std::time::{Duration, Instant};
 
 use crate::{Result, root, run, target_dir};
 
-/// The emulated regions: name and network coordinate (`x,y,height`, ms).
-const REGIONS: [(&str, &str); 2] = [("eu-west", "0,0,1"), ("us-east", "45,0,1")];
+/// The emulated regions: name, network coordinate (`x,y,height`, ms) and the one-way delay
+/// (ms) the relay puts in front of the edge's QUIC port and echo (0: none).
+const REGIONS: [(&str, &str, u64); 2] = [("eu-west", "0,0,1", 0), ("us-east", "45,0,1", 40)];
+
+/// A free loopback UDP port (bound and released: the edge binds it next).
+fn free_udp() -> Result<String> {
+    let s =
+        std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("no free UDP port: {e}"))?;
+    let a = s.local_addr().map_err(|e| e.to_string())?;
+    Ok(a.to_string())
+}
 
 /// A child process; SIGTERM (then SIGKILL after 10 s) when dropped.
 struct Running {
@@ -159,6 +170,8 @@ pub fn demo(args: &[String]) -> Result {
             "edgeplay-edge",
             "-p",
             "edgeplay-client",
+            "-p",
+            "edgeplay-testkit",
             "--features",
             "edgeplay-client/player",
         ],
@@ -189,27 +202,50 @@ pub fn demo(args: &[String]) -> Result {
     let broker_url = format!("http://{addr}");
     let mut children = vec![broker];
     let mut edges = Vec::new();
-    for (region, coord) in REGIONS {
+    for (region, coord, delay_ms) in REGIONS {
+        let data_dir = s(&work.join(format!("edge-{region}")));
+        let mut args: Vec<String> = [
+            "run",
+            "--broker",
+            &broker_url,
+            "--listen",
+            "127.0.0.1:0",
+            "--region",
+            region,
+            "--coord",
+            coord,
+            "--max-sessions",
+            "4",
+            "--data-dir",
+            &data_dir,
+        ]
+        .map(String::from)
+        .to_vec();
+        if delay_ms == 0 {
+            args.extend(["--quic-listen", "127.0.0.1:0"].map(String::from));
+        } else {
+            // The edge listens on ports picked here; players are given the relays' ports.
+            for (listen, advertise, what) in [
+                ("--quic-listen", "--advertise-quic", "quic"),
+                ("--echo-listen", "--advertise-echo", "echo"),
+            ] {
+                let port = free_udp()?;
+                let (relay, at) = start(
+                    &format!("the {region} {what} relay"),
+                    &bin.join("edgeplay-relay"),
+                    &["--to", &port, "--delay-ms", &delay_ms.to_string()],
+                    &work.join(format!("relay-{region}-{what}.log")),
+                    "relay on",
+                )?;
+                children.push(relay);
+                args.extend([listen.to_owned(), port, advertise.to_owned(), at]);
+            }
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (edge, line) = start(
             &format!("the {region} edge"),
             &bin.join("edge-agent"),
-            &[
-                "run",
-                "--broker",
-                &broker_url,
-                "--listen",
-                "127.0.0.1:0",
-                "--quic-listen",
-                "127.0.0.1:0",
-                "--region",
-                region,
-                "--coord",
-                coord,
-                "--max-sessions",
-                "4",
-                "--data-dir",
-                &s(&work.join(format!("edge-{region}"))),
-            ],
+            &args,
             &work.join(format!("edge-{region}.log")),
             "edge-agent",
         )?;
@@ -240,14 +276,19 @@ pub fn demo(args: &[String]) -> Result {
     println!();
     println!("edgeplay demo: a broker and an edge in each of two regions, on loopback");
     println!("  broker   {broker_url}  (/v1/edges, /metrics, /openapi.json)");
-    for (region, id) in &edges {
-        println!("  edge     {region:8} {id}");
+    for ((region, id), (_, _, delay)) in edges.iter().zip(REGIONS) {
+        let path = if delay == 0 {
+            "direct".to_owned()
+        } else {
+            format!("QUIC and echo through a relay, {delay} ms each way")
+        };
+        println!("  edge     {region:8} {id}  ({path})");
     }
     println!();
     println!(
         "Play in a browser (keys: arrows/WASD, space; click for pointer lock; F for fullscreen):"
     );
-    for (region, _) in REGIONS {
+    for (region, _, _) in REGIONS {
         println!("  {}", url(region));
     }
     println!();
