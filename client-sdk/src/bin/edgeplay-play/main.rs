@@ -105,6 +105,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let target = target(&cli)?;
     let script = match &cli.input {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -123,7 +124,7 @@ fn run(cli: Cli) -> Result<()> {
         .context("cannot start the async runtime")?;
     // Timers made outside `block_on` (the frame deadlines) need the runtime's clock.
     let _runtime_context = runtime.enter();
-    let mut session = runtime.block_on(connect(&cli))?;
+    let mut session = runtime.block_on(connect(target))?;
     let result = match cli.frames {
         Some(n) => headless(
             &runtime,
@@ -139,9 +140,20 @@ fn run(cli: Cli) -> Result<()> {
     result
 }
 
-/// A session with the edge the flags name, or with the one the broker picks.
-async fn connect(cli: &Cli) -> Result<Session> {
-    if let Some(broker) = &cli.broker {
+/// Whom to play with, from the flags (checked before anything else happens).
+enum Target {
+    /// An edge given by address, certificate fingerprint and join token.
+    Edge {
+        addr: SocketAddr,
+        fingerprint: [u8; 32],
+        token: String,
+    },
+    /// A broker that places the player.
+    Broker { url: String, req: SessionRequest },
+}
+
+fn target(cli: &Cli) -> Result<Target> {
+    if let Some(url) = &cli.broker {
         let player = cli
             .player
             .clone()
@@ -157,18 +169,10 @@ async fn connect(cli: &Cli) -> Result<Session> {
                 )?;
             req.broker_key = Some(key);
         }
-        let (session, placed) = Client::connect_via_broker(broker, &req)
-            .await
-            .with_context(|| format!("cannot get a session through the broker {broker}"))?;
-        eprintln!(
-            "edgeplay-play: placed on edge {} at {} (measured RTT {})",
-            placed.edge,
-            placed.quic_addr,
-            placed
-                .rtt_ms
-                .map_or_else(|| "none".to_owned(), |r| format!("{r:.2} ms"))
-        );
-        return Ok(session);
+        return Ok(Target::Broker {
+            url: url.clone(),
+            req,
+        });
     }
     let (Some(edge), Some(fingerprint), Some(token)) = (&cli.edge, &cli.fingerprint, &cli.token)
     else {
@@ -184,9 +188,38 @@ async fn connect(cli: &Cli) -> Result<Session> {
         .with_context(|| {
             format!("`{edge}` is not a host:port address: pass e.g. 127.0.0.1:4433")
         })?;
-    Client::connect(addr, fingerprint, token)
-        .await
-        .with_context(|| format!("cannot start a session with {addr}"))
+    Ok(Target::Edge {
+        addr,
+        fingerprint,
+        token: token.clone(),
+    })
+}
+
+/// A session with the edge named, or with the one the broker picks.
+async fn connect(target: Target) -> Result<Session> {
+    match target {
+        Target::Edge {
+            addr,
+            fingerprint,
+            token,
+        } => Client::connect(addr, fingerprint, &token)
+            .await
+            .with_context(|| format!("cannot start a session with {addr}")),
+        Target::Broker { url, req } => {
+            let (session, placed) = Client::connect_via_broker(&url, &req)
+                .await
+                .with_context(|| format!("cannot get a session through the broker {url}"))?;
+            eprintln!(
+                "edgeplay-play: placed on edge {} at {} (measured RTT {})",
+                placed.edge,
+                placed.quic_addr,
+                placed
+                    .rtt_ms
+                    .map_or_else(|| "none".to_owned(), |r| format!("{r:.2} ms"))
+            );
+            Ok(session)
+        }
+    }
 }
 
 fn unix_us() -> u64 {
