@@ -265,7 +265,7 @@ pub async fn probe_rtt(echo: SocketAddr) -> Option<f64> {
 /// # Errors
 /// [`BrokerError::BadSignature`].
 pub fn verify_placement(answer: &Value, broker_key: &[u8; 32]) -> Result<(), BrokerError> {
-    use edgeplay_protocol::link::{PLACEMENT_DOMAIN, canonical_json};
+    use edgeplay_protocol::link::{PLACEMENT_DOMAIN, signed_bytes};
     use edgeplay_protocol::token::{Signature, VerifyingKey};
     let mut body = answer.clone();
     let sig = body
@@ -275,10 +275,11 @@ pub fn verify_placement(answer: &Value, broker_key: &[u8; 32]) -> Result<(), Bro
         .and_then(|b| <[u8; 64]>::try_from(b).ok())
         .ok_or(BrokerError::BadSignature)?;
     let key = VerifyingKey::from_bytes(broker_key).map_err(|_| BrokerError::BadSignature)?;
-    let mut signed = PLACEMENT_DOMAIN.to_vec();
-    signed.extend_from_slice(canonical_json(&body).as_bytes());
-    key.verify_strict(&signed, &Signature::from_bytes(&sig))
-        .map_err(|_| BrokerError::BadSignature)
+    key.verify_strict(
+        &signed_bytes(PLACEMENT_DOMAIN, &body),
+        &Signature::from_bytes(&sig),
+    )
+    .map_err(|_| BrokerError::BadSignature)
 }
 
 /// Asks `broker_url` for a session, probes the candidates, and has the broker pick one.

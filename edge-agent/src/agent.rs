@@ -25,9 +25,9 @@ use axum::Router;
 use axum::body::Body;
 use edgeplay_protocol::coords::Coord;
 use edgeplay_protocol::link::{
-    self, BROKER_SILENCE_MS, FrameReader, HEARTBEAT_BUSY_MS, HEARTBEAT_IDLE_MS, LinkMessage,
-    MAX_FRAME, REGISTER_DOMAIN, broker_hostports, canonical_json, encode_frame, parse_http_head,
-    proof_bytes, welcome_bytes,
+    self, BROKER_SILENCE_MS, EdgeAd, FrameReader, HEARTBEAT_BUSY_MS, HEARTBEAT_IDLE_MS,
+    LinkMessage, MAX_FRAME, broker_hostports, encode_frame, parse_http_head, proof_bytes,
+    welcome_bytes,
 };
 use edgeplay_protocol::token::{
     self, EdgeId, ReplayGuard, Signature, SigningKey, VerifyingKey, from_hex, to_hex,
@@ -195,64 +195,6 @@ impl TokenCheck for BrokerTokens {
     }
 }
 
-/// What the edge advertises in its registration.
-#[derive(Debug, Clone)]
-pub struct Advert {
-    /// Region name.
-    pub region: String,
-    /// GPU model.
-    pub gpu: String,
-    /// GPU class 0..8.
-    pub gpu_class: u8,
-    /// Encoders, e.g. `["x264"]`.
-    pub encoders: Vec<String>,
-    /// Resolutions, `WIDTHxHEIGHT`.
-    pub resolutions: Vec<String>,
-    /// Highest frame rate.
-    pub max_fps: u32,
-    /// Session slots.
-    pub capacity: u32,
-    /// Price per minute.
-    pub price_per_min: u64,
-    /// Network coordinate.
-    pub coord: Coord,
-    /// QUIC address players connect to.
-    pub quic_addr: SocketAddr,
-    /// SHA-256 of the QUIC certificate, hex.
-    pub cert_fingerprint: String,
-    /// UDP echo address players probe.
-    pub echo_addr: SocketAddr,
-}
-
-impl Advert {
-    /// The signed registration (the body of `POST /v1/edges`), issued now.
-    #[must_use]
-    pub fn signed(&self, key: &SigningKey) -> serde_json::Value {
-        use ed25519_dalek::Signer;
-        let mut body = serde_json::json!({
-            "id": EdgeId(key.verifying_key().to_bytes()),
-            "region": self.region,
-            "gpu": self.gpu,
-            "gpu_class": self.gpu_class,
-            "encoders": self.encoders,
-            "resolutions": self.resolutions,
-            "max_fps": self.max_fps,
-            "capacity": self.capacity,
-            "price_per_min": self.price_per_min,
-            "coord": self.coord,
-            "quic_addr": self.quic_addr,
-            "cert_fingerprint": self.cert_fingerprint,
-            "echo_addr": self.echo_addr,
-            "issued_unix_ms": now_ms(),
-        });
-        let mut signed = REGISTER_DOMAIN.to_vec();
-        signed.extend_from_slice(canonical_json(&body).as_bytes());
-        let sig = key.sign(&signed);
-        body["signature"] = serde_json::Value::String(to_hex(&sig.to_bytes()));
-        body
-    }
-}
-
 /// The broker's address, from `http://HOST:PORT[/]` or `HOST:PORT`.
 ///
 /// # Errors
@@ -414,7 +356,7 @@ pub struct LinkConfig {
     /// The edge's key.
     pub key: SigningKey,
     /// What to register.
-    pub advert: Advert,
+    pub advert: EdgeAd,
     /// Answers browsers' RTT probes.
     pub prober: Arc<crate::probe::Prober>,
     /// Where failovers and failed dials are counted.
@@ -569,7 +511,7 @@ async fn handshake_welcome(
             .sign(&proof_bytes(challenge, shown.as_bytes(), &nonce))
     };
     let register = LinkMessage::Register {
-        registration: cfg.advert.signed(&cfg.key),
+        registration: cfg.advert.signed(&cfg.key, now_ms()),
         edge_nonce: to_hex(&nonce),
         proof: to_hex(&proof.to_bytes()),
     };
@@ -900,7 +842,8 @@ pub async fn serve(args: BrokerArgs, edge: Edge) -> anyhow::Result<()> {
         })?;
     let http_addr = listener.local_addr()?;
     let capacity = u32::try_from(edge.http.max_sessions).unwrap_or(u32::MAX);
-    let advert = Advert {
+    let advert = EdgeAd {
+        id,
         region: args.region.clone(),
         gpu: edge.gpu_name.clone(),
         gpu_class: args.gpu_class,
@@ -912,7 +855,8 @@ pub async fn serve(args: BrokerArgs, edge: Edge) -> anyhow::Result<()> {
         coord: args.coord,
         quic_addr,
         cert_fingerprint: quic.fingerprint_hex(),
-        echo_addr,
+        echo_addr: Some(echo_addr),
+        issued_unix_ms: 0,
     };
     let http = crate::http::EdgeHttp::new(
         edge.http.clone(),

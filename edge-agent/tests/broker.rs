@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use edgeplay_client::Client;
 use edgeplay_client::broker::SessionRequest;
-use edgeplay_edge::agent::Advert;
-use edgeplay_protocol::link::{self, FrameReader, LinkMessage, encode_frame, parse_http_head};
+use edgeplay_protocol::link::{
+    self, EdgeAd, FrameReader, LinkMessage, encode_frame, parse_http_head,
+};
 use edgeplay_protocol::token::{SigningKey, to_hex};
 use edgeplay_testkit::relay::{RelayConfig, UdpRelay};
 use serde_json::{Value, json};
@@ -108,7 +109,8 @@ fn forged_link(broker: SocketAddr) -> LinkMessage {
     };
     let key = SigningKey::from_bytes(&[42; 32]);
     let wrong = SigningKey::from_bytes(&[43; 32]);
-    let advert = Advert {
+    let advert = EdgeAd {
+        id: edgeplay_protocol::token::EdgeId(key.verifying_key().to_bytes()),
         region: "forged".into(),
         gpu: "none".into(),
         gpu_class: 0,
@@ -120,14 +122,15 @@ fn forged_link(broker: SocketAddr) -> LinkMessage {
         coord: Default::default(),
         quic_addr: "127.0.0.1:9".parse().unwrap(),
         cert_fingerprint: "00".repeat(32),
-        echo_addr: "127.0.0.1:9".parse().unwrap(),
+        echo_addr: Some("127.0.0.1:9".parse().unwrap()),
+        issued_unix_ms: 0,
     };
     let proof = {
         use ed25519_dalek::Signer;
         wrong.sign(b"not the challenge")
     };
     let reg = LinkMessage::Register {
-        registration: advert.signed(&key),
+        registration: advert.signed(&key, edgeplay_edge::agent::now_ms()),
         edge_nonce: "11".repeat(32),
         proof: to_hex(&proof.to_bytes()),
     };

@@ -229,6 +229,92 @@ pub const REGISTER_DOMAIN: &[u8] = b"edgeplay/edge-registration/v1\n";
 /// Longest HTTP response head [`parse_http_head`] reads.
 pub const MAX_HTTP_HEAD: usize = 16 * 1024;
 
+/// An edge's registration: what it advertises and signs (the body of `POST /v1/edges` and of
+/// [`LinkMessage::Register`], with `signature` added by [`EdgeAd::signed`]). The edge builds
+/// it; the broker checks the signature over [`signed_bytes`] with [`REGISTER_DOMAIN`] and keeps
+/// it as the edge's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeAd {
+    /// The edge's Ed25519 public key, hex.
+    pub id: crate::token::EdgeId,
+    /// Region name, e.g. `eu-west`.
+    pub region: String,
+    /// GPU model, e.g. `RTX 4090`.
+    pub gpu: String,
+    /// GPU class 0..8 (higher is stronger); requests ask for a minimum.
+    pub gpu_class: u8,
+    /// Encoders the edge can run, e.g. `["nvenc-h264", "x264"]`.
+    pub encoders: Vec<String>,
+    /// Resolutions served, `WIDTHxHEIGHT`.
+    pub resolutions: Vec<String>,
+    /// Highest frame rate.
+    pub max_fps: u32,
+    /// Session slots.
+    pub capacity: u32,
+    /// Price per minute, in the settlement token's smallest unit.
+    pub price_per_min: u64,
+    /// Vivaldi coordinate.
+    pub coord: crate::coords::Coord,
+    /// QUIC endpoint players connect to.
+    pub quic_addr: std::net::SocketAddr,
+    /// SHA-256 fingerprint of the edge's QUIC certificate, hex.
+    pub cert_fingerprint: String,
+    /// UDP echo endpoint players measure their RTT to ([`ECHO_MAGIC`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echo_addr: Option<std::net::SocketAddr>,
+    /// When the edge signed this (unix ms).
+    pub issued_unix_ms: u64,
+}
+
+impl EdgeAd {
+    /// The registration as `key` signs it at `now_unix_ms`: `id` and `issued_unix_ms` set from
+    /// them, and `signature` (hex) over [`signed_bytes`]`(`[`REGISTER_DOMAIN`]`, …)` added.
+    ///
+    /// ```
+    /// use edgeplay_protocol::link::{EdgeAd, REGISTER_DOMAIN, signed_bytes};
+    /// use edgeplay_protocol::token::{EdgeId, from_hex};
+    /// use ed25519_dalek::{Signature, SigningKey};
+    ///
+    /// let key = SigningKey::from_bytes(&[7; 32]);
+    /// let ad = EdgeAd {
+    ///     id: EdgeId([0; 32]), region: "eu-west".into(), gpu: "RTX 4090".into(), gpu_class: 5,
+    ///     encoders: vec!["x264".into()], resolutions: vec!["1280x720".into()], max_fps: 60,
+    ///     capacity: 4, price_per_min: 10, coord: Default::default(),
+    ///     quic_addr: "127.0.0.1:4433".parse().unwrap(), cert_fingerprint: "00".repeat(32),
+    ///     echo_addr: None, issued_unix_ms: 0,
+    /// };
+    /// let mut body = ad.signed(&key, 1_000);
+    /// let sig = from_hex(body["signature"].as_str().unwrap()).unwrap();
+    /// body.as_object_mut().unwrap().remove("signature");
+    /// let sig = Signature::from_slice(&sig).unwrap();
+    /// assert!(key.verifying_key().verify_strict(&signed_bytes(REGISTER_DOMAIN, &body), &sig).is_ok());
+    /// assert_eq!(body["issued_unix_ms"], 1_000);
+    /// ```
+    #[must_use]
+    pub fn signed(&self, key: &ed25519_dalek::SigningKey, now_unix_ms: u64) -> serde_json::Value {
+        use ed25519_dalek::Signer;
+        let ad = EdgeAd {
+            id: crate::token::EdgeId(key.verifying_key().to_bytes()),
+            issued_unix_ms: now_unix_ms,
+            ..self.clone()
+        };
+        let mut body = serde_json::to_value(&ad).unwrap_or_default();
+        let sig = key.sign(&signed_bytes(REGISTER_DOMAIN, &body));
+        body["signature"] = serde_json::Value::String(crate::token::to_hex(&sig.to_bytes()));
+        body
+    }
+}
+
+/// The bytes signed for `body` (a JSON object without `signature`) under `domain`: the domain
+/// then [`canonical_json`].
+#[must_use]
+pub fn signed_bytes(domain: &[u8], body: &serde_json::Value) -> Vec<u8> {
+    let mut b = domain.to_vec();
+    b.extend_from_slice(canonical_json(body).as_bytes());
+    b
+}
+
 /// JSON with object keys sorted bytewise and no whitespace: the bytes edges sign.
 #[must_use]
 pub fn canonical_json(v: &serde_json::Value) -> String {

@@ -22,7 +22,6 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use edgeplay_protocol::coords::Coord;
 use edgeplay_protocol::token::{EdgeId, SessionId, Signature, to_hex};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -64,40 +63,8 @@ pub struct Config {
     pub rate: RateLimit,
 }
 
-/// An edge as registered: what it signed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EdgeAd {
-    /// The edge's Ed25519 public key, hex.
-    pub id: EdgeId,
-    /// Region name, e.g. `eu-west`.
-    pub region: String,
-    /// GPU model, e.g. `RTX 4090`.
-    pub gpu: String,
-    /// GPU class 0..8 (higher is stronger); requests ask for a minimum.
-    pub gpu_class: u8,
-    /// Encoders the edge can run, e.g. `["nvenc-h264", "x264"]`.
-    pub encoders: Vec<String>,
-    /// Resolutions served, `WIDTHxHEIGHT`.
-    pub resolutions: Vec<String>,
-    /// Highest frame rate.
-    pub max_fps: u32,
-    /// Session slots.
-    pub capacity: u32,
-    /// Price per minute, in the settlement token's smallest unit.
-    pub price_per_min: u64,
-    /// Vivaldi coordinate.
-    pub coord: Coord,
-    /// QUIC endpoint players connect to.
-    pub quic_addr: SocketAddr,
-    /// SHA-256 fingerprint of the edge's QUIC certificate, hex.
-    pub cert_fingerprint: String,
-    /// UDP echo endpoint players measure their RTT to (`edgeplay_protocol::link::ECHO_MAGIC`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub echo_addr: Option<SocketAddr>,
-    /// When the edge signed this (unix ms).
-    pub issued_unix_ms: u64,
-}
+/// An edge as registered: what it signed (shared with the edge, which builds and signs it).
+pub use edgeplay_protocol::link::EdgeAd;
 
 /// What the broker keeps about an edge.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -296,17 +263,7 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// JSON with object keys sorted bytewise and no whitespace: the bytes edges sign.
-pub fn canonical_json(v: &Value) -> String {
-    edgeplay_protocol::link::canonical_json(v)
-}
-
-/// The bytes an edge signs for `body` (a JSON object without `signature`).
-pub fn signed_bytes(domain: &[u8], body: &Value) -> Vec<u8> {
-    let mut b = domain.to_vec();
-    b.extend_from_slice(canonical_json(body).as_bytes());
-    b
-}
+pub use edgeplay_protocol::link::{canonical_json, signed_bytes};
 
 /// Adds `signature` to `body`, signed with `key` (what an edge agent does).
 pub fn sign_body(
@@ -1351,12 +1308,5 @@ mod tests {
         assert_eq!(st, StatusCode::OK);
         assert_eq!(v["openapi"], "3.1.0");
         assert!(v["paths"]["/v1/sessions/{id}/select"].is_object());
-    }
-
-    #[test]
-    fn canonical_json_sorts_keys_without_whitespace() {
-        let v: Value =
-            serde_json::from_str(r#"{ "b": [1, {"d": 2, "c": "x"}], "a": null }"#).unwrap();
-        assert_eq!(canonical_json(&v), r#"{"a":null,"b":[1,{"c":"x","d":2}]}"#);
     }
 }
