@@ -361,6 +361,8 @@ pub struct LinkConfig {
     pub prober: Arc<crate::probe::Prober>,
     /// Where failovers and failed dials are counted.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The edge's measured network coordinate (heartbeats report it).
+    pub coords: Arc<crate::coords::Coords>,
 }
 
 /// The edge's state the link reports.
@@ -511,7 +513,11 @@ async fn handshake_welcome(
             .sign(&proof_bytes(challenge, shown.as_bytes(), &nonce))
     };
     let register = LinkMessage::Register {
-        registration: cfg.advert.signed(&cfg.key, now_ms()),
+        registration: EdgeAd {
+            coord: cfg.coords.current().0,
+            ..cfg.advert.clone()
+        }
+        .signed(&cfg.key, now_ms()),
         edge_nonce: to_hex(&nonce),
         proof: to_hex(&proof.to_bytes()),
     };
@@ -571,6 +577,8 @@ async fn serve_link(
     let capacity = cfg.advert.capacity;
     let silence = Duration::from_millis(BROKER_SILENCE_MS);
     let mut heard = Instant::now();
+    // The coordinate this broker last heard (none yet on a new link).
+    let mut told: Option<edgeplay_protocol::coords::Coord> = None;
     let why = loop {
         if heard.elapsed() >= silence {
             break format!("nothing from the broker for {} s", silence.as_secs());
@@ -580,14 +588,23 @@ async fn serve_link(
         // last write): half a tick of slack keeps busy heartbeats at 500 ms, not 1 s.
         let cur = *load.borrow();
         let slack = Duration::from_millis(HEARTBEAT_BUSY_MS / 2);
-        if cur != last || Instant::now() + slack >= next_beat {
+        // A measured coordinate that moved since this broker heard it goes out now too.
+        let (coord, coord_error) = cfg.coords.current();
+        let new_coord =
+            cfg.coords.samples() > 0 && told.is_none_or(|t| crate::coords::moved(&t, &coord));
+        if cur != last || new_coord || Instant::now() + slack >= next_beat {
             let beat = LinkMessage::Heartbeat {
                 free_slots: capacity.saturating_sub(cur.sessions),
                 draining: cur.draining,
                 sessions: cur.sessions,
+                coord: new_coord.then_some(coord),
+                coord_error: new_coord.then_some(coord_error),
             };
             if let Err(e) = write_msg(&mut wr, &beat).await {
                 break e;
+            }
+            if new_coord {
+                told = Some(coord);
             }
             last = cur;
             let every = if cur.sessions > 0 || cur.draining {
@@ -629,6 +646,10 @@ async fn serve_link(
                             let list = broker_hostports(&brokers);
                             debug!(?list, "brokers sharing the registry");
                             dialer.set_list(list);
+                        }
+                        Ok(Some(LinkMessage::Peers { peers })) => {
+                            debug!(n = peers.len(), "peers to measure");
+                            cfg.coords.measure(peers);
                         }
                         Ok(Some(LinkMessage::Refused { error })) => {
                             bad = Some(format!("the broker ended the link: {error}"));
@@ -755,7 +776,8 @@ pub struct BrokerArgs {
     /// Price per minute advertised, in the settlement token's smallest unit.
     #[arg(long, default_value_t = 0)]
     pub price_per_min: u64,
-    /// Network coordinate advertised, `X,Y,HEIGHT` (Vivaldi, ms).
+    /// Network coordinate to start from, `X,Y,HEIGHT` (Vivaldi, ms); from then on it is
+    /// measured against the peer edges the broker names.
     #[arg(long, default_value = "0,0,0", value_parser = parse_coord)]
     pub coord: Coord,
     /// UDP echo listen address (players' RTT probes).
@@ -924,6 +946,12 @@ pub async fn serve(args: BrokerArgs, edge: Edge) -> anyhow::Result<()> {
             advert,
             prober: Arc::new(crate::probe::Prober::new(edge.http.listen.ip())),
             metrics: Arc::clone(&edge.metrics),
+            coords: Arc::new(crate::coords::Coords::new(
+                args.coord,
+                id,
+                args.echo_listen.ip(),
+                Arc::clone(&edge.metrics),
+            )),
         },
         http.router(),
         load_rx,

@@ -7,11 +7,13 @@
 //! [`pipeline`] is one session's media path; [`stats`] and [`metrics`] measure it.
 //!
 //! [`agent`] joins a home broker (`edge-agent run --broker`): link, heartbeats, relayed WHEP,
-//! join tokens, UDP echo, drain; [`failover`] picks the broker it dials when its broker dies.
+//! join tokens, UDP echo, drain; [`failover`] picks the broker it dials when its broker dies;
+//! [`coords`] measures its network coordinate against peer edges the broker names.
 //!
 //! `unsafe` lives only in [`gpu`], the one module that talks to Vulkan.
 pub mod agent;
 pub mod convert;
+pub mod coords;
 pub mod encode;
 pub mod failover;
 pub mod gpu;

@@ -59,6 +59,10 @@ pub struct Metrics {
     pub broker_failovers: Family<Labels, Counter>,
     /// Failed dials of a broker (label `reason`: unreachable, handshake, wrong_key).
     pub broker_dial_failures: Family<Labels, Counter>,
+    /// RTT samples to peer edges taken for the Vivaldi coordinate (label `result`: ok, lost).
+    pub coord_samples: Family<Labels, Counter>,
+    /// The Vivaldi coordinate's relative error, in thousandths.
+    pub coord_error_milli: Gauge,
 }
 
 impl Metrics {
@@ -112,6 +116,18 @@ impl Metrics {
             "broker_dial_failures",
             "Failed dials of a broker, by reason",
             broker_dial_failures.clone(),
+        );
+        let coord_samples = Family::<Labels, Counter>::default();
+        let coord_error_milli = Gauge::default();
+        registry.register(
+            "coord_samples",
+            "RTT samples to peer edges for the network coordinate, by result (ok, lost)",
+            coord_samples.clone(),
+        );
+        registry.register(
+            "coord_error_milli",
+            "Relative error of the network coordinate, in thousandths (1500: knows nothing)",
+            coord_error_milli.clone(),
         );
         registry.register("video_frames", "Encoded video frames", frames.clone());
         registry.register("video_bytes", "Encoded video bytes", video_bytes.clone());
@@ -197,6 +213,8 @@ impl Metrics {
             quic_target_kbps,
             broker_failovers,
             broker_dial_failures,
+            coord_samples,
+            coord_error_milli,
         })
     }
 

@@ -510,3 +510,114 @@ fn chromium_plays_through_the_broker_with_only_its_url() {
     broker.signal("-TERM");
     let _ = broker.wait(Duration::from_secs(10));
 }
+
+/// The coordinate an edge record carries when the edge reported one it measured.
+fn measured_coord(rec: &Value) -> Option<edgeplay_protocol::coords::Coord> {
+    serde_json::from_value(rec.get("coord")?.clone()).ok()
+}
+
+#[test]
+fn an_edge_measures_its_coordinate_against_the_peers_the_broker_names() {
+    use edgeplay_protocol::coords::{Coord, estimate_rtt};
+    let data = tmp("broker-coords");
+    let broker = Proc::start(Command::new(broker_bin()).args([
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--peers-every-ms",
+        "300",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]));
+    let baddr: SocketAddr = broker.line("listening on").parse().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Four landmark edges at known coordinates, registered over HTTP (signed), each with a UDP
+    // echo behind a relay whose delay makes the RTT from the point `truth` what the coordinates
+    // say. The real edge starts at the origin and must find `truth`.
+    let truth = Coord {
+        x: 10.0,
+        y: 5.0,
+        height: 1.0,
+    };
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let mut relays = Vec::new();
+    let mut landmarks = Vec::new();
+    for (i, (x, y)) in [(0.0, 0.0), (40.0, 0.0), (0.0, 40.0), (40.0, 40.0)]
+        .into_iter()
+        .enumerate()
+    {
+        let at = Coord { x, y, height: 1.0 };
+        let rtt = estimate_rtt(&truth, &at);
+        let (echo_addr, relay) = rt.block_on(async {
+            let echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = echo.local_addr().unwrap();
+            tokio::spawn(edgeplay_edge::agent::serve_echo(echo, stop.clone()));
+            let relay = UdpRelay::start(
+                addr,
+                RelayConfig {
+                    delay: Duration::from_secs_f64(rtt / 2000.0),
+                    ..RelayConfig::default()
+                },
+            )
+            .await
+            .unwrap();
+            (relay.local_addr(), relay)
+        });
+        relays.push(relay);
+        let key = SigningKey::from_bytes(&[100 + i as u8; 32]);
+        let ad = EdgeAd {
+            id: edgeplay_protocol::token::EdgeId([0; 32]),
+            region: "lab".into(),
+            gpu: "landmark".into(),
+            gpu_class: 0,
+            encoders: vec!["x264".into()],
+            resolutions: vec!["1280x720".into()],
+            max_fps: 60,
+            capacity: 1,
+            price_per_min: 0,
+            coord: at,
+            quic_addr: "127.0.0.1:9".parse().unwrap(),
+            cert_fingerprint: "00".repeat(32),
+            echo_addr: Some(echo_addr),
+            issued_unix_ms: 0,
+        };
+        let body = ad.signed(&key, edgeplay_edge::agent::now_ms());
+        let (st, v) = json_call(baddr, "POST", "/v1/edges", Some(&body));
+        assert_eq!(st, 201, "{v}");
+        landmarks.push((at, rtt));
+    }
+    let (edge, id) = start_edge(baddr, "lab", "0,0,1", &[]);
+    // Bounded: 60 s for the reported coordinate to predict every landmark's RTT within 6 ms
+    // and to sit within 6 ms of `truth` on the plane (the start, the origin, is 11 ms from both:
+    // the measured RTTs carry a millisecond or two of relay and scheduling on top).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (coord, worst) = loop {
+        let rec = edges(baddr)
+            .into_iter()
+            .find(|r| r["ad"]["id"] == json!(id))
+            .unwrap_or(Value::Null);
+        if let Some(c) = measured_coord(&rec) {
+            let worst = landmarks
+                .iter()
+                .map(|(at, rtt)| (estimate_rtt(&c, at) - rtt).abs())
+                .fold(0.0, f64::max);
+            if worst < 6.0 && (c.x - truth.x).hypot(c.y - truth.y) < 6.0 {
+                break (c, worst);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the edge's coordinate did not converge in 60 s: {rec}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    eprintln!("measured {coord:?} (truth {truth:?}): worst landmark error {worst:.2} ms");
+    drop(edge);
+    drop(broker);
+    let _ = stop_tx.send(true);
+    rt.block_on(async {
+        for r in relays {
+            r.stop().await;
+        }
+    });
+}

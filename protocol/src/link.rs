@@ -24,10 +24,15 @@
 //! entries), and a link on which nothing arrived for [`BROKER_SILENCE_MS`] is dead to the edge
 //! (a broker whose host vanished closes nothing).
 //!
+//! Coordinates are measured, not configured: the broker sends each edge [`LinkMessage::Peers`]
+//! (other live edges and their echoes); the edge probes them, moves its Vivaldi coordinate and
+//! reports it in a heartbeat once it moved [`COORD_REPORT_MS`]. `--coord` is only where it
+//! starts.
+//!
 //! ```
 //! use edgeplay_protocol::link::{FrameReader, LinkMessage, encode_frame};
 //!
-//! let bytes = encode_frame(&LinkMessage::Heartbeat { free_slots: 3, draining: false, sessions: 1 }).unwrap();
+//! let bytes = encode_frame(&LinkMessage::Heartbeat { free_slots: 3, draining: false, sessions: 1, coord: None, coord_error: None }).unwrap();
 //! let mut r = FrameReader::default();
 //! r.push(&bytes[..3]);
 //! assert!(r.next_message().unwrap().is_none()); // not all there yet
@@ -65,6 +70,29 @@ pub const BROKER_SILENCE_MS: u64 = 3 * BROKERS_EVERY_MS;
 pub const MAX_BROKERS: usize = 64;
 /// Longest `host:port` an edge dials (a DNS name is at most 253 bytes).
 pub const MAX_HOSTPORT: usize = 262;
+/// Most peers in one [`LinkMessage::Peers`]; an edge measures at most this many per round.
+pub const MAX_PEERS: usize = 8;
+/// How often a broker sends each linked edge peers to measure, by default.
+pub const PEERS_EVERY_MS: u64 = 10_000;
+/// An edge reports its coordinate again once it moved this far (ms) from the last report.
+pub const COORD_REPORT_MS: f64 = 1.0;
+
+/// Another edge to measure: its echo and where it thinks it is. The edge sends it
+/// [`ECHO_MAGIC`] probes, takes the minimum RTT of a few, and moves its own Vivaldi coordinate
+/// ([`crate::coords::Vivaldi::update`]); the coordinate it reports in its heartbeats is what the
+/// broker's placement index uses from then on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerRef {
+    /// The peer edge.
+    pub id: crate::token::EdgeId,
+    /// Its UDP echo.
+    pub echo_addr: std::net::SocketAddr,
+    /// Its coordinate as the broker last heard it.
+    pub coord: crate::coords::Coord,
+    /// Its relative error (0 = certain, [`crate::coords::INITIAL_ERROR`] = knows nothing).
+    pub error: f64,
+}
 
 /// A broker that holds a live lease in the registry the sender shares.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +142,13 @@ pub enum LinkMessage {
         draining: bool,
         /// Sessions served now.
         sessions: u32,
+        /// The edge's measured Vivaldi coordinate, when it moved by [`COORD_REPORT_MS`] since it
+        /// last said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        coord: Option<crate::coords::Coord>,
+        /// The relative error of `coord`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        coord_error: Option<f64>,
     },
     /// Broker → edge: a player's HTTP request to serve (WHEP).
     Request {
@@ -145,6 +180,12 @@ pub enum LinkMessage {
     Brokers {
         /// In the registry's order (broker id).
         brokers: Vec<BrokerRef>,
+    },
+    /// Broker → edge: other edges to measure (at most [`MAX_PEERS`]), every
+    /// [`PEERS_EVERY_MS`] by default.
+    Peers {
+        /// Edges with an echo, picked at random among the live ones.
+        peers: Vec<PeerRef>,
     },
 }
 
@@ -492,6 +533,19 @@ mod tests {
                 free_slots: 1,
                 draining: true,
                 sessions: 2,
+                coord: None,
+                coord_error: None,
+            },
+            LinkMessage::Heartbeat {
+                free_slots: 0,
+                draining: false,
+                sessions: 0,
+                coord: Some(crate::coords::Coord {
+                    x: 1.5,
+                    y: -2.0,
+                    height: 0.5,
+                }),
+                coord_error: Some(0.25),
             },
             LinkMessage::Request {
                 id: 7,
@@ -510,6 +564,14 @@ mod tests {
                 brokers: vec![BrokerRef {
                     id: "b1".into(),
                     url: "http://127.0.0.1:8090".into(),
+                }],
+            },
+            LinkMessage::Peers {
+                peers: vec![PeerRef {
+                    id: crate::token::EdgeId([3; 32]),
+                    echo_addr: "127.0.0.1:9".parse().unwrap(),
+                    coord: crate::coords::Coord::default(),
+                    error: 1.5,
                 }],
             },
         ]

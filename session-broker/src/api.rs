@@ -61,6 +61,8 @@ pub struct Config {
     pub key: BrokerKey,
     /// Per-address and per-player limits on session requests and selections.
     pub rate: RateLimit,
+    /// How often each linked edge is sent peers to measure its coordinate against.
+    pub peers_every: std::time::Duration,
 }
 
 /// An edge as registered: what it signed (shared with the edge, which builds and signs it).
@@ -81,6 +83,13 @@ pub struct EdgeRecord {
     /// Id of the broker the edge registered with (its home, which tracks its heartbeats).
     #[serde(default)]
     pub home: String,
+    /// The coordinate the edge measured against its peers (reported on the link), which
+    /// placement uses instead of the registration's starting one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coord: Option<edgeplay_protocol::coords::Coord>,
+    /// The relative error of `coord`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coord_error: Option<f64>,
 }
 
 /// A session as the broker keeps it.
@@ -324,7 +333,7 @@ pub(crate) fn spec_of(rec: &EdgeRecord) -> EdgeSpec {
     EdgeSpec {
         id: ad.id,
         region: ad.region.clone(),
-        coord: ad.coord,
+        coord: rec.coord.unwrap_or(ad.coord),
         gpu_class: ad.gpu_class,
         max_width: w,
         max_height: h,
@@ -503,6 +512,8 @@ pub(crate) async fn admit_edge(s: &AppState, ad: EdgeAd) -> Result<bool, AppErro
         draining: false,
         state: EdgeState::Alive,
         home: s.cfg.store.me().map(|b| b.id).unwrap_or_default(),
+        coord: None,
+        coord_error: None,
         ad,
     };
     let bytes = serde_json::to_vec(&rec).map_err(|e| bad(e.to_string()))?;
@@ -583,6 +594,71 @@ pub(crate) async fn edge_heard(s: &Arc<AppState>, edge: EdgeId) {
     {
         warn!(%edge, error = %e.1, "cannot revive the edge");
     }
+}
+
+/// An edge reported the coordinate it measured: placement uses it from now on, and the
+/// record (so every broker of the store) carries it.
+///
+/// # Errors
+/// What was wrong with it (not finite, out of range), or the store's failure.
+pub(crate) async fn apply_coord(
+    s: &AppState,
+    edge: EdgeId,
+    coord: edgeplay_protocol::coords::Coord,
+    error: f64,
+) -> Result<(), String> {
+    if !coord.is_valid() || !error.is_finite() || error < 0.0 {
+        return Err(format!(
+            "edge {edge} reported coordinate {coord:?} with error {error}: not a usable coordinate"
+        ));
+    }
+    let bytes = {
+        let mut live = s.live();
+        let Some((rec, _)) = live.edges.get_mut(&edge) else {
+            return Ok(());
+        };
+        rec.coord = Some(coord);
+        rec.coord_error = Some(error.min(edgeplay_protocol::coords::INITIAL_ERROR));
+        let spec = spec_of(rec);
+        let bytes = serde_json::to_vec(rec).map_err(|e| e.to_string())?;
+        live.index.upsert(spec);
+        bytes
+    };
+    s.cfg
+        .store
+        .put(Table::Edges, edge.to_string(), bytes)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Up to [`edgeplay_protocol::link::MAX_PEERS`] live edges other than `edge` that answer UDP
+/// echoes, picked at random, with their coordinates: what `edge` measures next.
+pub(crate) fn peers_for(s: &AppState, edge: &EdgeId) -> Vec<edgeplay_protocol::link::PeerRef> {
+    let mut seed = [0u8; 8];
+    if getrandom::fill(&mut seed).is_err() {
+        return Vec::new();
+    }
+    let live = s.live();
+    live.index
+        .sample(
+            edgeplay_protocol::link::MAX_PEERS + 1,
+            u64::from_le_bytes(seed),
+        )
+        .into_iter()
+        .filter(|id| id != edge)
+        .filter_map(|id| {
+            let (rec, _) = live.edges.get(&id)?;
+            Some(edgeplay_protocol::link::PeerRef {
+                id,
+                echo_addr: rec.ad.echo_addr?,
+                coord: rec.coord.unwrap_or(rec.ad.coord),
+                error: rec
+                    .coord_error
+                    .unwrap_or(edgeplay_protocol::coords::INITIAL_ERROR),
+            })
+        })
+        .take(edgeplay_protocol::link::MAX_PEERS)
+        .collect()
 }
 
 /// An edge's link dropped: it takes no new sessions until it links again.
@@ -1031,6 +1107,7 @@ mod tests {
             store,
             key: key.clone(),
             rate,
+            peers_every: std::time::Duration::from_millis(edgeplay_protocol::link::PEERS_EVERY_MS),
         })
         .await
         .unwrap();

@@ -94,6 +94,7 @@ pub struct Links {
     relayed: Counter,
     relay_timeouts: Counter,
     link_errors: Counter,
+    coords_refused: Counter,
     /// The live brokers as the sweep last listed them; every link passes changes on.
     brokers: watch::Sender<Vec<BrokerEntry>>,
 }
@@ -119,6 +120,11 @@ impl Links {
             "broker_link_errors",
             "Links closed on malformed or oversized frames",
             self.link_errors.clone(),
+        );
+        r.register(
+            "broker_coords_refused",
+            "Edge coordinates not taken (not finite, out of range, or the store failed)",
+            self.coords_refused.clone(),
         );
         r.register(
             "broker_relayed_requests",
@@ -397,6 +403,13 @@ async fn run<T: AsyncRead + AsyncWrite + Send + Unpin>(s: &Arc<AppState>, conn: 
     let every = Duration::from_millis(BROKERS_EVERY_MS);
     let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Peers to measure: the first round soon after linking, then at the configured period.
+    let peers_every = s.cfg.peers_every.max(Duration::from_millis(100));
+    let mut peers_tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + peers_every.min(Duration::from_secs(1)),
+        peers_every,
+    );
+    peers_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let why = loop {
         tokio::select! {
             // The list changed, or it is time to show the edge that this broker is alive.
@@ -413,6 +426,14 @@ async fn run<T: AsyncRead + AsyncWrite + Send + Unpin>(s: &Arc<AppState>, conn: 
                     break e;
                 }
             }
+            _ = peers_tick.tick() => {
+                let peers = api::peers_for(s, &edge);
+                if !peers.is_empty()
+                    && let Err(e) = write_msg(&mut wr, &LinkMessage::Peers { peers }).await
+                {
+                    break e;
+                }
+            }
             m = tokio::time::timeout(LINK_IDLE_TIMEOUT, read_msg(&mut rd, &mut frames, &mut buf)) => {
                 match m {
                     Err(_) => break format!("no message for {} s", LINK_IDLE_TIMEOUT.as_secs()),
@@ -421,10 +442,17 @@ async fn run<T: AsyncRead + AsyncWrite + Send + Unpin>(s: &Arc<AppState>, conn: 
                         s.links.link_errors.inc();
                         break e;
                     }
-                    Ok(Ok(Some(LinkMessage::Heartbeat { free_slots, draining, sessions }))) => {
-                        debug!(%edge, free_slots, draining, sessions, "heartbeat");
+                    Ok(Ok(Some(LinkMessage::Heartbeat { free_slots, draining, sessions, coord, coord_error }))) => {
+                        debug!(%edge, free_slots, draining, sessions, ?coord, "heartbeat");
                         if let Err(e) = api::apply_heartbeat(s, edge, free_slots, draining).await {
                             break e.to_string();
+                        }
+                        if let Some(c) = coord {
+                            let err = coord_error.unwrap_or(edgeplay_protocol::coords::INITIAL_ERROR);
+                            if let Err(error) = api::apply_coord(s, edge, c, err).await {
+                                s.links.coords_refused.inc();
+                                warn!(%edge, %error, "coordinate not taken");
+                            }
                         }
                     }
                     Ok(Ok(Some(LinkMessage::Response { id, status, headers, body }))) => {
@@ -474,5 +502,6 @@ fn kind(m: &LinkMessage) -> &'static str {
         LinkMessage::Request { .. } => "request",
         LinkMessage::Response { .. } => "response",
         LinkMessage::Brokers { .. } => "brokers",
+        LinkMessage::Peers { .. } => "peers",
     }
 }

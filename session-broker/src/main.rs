@@ -59,6 +59,10 @@ struct RunArgs {
     /// Session requests per second one IP address may sustain.
     #[arg(long, env = "BROKER_IP_RATE_PER_SEC", default_value_t = 50.0)]
     ip_rate_per_sec: f64,
+    /// How often each linked edge is sent peer edges to measure its network coordinate against
+    /// (ms).
+    #[arg(long, env = "BROKER_PEERS_EVERY_MS", default_value_t = edgeplay_protocol::link::PEERS_EVERY_MS, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    peers_every_ms: u64,
     /// Serve the built web player (`client-sdk/web/dist`) from this directory at `/play/`, so
     /// that `http://BROKER/play/?broker=http://BROKER` is all a player opens.
     #[arg(long, env = "BROKER_PLAYER_DIR")]
@@ -128,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
             ip_burst: args.ip_rate_burst,
             ip_per_sec: args.ip_rate_per_sec,
         },
+        peers_every: std::time::Duration::from_millis(args.peers_every_ms),
     })
     .await?;
     let router = match &args.player_dir {

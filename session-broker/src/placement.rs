@@ -310,6 +310,29 @@ impl Index {
         self.by_id.is_empty()
     }
 
+    /// Up to `k` distinct indexed edges picked at random from `seed`, in bounded work (all of
+    /// them when there are at most `k`, else at most `4k` draws): the peers an edge measures
+    /// its coordinate against.
+    pub fn sample(&self, k: usize, seed: u64) -> Vec<EdgeId> {
+        if self.by_id.len() <= k {
+            return self.by_id.keys().copied().collect();
+        }
+        let mut rng = edgeplay_protocol::hash::SplitMix64(seed);
+        let mut out = Vec::with_capacity(k);
+        for _ in 0..k.saturating_mul(4) {
+            if out.len() >= k {
+                break;
+            }
+            let i = (rng.next_u64() % self.slots.len() as u64) as usize;
+            if let Some(e) = &self.slots[i]
+                && !out.contains(&e.spec.id)
+            {
+                out.push(e.spec.id);
+            }
+        }
+        out
+    }
+
     /// The indexed record of an edge.
     pub fn get(&self, id: &EdgeId) -> Option<&EdgeSpec> {
         let slot = *self.by_id.get(id)?;
@@ -712,6 +735,31 @@ mod tests {
             ..Request::default()
         };
         assert_eq!(ix.candidates(&req), vec![id(2), id(1)]);
+    }
+
+    #[test]
+    fn samples_are_distinct_indexed_edges() {
+        let mut ix = Index::new(IndexConfig::default());
+        assert!(ix.sample(8, 1).is_empty());
+        for i in 0..3 {
+            ix.upsert(edge(i, at(f64::from(i), 0.0, 1.0)));
+        }
+        let mut few = ix.sample(8, 1);
+        few.sort();
+        assert_eq!(few, vec![id(0), id(1), id(2)]);
+        for i in 3..1000 {
+            ix.upsert(edge(i, at(f64::from(i), 0.0, 1.0)));
+        }
+        for seed in 0..20 {
+            let s = ix.sample(8, seed);
+            assert!(s.len() >= 6, "{}", s.len());
+            let mut d = s.clone();
+            d.sort();
+            d.dedup();
+            assert_eq!(d.len(), s.len());
+            assert!(s.iter().all(|e| ix.get(e).is_some()));
+        }
+        assert_ne!(ix.sample(8, 1), ix.sample(8, 2));
     }
 
     #[test]
