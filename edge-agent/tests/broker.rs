@@ -73,6 +73,27 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
+/// A registration of an edge that serves nothing (its QUIC port is the discard port): `id`
+/// and the issue time are set when it is signed.
+fn test_ad(region: &str, coord: edgeplay_protocol::coords::Coord, echo: SocketAddr) -> EdgeAd {
+    EdgeAd {
+        id: edgeplay_protocol::token::EdgeId([0; 32]),
+        region: region.into(),
+        gpu: "none".into(),
+        gpu_class: 0,
+        encoders: vec!["x264".into()],
+        resolutions: vec!["1280x720".into()],
+        max_fps: 60,
+        capacity: 1,
+        price_per_min: 0,
+        coord,
+        quic_addr: "127.0.0.1:9".parse().unwrap(),
+        cert_fingerprint: "00".repeat(32),
+        echo_addr: Some(echo),
+        issued_unix_ms: 0,
+    }
+}
+
 /// A raw link that answers the hello with a proof signed by the wrong key.
 fn forged_link(broker: SocketAddr) -> LinkMessage {
     let mut s = TcpStream::connect(broker).unwrap();
@@ -109,22 +130,7 @@ fn forged_link(broker: SocketAddr) -> LinkMessage {
     };
     let key = SigningKey::from_bytes(&[42; 32]);
     let wrong = SigningKey::from_bytes(&[43; 32]);
-    let advert = EdgeAd {
-        id: edgeplay_protocol::token::EdgeId(key.verifying_key().to_bytes()),
-        region: "forged".into(),
-        gpu: "none".into(),
-        gpu_class: 0,
-        encoders: vec!["x264".into()],
-        resolutions: vec!["1280x720".into()],
-        max_fps: 60,
-        capacity: 1,
-        price_per_min: 0,
-        coord: Default::default(),
-        quic_addr: "127.0.0.1:9".parse().unwrap(),
-        cert_fingerprint: "00".repeat(32),
-        echo_addr: Some("127.0.0.1:9".parse().unwrap()),
-        issued_unix_ms: 0,
-    };
+    let advert = test_ad("forged", Default::default(), "127.0.0.1:9".parse().unwrap());
     let proof = {
         use ed25519_dalek::Signer;
         wrong.sign(b"not the challenge")
@@ -565,23 +571,7 @@ fn an_edge_measures_its_coordinate_against_the_peers_the_broker_names() {
         });
         relays.push(relay);
         let key = SigningKey::from_bytes(&[100 + i as u8; 32]);
-        let ad = EdgeAd {
-            id: edgeplay_protocol::token::EdgeId([0; 32]),
-            region: "lab".into(),
-            gpu: "landmark".into(),
-            gpu_class: 0,
-            encoders: vec!["x264".into()],
-            resolutions: vec!["1280x720".into()],
-            max_fps: 60,
-            capacity: 1,
-            price_per_min: 0,
-            coord: at,
-            quic_addr: "127.0.0.1:9".parse().unwrap(),
-            cert_fingerprint: "00".repeat(32),
-            echo_addr: Some(echo_addr),
-            issued_unix_ms: 0,
-        };
-        let body = ad.signed(&key, edgeplay_edge::agent::now_ms());
+        let body = test_ad("lab", at, echo_addr).signed(&key, edgeplay_edge::agent::now_ms());
         let (st, v) = json_call(baddr, "POST", "/v1/edges", Some(&body));
         assert_eq!(st, 201, "{v}");
         landmarks.push((at, rtt));
