@@ -8,7 +8,7 @@
 // Prints one JSON line; exits non-zero on a failed check.
 import { chromium } from "playwright-core";
 import { createServer } from "node:http";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -39,7 +39,10 @@ const server = createServer((req, res) => {
 await new Promise((r) => server.listen(0, "127.0.0.1", r));
 const page_url = `http://127.0.0.1:${server.address().port}/play/?broker=${encodeURIComponent(broker)}${region ? `&region=${encodeURIComponent(region)}` : ""}`;
 
-const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "edgeplay-chromium-")), {
+const userDataDir = mkdtempSync(join(tmpdir(), "edgeplay-chromium-"));
+// A fresh profile per run, gone afterwards whichever way the run ends.
+process.on("exit", () => rmSync(userDataDir, { recursive: true, force: true }));
+const context = await chromium.launchPersistentContext(userDataDir, {
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
   headless: true,
   viewport: { width: 1280, height: 720 },

@@ -2,7 +2,7 @@
 // Usage: node tests/e2e.mjs <edge base URL> <dev token> <screenshot path>
 // Prints one JSON line with the measurements; exits non-zero on a failed check.
 import { chromium } from "playwright-core";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -18,6 +18,8 @@ const fail = (msg, extra = {}) => {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const userDataDir = mkdtempSync(join(tmpdir(), "edgeplay-chromium-"));
+// A fresh profile per run, gone afterwards whichever way the run ends.
+process.on("exit", () => rmSync(userDataDir, { recursive: true, force: true }));
 const context = await chromium.launchPersistentContext(userDataDir, {
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
   headless: true,

@@ -115,7 +115,9 @@ pub fn start_broker(dir: &Path, store: &str) -> (Proc, SocketAddr) {
 
 /// An empty temporary directory named after the test and this process.
 pub fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("edgeplay-broker-it-{name}-{}", std::process::id()));
+    // Under the target dir (`cargo clean` removes it), not the machine's /tmp.
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("edgeplay-broker-it-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
 }
