@@ -44,6 +44,9 @@ pub const MAX_BODY: usize = 16 * 1024;
 pub const SIGNED_SKEW_MS: u64 = 60_000;
 /// Domain prefix of registration signatures.
 pub const REGISTER_DOMAIN: &[u8] = edgeplay_protocol::link::REGISTER_DOMAIN;
+/// A reported coordinate is written to the store (and so reaches the other brokers) once it is
+/// this far (ms, plane plus height) from the stored one; placement here follows every report.
+pub const COORD_PERSIST_MS: f64 = 5.0;
 /// Domain prefix of heartbeat signatures.
 pub const HEARTBEAT_DOMAIN: &[u8] = b"edgeplay/edge-heartbeat/v1\n";
 
@@ -90,6 +93,9 @@ pub struct EdgeRecord {
     /// The relative error of `coord`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coord_error: Option<f64>,
+    /// The coordinate this broker last wrote to the store (memory only).
+    #[serde(skip)]
+    pub stored_coord: Option<edgeplay_protocol::coords::Coord>,
 }
 
 /// A session as the broker keeps it.
@@ -514,6 +520,7 @@ pub(crate) async fn admit_edge(s: &AppState, ad: EdgeAd) -> Result<bool, AppErro
         home: s.cfg.store.me().map(|b| b.id).unwrap_or_default(),
         coord: None,
         coord_error: None,
+        stored_coord: None,
         ad,
     };
     let bytes = serde_json::to_vec(&rec).map_err(|e| bad(e.to_string()))?;
@@ -613,16 +620,25 @@ pub(crate) async fn apply_coord(
         ));
     }
     let bytes = {
-        let mut live = s.live();
+        let mut guard = s.live();
+        let live = &mut *guard;
         let Some((rec, _)) = live.edges.get_mut(&edge) else {
             return Ok(());
         };
+        let stored = rec.stored_coord.unwrap_or(rec.ad.coord);
         rec.coord = Some(coord);
         rec.coord_error = Some(error.min(edgeplay_protocol::coords::INITIAL_ERROR));
         let spec = spec_of(rec);
-        let bytes = serde_json::to_vec(rec).map_err(|e| e.to_string())?;
         live.index.upsert(spec);
-        bytes
+        // Placement follows every report; the store only moves worth a write.
+        let far = (stored.x - coord.x).hypot(stored.y - coord.y)
+            + (stored.height - coord.height).abs()
+            >= COORD_PERSIST_MS;
+        if !far {
+            return Ok(());
+        }
+        rec.stored_coord = Some(coord);
+        serde_json::to_vec(rec).map_err(|e| e.to_string())?
     };
     s.cfg
         .store
