@@ -21,6 +21,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use edgeplay_protocol::coords::{Coord, INITIAL_ERROR, Vivaldi};
 use edgeplay_protocol::link::{ECHO_MAGIC, parse_http_head};
 use edgeplay_protocol::token::from_hex;
 use serde_json::{Value, json};
@@ -159,6 +160,39 @@ pub struct Placement {
     pub rtt_ms: Option<f64>,
     /// Every candidate and its measured RTT (`None`: no echo answered).
     pub measured: Vec<(String, Option<f64>)>,
+    /// The player's network coordinate `(x, y, height)` fitted to these measurements and the
+    /// candidates' coordinates (from the request's, or the origin): pass it as
+    /// [`SessionRequest::coord`] next time, so the broker narrows to the right candidates
+    /// without a region. `None` when no candidate both answered and had a coordinate.
+    pub player_coord: Option<(f64, f64, f64)>,
+}
+
+/// Fits a Vivaldi coordinate to `samples` (a candidate's coordinate and error, the RTT
+/// measured to it), starting from `start`: a few passes over the samples, as a node would over
+/// repeated measurements. `None` without a usable sample.
+///
+/// ```
+/// use edgeplay_client::broker::fit_coord;
+/// use edgeplay_protocol::coords::{Coord, estimate_rtt};
+///
+/// let edge = |x| Coord { x, y: 0.0, height: 1.0 };
+/// // 5 ms to the edge at 0, 35 ms to the one at 40: the player sits near x = 3.
+/// let fit = fit_coord(None, &[(edge(0.0), 0.2, 5.0), (edge(40.0), 0.2, 35.0)]).unwrap();
+/// assert!((estimate_rtt(&fit, &edge(0.0)) - 5.0).abs() < 3.0);
+/// ```
+#[must_use]
+pub fn fit_coord(start: Option<Coord>, samples: &[(Coord, f64, f64)]) -> Option<Coord> {
+    /// Passes over the samples: enough for a handful of candidates to pull the coordinate in.
+    const PASSES: usize = 30;
+    let mut v = Vivaldi::with_coord(start.unwrap_or_default(), INITIAL_ERROR, 0x5eed);
+    let mut used = false;
+    for _ in 0..PASSES {
+        for (at, error, rtt) in samples {
+            // Loopback answers in microseconds; Vivaldi needs a positive RTT.
+            used |= v.update(rtt.max(0.01), at, *error).is_ok();
+        }
+    }
+    used.then(|| *v.coord())
 }
 
 /// `HOST:PORT` of `http://HOST:PORT[/]`.
@@ -300,10 +334,15 @@ pub async fn place(broker_url: &str, req: &SessionRequest) -> Result<Placement, 
         .as_array()
         .ok_or_else(|| bad("no candidates"))?;
     let mut probes = JoinSet::new();
+    let mut coords = std::collections::HashMap::new();
     for c in candidates {
         let Some(edge) = c["edge"].as_str() else {
             continue;
         };
+        if let Ok(at) = serde_json::from_value::<Coord>(c["coord"].clone()) {
+            let error = c["coord_error"].as_f64().unwrap_or(INITIAL_ERROR);
+            coords.insert(edge.to_owned(), (at, error));
+        }
         let echo: Option<SocketAddr> = c["echo_addr"].as_str().and_then(|a| a.parse().ok());
         let edge = edge.to_owned();
         probes.spawn(async move {
@@ -350,6 +389,15 @@ pub async fn place(broker_url: &str, req: &SessionRequest) -> Result<Placement, 
         .and_then(|t| from_hex(t).ok())
         .ok_or_else(|| bad("no token"))?;
     let rtt_ms = measured.iter().find(|(e, _)| *e == edge).and_then(|m| m.1);
+    let samples: Vec<(Coord, f64, f64)> = measured
+        .iter()
+        .filter_map(|(e, rtt)| {
+            let (at, error) = coords.get(e)?;
+            Some((*at, *error, (*rtt)?))
+        })
+        .collect();
+    let start = req.coord.map(|(x, y, height)| Coord { x, y, height });
+    let player_coord = fit_coord(start, &samples).map(|c| (c.x, c.y, c.height));
     Ok(Placement {
         session: session.to_owned(),
         whep_url: v["whep_url"].as_str().unwrap_or_default().to_owned(),
@@ -359,6 +407,7 @@ pub async fn place(broker_url: &str, req: &SessionRequest) -> Result<Placement, 
         token,
         rtt_ms,
         measured,
+        player_coord,
     })
 }
 
@@ -394,6 +443,30 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_player_coordinate_fits_its_measurements() {
+        let truth = Coord {
+            x: 12.0,
+            y: -7.0,
+            height: 2.0,
+        };
+        let at = |x, y| Coord { x, y, height: 1.0 };
+        let cands = [at(0.0, 0.0), at(40.0, 0.0), at(0.0, -40.0), at(30.0, 30.0)];
+        let samples: Vec<_> = cands
+            .iter()
+            .map(|c| (*c, 0.2, edgeplay_protocol::coords::estimate_rtt(&truth, c)))
+            .collect();
+        let fit = fit_coord(None, &samples).expect("a fit");
+        for (c, _, rtt) in &samples {
+            let err = (edgeplay_protocol::coords::estimate_rtt(&fit, c) - rtt).abs();
+            assert!(err < 3.0, "{fit:?} predicts {c:?} {err:.2} ms off");
+        }
+        assert_eq!(fit_coord(None, &[]), None);
+        // A NaN coordinate from the broker is refused and never poisons the fit.
+        let bad = [(at(f64::NAN, 0.0), 0.2, 10.0)];
+        assert_eq!(fit_coord(None, &bad), None);
+    }
 
     #[test]
     fn broker_urls() {

@@ -233,6 +233,9 @@ fn two_regions_through_the_broker() {
             .and_then(|m| m.1)
             .expect("far edge measured");
         assert!(far_rtt >= 80.0, "the relay adds 80 ms, measured {far_rtt}");
+        // The SDK fitted the player's own coordinate to the two measurements.
+        let (x, y, h) = placement.player_coord.expect("a player coordinate");
+        assert!(x.is_finite() && y.is_finite() && h > 0.0, "{x} {y} {h}");
         let mut frames = 0;
         let got = tokio::time::timeout(Duration::from_secs(60), async {
             while let Some(f) = session.next_frame().await {

@@ -821,6 +821,10 @@ struct CandidateOut {
     echo_addr: Option<SocketAddr>,
     /// Where a browser posts its RTT probe offer: on the broker the edge is linked to.
     probe_url: String,
+    /// The edge's coordinate as placement uses it, and its error: a client fits its own
+    /// coordinate to these and its measured RTTs.
+    coord: edgeplay_protocol::coords::Coord,
+    coord_error: f64,
 }
 
 /// The caller's address, when the router is served with connect info (always, by [`serve`]).
@@ -902,6 +906,10 @@ async fn create_session(
                 quic_addr: r.ad.quic_addr,
                 echo_addr: r.ad.echo_addr,
                 probe_url: String::new(),
+                coord: r.coord.unwrap_or(r.ad.coord),
+                coord_error: r
+                    .coord_error
+                    .unwrap_or(edgeplay_protocol::coords::INITIAL_ERROR),
             })
             .collect();
         (cands, out)
