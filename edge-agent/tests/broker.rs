@@ -25,7 +25,7 @@ use edgeplay_testkit::relay::{RelayConfig, UdpRelay};
 use serde_json::{Value, json};
 
 mod support;
-use support::procs::{Proc, broker_bin, edges, http, json_call, session_body, tmp};
+use support::procs::{Proc, edges, http, json_call, session_body, start_broker, tmp};
 
 fn start_edge(broker: SocketAddr, name: &str, coord: &str, echo: &[&str]) -> (Proc, String) {
     let dir = tmp(&format!("{name}-{coord}"));
@@ -146,15 +146,7 @@ fn forged_link(broker: SocketAddr) -> LinkMessage {
 
 #[test]
 fn two_regions_through_the_broker() {
-    let data = tmp("broker");
-    let mut broker = Proc::start(Command::new(broker_bin()).args([
-        "run",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]));
-    let baddr: SocketAddr = broker.line("listening on").parse().unwrap();
+    let (mut broker, baddr) = start_broker(&tmp("broker"), &[]);
 
     // A bad proof on the link is refused, and nothing is registered.
     match forged_link(baddr) {
@@ -470,15 +462,7 @@ fn chromium_plays_through_the_broker_with_only_its_url() {
         .status()
         .expect("npm runs");
     assert!(build.success(), "npm run build failed in client-sdk/web");
-    let data = tmp("broker-web");
-    let mut broker = Proc::start(Command::new(broker_bin()).args([
-        "run",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]));
-    let baddr: SocketAddr = broker.line("listening on").parse().unwrap();
+    let (mut broker, baddr) = start_broker(&tmp("broker-web"), &[]);
     let (mut ea, a_id) = start_edge(baddr, "web", "0,0,1", &[]);
     let (mut eb, b_id) = start_edge(baddr, "web", "5,0,1", &[]);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -528,17 +512,7 @@ fn measured_coord(rec: &Value) -> Option<edgeplay_protocol::coords::Coord> {
 #[test]
 fn an_edge_measures_its_coordinate_against_the_peers_the_broker_names() {
     use edgeplay_protocol::coords::{Coord, estimate_rtt};
-    let data = tmp("broker-coords");
-    let broker = Proc::start(Command::new(broker_bin()).args([
-        "run",
-        "--listen",
-        "127.0.0.1:0",
-        "--peers-every-ms",
-        "300",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]));
-    let baddr: SocketAddr = broker.line("listening on").parse().unwrap();
+    let (broker, baddr) = start_broker(&tmp("broker-coords"), &["--peers-every-ms", "300"]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     // Four landmark edges at known coordinates, registered over HTTP (signed), each with a UDP
     // echo behind a relay whose delay makes the RTT from the point `truth` what the coordinates

@@ -118,8 +118,8 @@ fn a_killed_brokers_edge_links_to_the_other_and_serves_its_players() {
         std::fs::create_dir_all(d).unwrap();
         std::fs::write(d.join("broker.key"), key.to_bytes()).unwrap();
     }
-    let (mut a, addr_a) = start_broker(&dir_a, &store);
-    let (_b, addr_b) = start_broker(&dir_b, &store);
+    let (mut a, addr_a) = start_broker(&dir_a, &["--store", &store]);
+    let (_b, addr_b) = start_broker(&dir_b, &["--store", &store]);
     let (url_a, url_b) = (format!("http://{addr_a}"), format!("http://{addr_b}"));
     let listed = eventually(Duration::from_secs(10), "both brokers listed", || {
         let l = brokers(addr_b);

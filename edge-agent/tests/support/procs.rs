@@ -98,17 +98,15 @@ pub fn broker_bin() -> PathBuf {
     p
 }
 
-/// `session-broker run` on a free loopback port with `store` and `dir`; its address.
-pub fn start_broker(dir: &Path, store: &str) -> (Proc, SocketAddr) {
-    let p = Proc::start(Command::new(broker_bin()).args([
-        "run",
-        "--listen",
-        "127.0.0.1:0",
-        "--store",
-        store,
-        "--data-dir",
-        dir.to_str().expect("UTF-8 temp dir"),
-    ]));
+/// `session-broker run` on a free loopback port with data in `dir` and the `extra` flags (e.g.
+/// `--store etcd://…`); the process and its address.
+pub fn start_broker(dir: &Path, extra: &[&str]) -> (Proc, SocketAddr) {
+    let p = Proc::start(
+        Command::new(broker_bin())
+            .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args(extra),
+    );
     let addr = p.line("listening on").parse().expect("broker address");
     (p, addr)
 }
