@@ -354,6 +354,11 @@ pub(crate) fn spec_of(rec: &EdgeRecord) -> EdgeSpec {
 
 /// Loads the store's edges and sessions and builds the router.
 pub async fn app(cfg: Config) -> Result<Router, StoreError> {
+    Ok(router(state(cfg).await?))
+}
+
+/// The broker's state over `cfg`'s store, loaded, with its background tasks started.
+async fn state(cfg: Config) -> Result<Arc<AppState>, StoreError> {
     let mut live = Live {
         index: Index::new(IndexConfig::default()),
         edges: HashMap::new(),
@@ -397,7 +402,7 @@ pub async fn app(cfg: Config) -> Result<Router, StoreError> {
         tasks: Mutex::new(Vec::new()),
     });
     registry::start(&state, changes);
-    Ok(router(state))
+    Ok(state)
 }
 
 fn router(state: Arc<AppState>) -> Router {
@@ -1111,6 +1116,7 @@ mod tests {
 
     struct T {
         router: Router,
+        state: Arc<AppState>,
         key: BrokerKey,
         _dir: PathGuard,
     }
@@ -1127,7 +1133,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let key = BrokerKey::load_or_create(&dir).unwrap();
         let store = Arc::new(RedbStore::open(&dir).unwrap());
-        let router = app(Config {
+        let state = state(Config {
             store,
             key: key.clone(),
             rate,
@@ -1136,7 +1142,8 @@ mod tests {
         .await
         .unwrap();
         T {
-            router,
+            router: router(Arc::clone(&state)),
+            state,
             key,
             _dir: PathGuard(dir),
         }
@@ -1181,6 +1188,71 @@ mod tests {
             "issued_unix_ms": now_ms(),
         });
         sign_body(REGISTER_DOMAIN, body, key)
+    }
+
+    #[tokio::test]
+    async fn a_reported_coordinate_moves_placement_at_once_and_the_store_past_5_ms() {
+        use edgeplay_protocol::coords::Coord;
+        let t = setup("coord", RateLimit::default()).await;
+        let k = SigningKey::from_bytes(&[9; 32]);
+        let body = edge_body(&k, 0.0, 1).to_string();
+        let (st, v) = call(&t.router, "POST", "/v1/edges", Some(body)).await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        let id = EdgeId(k.verifying_key().to_bytes());
+        let stored = || async {
+            let v = t.state.cfg.store.get(Table::Edges, &id.to_string()).await;
+            let rec: EdgeRecord = serde_json::from_slice(&v.unwrap().unwrap()).unwrap();
+            rec.coord
+        };
+        let placed = || t.state.live().index.get(&id).unwrap().coord;
+        let at = |x| Coord {
+            x,
+            y: 0.0,
+            height: 1.0,
+        };
+        // 3 ms from the registration's coordinate: placement follows, the store does not.
+        apply_coord(&t.state, id, at(3.0), 0.4).await.unwrap();
+        assert_eq!(placed(), at(3.0));
+        assert_eq!(stored().await, None);
+        // 6 ms from it: written, and what placement uses.
+        apply_coord(&t.state, id, at(6.0), 0.3).await.unwrap();
+        assert_eq!((placed(), stored().await), (at(6.0), Some(at(6.0))));
+        // 4 ms on from the stored one: placement only again.
+        apply_coord(&t.state, id, at(10.0), 0.2).await.unwrap();
+        assert_eq!((placed(), stored().await), (at(10.0), Some(at(6.0))));
+        // Nonsense is refused and changes nothing.
+        let nan = Coord {
+            x: f64::NAN,
+            ..at(0.0)
+        };
+        assert!(apply_coord(&t.state, id, nan, 0.1).await.is_err());
+        assert!(
+            apply_coord(&t.state, id, at(50.0), f64::INFINITY)
+                .await
+                .is_err()
+        );
+        assert_eq!(placed(), at(10.0));
+        // What the edge's peers are told: its latest coordinate and error.
+        let other = SigningKey::from_bytes(&[10; 32]);
+        let mut body = edge_body(&other, 0.0, 2);
+        body.as_object_mut().unwrap().remove("signature");
+        body["echo_addr"] = serde_json::json!("127.0.0.1:9");
+        let body = sign_body(REGISTER_DOMAIN, body, &other);
+        let (st, v) = call(&t.router, "POST", "/v1/edges", Some(body.to_string())).await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        let mut body = edge_body(&k, 0.0, 1);
+        body.as_object_mut().unwrap().remove("signature");
+        body["echo_addr"] = serde_json::json!("127.0.0.1:8");
+        let body = sign_body(REGISTER_DOMAIN, body, &k);
+        let (st, v) = call(&t.router, "POST", "/v1/edges", Some(body.to_string())).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        apply_coord(&t.state, id, at(20.0), 0.2).await.unwrap();
+        let peers = peers_for(&t.state, &EdgeId(other.verifying_key().to_bytes()));
+        assert_eq!(peers.len(), 1, "{peers:?}");
+        assert_eq!(
+            (peers[0].id, peers[0].coord, peers[0].error),
+            (id, at(20.0), 0.2)
+        );
     }
 
     fn session_body(player: &str) -> String {
