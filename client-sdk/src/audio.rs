@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
 
 /// Sample rate of decoded audio, Hz.
 ///
@@ -46,9 +45,7 @@ pub struct AudioChunk {
 
 #[derive(Debug)]
 pub(crate) struct OpusDecoder {
-    pipeline: gst::Pipeline,
-    src: gst_app::AppSrc,
-    sink: gst_app::AppSink,
+    pipe: crate::decode::AppPipe,
 }
 
 fn make(name: &str) -> Result<gst::Element, String> {
@@ -58,21 +55,6 @@ fn make(name: &str) -> Result<gst::Element, String> {
 impl OpusDecoder {
     pub(crate) fn new() -> Result<Self, String> {
         gst::init().map_err(|e| format!("GStreamer failed to start: {e}"))?;
-        let pipeline = gst::Pipeline::new();
-        let src = gst_app::AppSrc::builder()
-            .caps(
-                &gst::Caps::builder("audio/x-opus")
-                    .field("channel-mapping-family", 0i32)
-                    .field("rate", i32::try_from(AUDIO_RATE).unwrap_or(48_000))
-                    .field("channels", i32::from(AUDIO_CHANNELS))
-                    .build(),
-            )
-            .format(gst::Format::Time)
-            .is_live(true)
-            .do_timestamp(false)
-            .block(false)
-            .max_bytes(0)
-            .build();
         let dec = make("opusdec")?;
         let convert = make("audioconvert")?;
         let caps = make("capsfilter")?;
@@ -85,50 +67,26 @@ impl OpusDecoder {
                 .field("channels", i32::from(AUDIO_CHANNELS))
                 .build(),
         );
-        let sink = gst_app::AppSink::builder()
-            .sync(false)
-            .max_buffers(64)
-            .drop(false)
-            .build();
-        let chain = [
-            src.upcast_ref::<gst::Element>(),
-            &dec,
-            &convert,
-            &caps,
-            sink.upcast_ref(),
-        ];
-        crate::decode::add_and_link(&pipeline, &chain, "audio decoder pipeline")?;
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|e| format!("audio decoder pipeline did not start: {e}"))?;
-        Ok(Self {
-            pipeline,
-            src,
-            sink,
-        })
+        let pipe = crate::decode::AppPipe::start(
+            "audio decoder",
+            &gst::Caps::builder("audio/x-opus")
+                .field("channel-mapping-family", 0i32)
+                .field("rate", i32::try_from(AUDIO_RATE).unwrap_or(48_000))
+                .field("channels", i32::from(AUDIO_CHANNELS))
+                .build(),
+            &[&dec, &convert, &caps],
+            64,
+        )?;
+        Ok(Self { pipe })
     }
 
     pub(crate) fn push(&mut self, packet: &[u8], pts_us: u64) -> Result<(), String> {
-        let mut buffer = gst::Buffer::from_slice(packet.to_vec());
-        if let Some(b) = buffer.get_mut() {
-            b.set_pts(gst::ClockTime::from_useconds(pts_us));
-            b.set_duration(gst::ClockTime::from_mseconds(10));
-        }
-        self.src
-            .push_buffer(buffer)
-            .map(|_| ())
-            .map_err(|e| format!("audio decoder refused data: {e}"))
+        self.pipe
+            .push(packet, pts_us, Some(gst::ClockTime::from_mseconds(10)))
     }
 
     pub(crate) fn pull(&mut self, timeout: Duration) -> Result<Option<AudioChunk>, String> {
-        let timeout = gst::ClockTime::from_nseconds(u64::try_from(timeout.as_nanos()).unwrap_or(0));
-        let Some(sample) = self.sink.try_pull_sample(timeout) else {
-            if let Some(bus) = self.pipeline.bus()
-                && let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error])
-                && let gst::MessageView::Error(e) = msg.view()
-            {
-                return Err(format!("audio decoder failed: {}", e.error()));
-            }
+        let Some(sample) = self.pipe.pull(timeout)? else {
             return Ok(None);
         };
         let buffer = sample.buffer().ok_or("decoded audio without buffer")?;
@@ -148,11 +106,5 @@ impl OpusDecoder {
             ),
             samples,
         }))
-    }
-}
-
-impl Drop for OpusDecoder {
-    fn drop(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
     }
 }

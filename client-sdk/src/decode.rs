@@ -171,7 +171,8 @@ pub(crate) fn choose_cached(preference: DecoderPreference) -> Result<&'static st
 fn probe(element: &'static str) -> Result<(), String> {
     let mut d = Decoder::with_element(element, PixelFormat::Nv12)?;
     d.push(PROBE_STREAM, 0)?;
-    d.src
+    d.pipe
+        .src
         .end_of_stream()
         .map_err(|e| format!("end of probe stream refused: {e}"))?;
     match d.pull(PROBE_TIMEOUT)? {
@@ -198,10 +199,101 @@ pub(crate) struct Picture {
 
 #[derive(Debug)]
 pub(crate) struct Decoder {
+    pipe: AppPipe,
+    format: PixelFormat,
+}
+
+/// A running `appsrc ! … ! appsink` pipeline: encoded data in, decoded samples out. The video
+/// and the audio decoder are each one of these with their own elements in the middle.
+#[derive(Debug)]
+pub(crate) struct AppPipe {
     pipeline: gst::Pipeline,
     src: gst_app::AppSrc,
     sink: gst_app::AppSink,
-    format: PixelFormat,
+    /// What it is, in errors (e.g. `audio decoder`).
+    what: &'static str,
+}
+
+impl AppPipe {
+    /// Links a live, non-blocking `appsrc` with `caps`, `middle`, and an `appsink` holding at
+    /// most `max_buffers`, and starts it.
+    pub(crate) fn start(
+        what: &'static str,
+        caps: &gst::Caps,
+        middle: &[&gst::Element],
+        max_buffers: u32,
+    ) -> Result<Self, String> {
+        gst::init().map_err(|e| format!("GStreamer failed to start: {e}"))?;
+        let pipeline = gst::Pipeline::new();
+        let src = gst_app::AppSrc::builder()
+            .caps(caps)
+            .format(gst::Format::Time)
+            .is_live(true)
+            .do_timestamp(false)
+            .block(false)
+            .max_bytes(0)
+            .build();
+        let sink = gst_app::AppSink::builder()
+            .sync(false)
+            .max_buffers(max_buffers)
+            .drop(false)
+            .build();
+        let mut chain = vec![src.upcast_ref::<gst::Element>()];
+        chain.extend_from_slice(middle);
+        chain.push(sink.upcast_ref());
+        add_and_link(&pipeline, &chain, &format!("{what} pipeline"))?;
+        // From here on, dropping the pipe stops the pipeline.
+        let pipe = Self {
+            pipeline,
+            src,
+            sink,
+            what,
+        };
+        pipe.pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| format!("{what} pipeline did not start: {e}"))?;
+        Ok(pipe)
+    }
+
+    /// Pushes one encoded unit stamped `pts_us` (and `duration`, when known).
+    pub(crate) fn push(
+        &self,
+        data: &[u8],
+        pts_us: u64,
+        duration: Option<gst::ClockTime>,
+    ) -> Result<(), String> {
+        let mut buffer = gst::Buffer::from_slice(data.to_vec());
+        if let Some(b) = buffer.get_mut() {
+            b.set_pts(gst::ClockTime::from_useconds(pts_us));
+            b.set_duration(duration);
+        }
+        self.src
+            .push_buffer(buffer)
+            .map(|_| ())
+            .map_err(|e| format!("{} refused data: {e}", self.what))
+    }
+
+    /// The next decoded sample within `timeout`; `Ok(None)` when none came, an error when the
+    /// pipeline reported one.
+    pub(crate) fn pull(&self, timeout: Duration) -> Result<Option<gst::Sample>, String> {
+        let timeout = gst::ClockTime::from_nseconds(u64::try_from(timeout.as_nanos()).unwrap_or(0));
+        if let Some(sample) = self.sink.try_pull_sample(timeout) {
+            return Ok(Some(sample));
+        }
+        if let Some(bus) = self.pipeline.bus()
+            && let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error])
+            && let gst::MessageView::Error(e) = msg.view()
+        {
+            return Err(format!("{} failed: {}", self.what, e.error()));
+        }
+        Ok(None)
+    }
+}
+
+impl Drop for AppPipe {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
 }
 
 /// A GStreamer element by factory name; `packages` names what ships it when it is missing.
@@ -231,20 +323,6 @@ impl Decoder {
     /// A running decoder through `element` (from [`choose`]) handing out `format`.
     pub(crate) fn with_element(element: &str, format: PixelFormat) -> Result<Self, String> {
         gst::init().map_err(|e| format!("GStreamer failed to start: {e}"))?;
-        let pipeline = gst::Pipeline::new();
-        let src = gst_app::AppSrc::builder()
-            .caps(
-                &gst::Caps::builder("video/x-h264")
-                    .field("stream-format", "byte-stream")
-                    .field("alignment", "au")
-                    .build(),
-            )
-            .format(gst::Format::Time)
-            .is_live(true)
-            .do_timestamp(false)
-            .block(false)
-            .max_bytes(0)
-            .build();
         let parse = make("h264parse")?;
         let decoder = make(element)?;
         // Slice threads add no delay; frame threads would hold pictures back (avdec_h264).
@@ -260,63 +338,28 @@ impl Decoder {
                 .field("format", format.gst_name())
                 .build(),
         );
-        let sink = gst_app::AppSink::builder()
-            .sync(false)
-            .max_buffers(8)
-            .drop(false)
-            .build();
-        let chain = [
-            src.upcast_ref::<gst::Element>(),
-            &parse,
-            &decoder,
-            &convert,
-            &caps,
-            sink.upcast_ref(),
-        ];
-        add_and_link(&pipeline, &chain, "decoder pipeline")?;
-        if let Err(e) = pipeline.set_state(gst::State::Playing) {
-            let _ = pipeline.set_state(gst::State::Null);
-            return Err(format!(
-                "decoder pipeline with {element} did not start: {e}"
-            ));
-        }
-        Ok(Self {
-            pipeline,
-            src,
-            sink,
-            format,
-        })
+        let pipe = AppPipe::start(
+            "decoder",
+            &gst::Caps::builder("video/x-h264")
+                .field("stream-format", "byte-stream")
+                .field("alignment", "au")
+                .build(),
+            &[&parse, &decoder, &convert, &caps],
+            8,
+        )
+        .map_err(|e| format!("{e} (decoder element {element})"))?;
+        Ok(Self { pipe, format })
     }
 
     pub(crate) fn push(&mut self, data: &[u8], pts_us: u64) -> Result<(), String> {
-        let mut buffer = gst::Buffer::from_slice(data.to_vec());
-        if let Some(b) = buffer.get_mut() {
-            b.set_pts(gst::ClockTime::from_useconds(pts_us));
-        }
-        self.src
-            .push_buffer(buffer)
-            .map(|_| ())
-            .map_err(|e| format!("decoder refused data: {e}"))
+        self.pipe.push(data, pts_us, None)
     }
 
     pub(crate) fn pull(&mut self, timeout: Duration) -> Result<Option<Picture>, String> {
-        let timeout = gst::ClockTime::from_nseconds(u64::try_from(timeout.as_nanos()).unwrap_or(0));
-        let Some(sample) = self.sink.try_pull_sample(timeout) else {
-            if let Some(bus) = self.pipeline.bus()
-                && let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error])
-                && let gst::MessageView::Error(e) = msg.view()
-            {
-                return Err(format!("decoder failed: {}", e.error()));
-            }
-            return Ok(None);
-        };
-        picture(&sample, self.format).map(Some)
-    }
-}
-
-impl Drop for Decoder {
-    fn drop(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
+        match self.pipe.pull(timeout)? {
+            Some(sample) => picture(&sample, self.format).map(Some),
+            None => Ok(None),
+        }
     }
 }
 

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgeplay_client::{Client, Session};
-use edgeplay_edge::encode::{EncoderChoice, probe};
 use edgeplay_edge::gpu::Gpu;
 use edgeplay_edge::metrics::Metrics;
-use edgeplay_edge::pipeline::PipelineConfig;
 use edgeplay_edge::quic::{DevToken, QuicConfig, QuicEdge};
 use edgeplay_testkit::relay::{RelayConfig, UdpRelay};
 use tokio::sync::oneshot;
+
+mod support;
 
 /// The controller's target for `session` as /metrics shows it.
 fn target(metrics: &Metrics, session: &str) -> u32 {
@@ -38,16 +38,7 @@ async fn play(session: &mut Session, metrics: &Metrics, d: Duration) -> (u32, u3
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_drops_under_a_bottleneck_and_recovers() {
-    let pipeline = PipelineConfig {
-        width: 1280,
-        height: 720,
-        fps: 30,
-        bitrate_kbps: 3000,
-        encoder: probe(EncoderChoice::Auto).expect("an encoder"),
-        keyframe_interval: 0,
-        threads: 0,
-        audio: true,
-    };
+    let pipeline = support::pipeline_720p30();
     let token = DevToken::random().unwrap();
     let metrics = Metrics::new();
     let edge = QuicEdge::bind(

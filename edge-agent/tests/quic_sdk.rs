@@ -7,27 +7,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgeplay_client::{AUDIO_RATE, Client, Degradation, Media, SessionEvent};
-use edgeplay_edge::encode::{EncoderChoice, probe};
 use edgeplay_edge::gpu::Gpu;
 use edgeplay_edge::metrics::Metrics;
-use edgeplay_edge::pipeline::PipelineConfig;
 use edgeplay_edge::quic::{DevToken, QuicConfig, QuicEdge};
 use edgeplay_protocol::input::{InputEvent, Key};
 use edgeplay_testkit::relay::{RelayConfig, UdpRelay};
 use tokio::sync::oneshot;
 
+mod support;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_stats_and_audio_in_sync() {
-    let pipeline = PipelineConfig {
-        width: 1280,
-        height: 720,
-        fps: 30,
-        bitrate_kbps: 3000,
-        encoder: probe(EncoderChoice::Auto).expect("an encoder"),
-        keyframe_interval: 0,
-        threads: 0,
-        audio: true,
-    };
+    let pipeline = support::pipeline_720p30();
     let token = DevToken::random().unwrap();
     let edge = QuicEdge::bind(
         QuicConfig::new("127.0.0.1:0".parse().unwrap(), pipeline),

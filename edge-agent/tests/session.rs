@@ -4,27 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use edgeplay_edge::encode::{EncoderChoice, H264Decoder, probe};
+use edgeplay_edge::encode::H264Decoder;
 use edgeplay_edge::gpu::Gpu;
 use edgeplay_edge::metrics::Metrics;
-use edgeplay_edge::pipeline::PipelineConfig;
 use edgeplay_edge::session::{Control, MediaPacket, Session, SessionConfig, VideoPacket};
 use edgeplay_protocol::input::{InputEvent, Key};
 use edgeplay_protocol::stamp::read_luma;
 use tokio::sync::broadcast;
 
-fn config() -> PipelineConfig {
-    PipelineConfig {
-        width: 1280,
-        height: 720,
-        fps: 30,
-        bitrate_kbps: 3000,
-        encoder: probe(EncoderChoice::Auto).expect("an encoder"),
-        keyframe_interval: 0,
-        threads: 0,
-        audio: true,
-    }
-}
+mod support;
 
 fn key(code: Key, down: bool) -> InputEvent {
     InputEvent::Key { code, down }
@@ -50,7 +38,7 @@ fn live_session_applies_inputs_in_order_and_fans_out_media() {
     let metrics = Metrics::new();
     let handle = Session::start(
         &gpu,
-        SessionConfig::new("loop", config(), 9),
+        SessionConfig::new("loop", support::pipeline_720p30(), 9),
         metrics.clone(),
     )
     .expect("session starts");
@@ -178,7 +166,7 @@ fn dropping_every_subscriber_pauses_the_game() {
     let gpu = Gpu::new().expect("a Vulkan device");
     let handle = Session::start(
         &gpu,
-        SessionConfig::new("pause", config(), 3),
+        SessionConfig::new("pause", support::pipeline_720p30(), 3),
         Metrics::new(),
     )
     .expect("session starts");

@@ -1,5 +1,6 @@
-//! `edge-agent run --dev` as a child process on loopback, and a plain HTTP/1.1 client for it.
-//! Shared by the WebRTC integration tests.
+//! Shared by the edge's integration tests: `edge-agent run --dev` as a child process on
+//! loopback and a plain HTTP/1.1 client for it, the broker/edge process helpers ([`procs`]),
+//! and the pipeline the in-process session and QUIC tests serve.
 
 #![allow(dead_code, reason = "each test binary uses a part of the helper")]
 
@@ -152,4 +153,20 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
+}
+
+/// The pipeline the in-process session and QUIC tests serve: 720p30, 3 Mbit/s, the encoder
+/// the probe picks, with sound.
+pub fn pipeline_720p30() -> edgeplay_edge::pipeline::PipelineConfig {
+    edgeplay_edge::pipeline::PipelineConfig {
+        width: 1280,
+        height: 720,
+        fps: 30,
+        bitrate_kbps: 3000,
+        encoder: edgeplay_edge::encode::probe(edgeplay_edge::encode::EncoderChoice::Auto)
+            .expect("an encoder"),
+        keyframe_interval: 0,
+        threads: 0,
+        audio: true,
+    }
 }
