@@ -87,6 +87,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "protoc, which etcd-client's build runs on the etcd protos",
     ),
     (
+        "libprotobuf-dev",
+        "google/protobuf/*.proto, which the etcd protos import (protobuf-compiler only recommends it)",
+    ),
+    (
         "wrk",
         "the HTTP load generator of `cargo xtask bench broker`",
     ),
