@@ -71,21 +71,9 @@ fn dev_server_serves_a_live_session_and_stops_on_sigterm() {
     let (status, _) = request(&edge, "GET", "/v1/dev/sessions/nope", None);
     assert_eq!(status, 404);
 
-    // The stream starts with an IDR access unit carrying SPS and PPS.
-    let video = std::thread::scope(|scope| {
-        let streamer = scope
-            .spawn(|| edge.stream_bytes(&format!("/v1/dev/sessions/{id}/video.h264"), 200_000));
-        std::thread::sleep(Duration::from_millis(500));
-        let input = r#"{"seq":1,"event":{"type":"key","code":"ArrowUp","down":true}}"#;
-        let (status, body) = request(
-            &edge,
-            "POST",
-            &format!("/v1/dev/sessions/{id}/input"),
-            Some(input),
-        );
-        assert_eq!(status, 202, "{body}");
-        streamer.join().expect("stream thread")
-    });
+    // The stream starts with an IDR access unit carrying SPS and PPS. The connection stays
+    // open below: a session with no viewer is paused and applies no input.
+    let (video, viewer) = edge.stream_bytes(&format!("/v1/dev/sessions/{id}/video.h264"), 200_000);
     let body_start = video
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -97,9 +85,30 @@ fn dev_server_serves_a_live_session_and_stops_on_sigterm() {
         .position(|w| w[..4] == [0, 0, 0, 1] && w[4] & 0x1f == 7);
     assert!(sps.is_some(), "no SPS in the first {} bytes", annexb.len());
 
-    let (status, body) = request(&edge, "GET", &format!("/v1/dev/sessions/{id}"), None);
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(json_field(&body, "inputs_applied"), "1", "{body}");
+    let input = r#"{"seq":1,"event":{"type":"key","code":"ArrowUp","down":true}}"#;
+    let (status, body) = request(
+        &edge,
+        "POST",
+        &format!("/v1/dev/sessions/{id}/input"),
+        Some(input),
+    );
+    assert_eq!(status, 202, "{body}");
+    // Accepted input is applied at the session's next tick: wait for it, within a bound far
+    // from a tick's length.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (status, body) = request(&edge, "GET", &format!("/v1/dev/sessions/{id}"), None);
+        assert_eq!(status, 200, "{body}");
+        if json_field(&body, "inputs_applied") == "1" {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the accepted input was not applied within 10 s: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(viewer);
     assert!(body.contains("\"total\""), "{body}");
 
     let (status, metrics) = request(&edge, "GET", "/metrics", None);

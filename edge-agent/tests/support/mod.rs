@@ -122,7 +122,9 @@ impl Edge {
     }
 
     /// Reads at least `want` bytes of a streamed response (headers included), bounded to 30 s.
-    pub fn stream_bytes(&self, path: &str, want: usize) -> Vec<u8> {
+    /// Reads at least `want` bytes of a streamed response (headers included); the connection is
+    /// returned open, so the edge keeps its viewer for as long as the caller holds it.
+    pub fn stream_bytes(&self, path: &str, want: usize) -> (Vec<u8>, TcpStream) {
         let mut s = TcpStream::connect(self.addr).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(30)))
             .expect("timeout");
@@ -137,7 +139,7 @@ impl Edge {
             }
             out.extend_from_slice(&buf[..n]);
         }
-        out
+        (out, s)
     }
 }
 
