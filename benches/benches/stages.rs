@@ -1,6 +1,7 @@
 //! Criterion benches of each stage of the edge's media path, one at a time:
 //! game tick, render + convert + readback on the Vulkan device, the stamp reader, x264 encode of
-//! one 720p frame, Opus encode of one tick of sound.
+//! one 720p frame (distinct frames of the running game, copied into the encoder's pooled buffer
+//! inside the timed call), Opus encode of one tick of sound.
 //!
 //! `cargo bench -p edgeplay-benches` (or `cargo xtask bench criterion`). The end-to-end figures
 //! with percentiles and a baseline come from `cargo xtask bench pipeline`.
@@ -59,14 +60,35 @@ fn render_convert_readback(c: &mut Criterion) {
     });
 }
 
+/// Frames of the running game the x264 bench cycles through: two seconds at 60 fps.
+const X264_FRAMES: usize = 120;
+
 fn x264_encode(c: &mut Criterion) {
     let gpu = Gpu::new().expect("a Vulkan device (run `cargo xtask setup`)");
     let mut target = gpu.create_target(W, H).expect("render target");
-    let game = Game::new(1, GameConfig { tick_hz: 60 }).expect("game");
-    let mut frame = vec![0u8; (W * H * 3 / 2) as usize];
-    target
-        .render_nv12(&game.scene(), &Stamp::default(), &mut frame)
-        .expect("render");
+    let mut game = Game::new(1, GameConfig { tick_hz: 60 }).expect("game");
+    let frame_bytes = (W * H * 3 / 2) as usize;
+    // Distinct pictures, as the live edge encodes: one identical frame again and again would
+    // make every picture after the first a skip-only P-frame.
+    let frames: Vec<Vec<u8>> = (0..X264_FRAMES)
+        .map(|n| {
+            game.step();
+            let stamp = Stamp {
+                frame: u32::try_from(n).unwrap_or(0),
+                tick: u32::try_from(game.tick()).unwrap_or(0),
+                state_hash: game.state_hash(),
+                ..Stamp::default()
+            };
+            let mut frame = vec![0u8; frame_bytes];
+            target
+                .render_nv12(&game.scene(), &stamp, &mut frame)
+                .expect("render");
+            frame
+        })
+        .collect();
+    // Forward then backward (0..=119, 118..=1, …): every step is one tick of motion, with no
+    // jump from the last picture back to the first.
+    let order: Vec<usize> = (0..X264_FRAMES).chain((1..X264_FRAMES - 1).rev()).collect();
     let kind = encode::probe(EncoderChoice::X264).expect("x264enc (run `cargo xtask setup`)");
     let mut enc = VideoEncoder::new(&VideoConfig {
         width: W,
@@ -78,13 +100,14 @@ fn x264_encode(c: &mut Criterion) {
         threads: 2,
     })
     .expect("encoder");
-    let mut n = 0u32;
-    c.bench_function("x264 encode 720p frame", |b| {
+    let mut n = 0usize;
+    c.bench_function("x264 encode 720p frame (distinct frames)", |b| {
         b.iter(|| {
+            let frame = &frames[order[n % order.len()]];
             n += 1;
-            let pts = Duration::from_secs(1) / 60 * n;
+            let pts = Duration::from_secs(1) / 60 * u32::try_from(n).unwrap_or(0);
             black_box(
-                enc.encode(pts, false, |buf| buf.copy_from_slice(&frame))
+                enc.encode(pts, false, |buf| buf.copy_from_slice(frame))
                     .expect("encode"),
             )
         });

@@ -55,7 +55,7 @@ use gstreamer::prelude::*;
 
 pub use audio::{AUDIO_CHANNELS, AUDIO_FRAME, AUDIO_SAMPLE_RATE, AudioEncoder, EncodedAudio};
 pub use decode::{DecodedFrame, H264Decoder, decode_annexb_file, decode_annexb_file_scaled};
-pub use video::{EncodedFrame, EncoderStats, H264Profile, VideoConfig, VideoEncoder};
+pub use video::{EncodedFrame, EncoderStats, H264Profile, VideoConfig, VideoEncoder, h264_level};
 pub use writer::MediaFileWriter;
 
 /// How long [`probe`] waits for the NVENC test session to produce its first access unit.
