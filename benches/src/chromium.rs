@@ -2,7 +2,9 @@
 //! opens a page, waits for 30 stamped frames, presses a key every 250 ms for the given time and
 //! prints every sample the page measured from the frame stamps:
 //! - glass-to-glass: the stamp's render time → the frame's expected display time (same clock);
-//! - input-to-photon: key sent → first shown frame whose stamp includes that input.
+//! - input-to-photon: key sent → first shown frame whose stamp includes that input;
+//! - audio behind video: then, flying the ship around until ten hits, the tone's onset in the
+//!   page's WebAudio tap → the shown frame with the hit's flash, per hit (> 0: audio late).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,6 +42,8 @@ pub struct PageFigures {
     pub g2g: Vec<Duration>,
     /// Input-to-photon samples, one per key press or release.
     pub i2p: Vec<Duration>,
+    /// Audio-behind-video offsets, ms, one per hit (negative: audio early).
+    pub av_ms: Vec<f64>,
     /// Frames shown.
     pub presented: u64,
     /// Frames the browser dropped.
@@ -53,6 +57,7 @@ impl PageFigures {
     pub fn absorb(&mut self, other: PageFigures) {
         self.g2g.extend(other.g2g);
         self.i2p.extend(other.i2p);
+        self.av_ms.extend(other.av_ms);
         self.presented += other.presented;
         self.dropped += other.dropped;
         self.seconds += other.seconds;
@@ -80,16 +85,22 @@ fn samples(v: &serde_json::Value, key: &str) -> Vec<Duration> {
         .unwrap_or_default()
 }
 
-/// One Chromium run of `seconds` on `page`: what the page measured. node runs on a blocking
-/// thread.
+/// One Chromium run of `seconds` on `page`, then up to `av_hits` audio-behind-video samples (0:
+/// none; the page needs `avsync=1`): what the page measured. node runs on a blocking thread.
 ///
 /// # Errors
 /// node or Chromium fails, or the page shows an error or too few frames.
-pub async fn browse(web: &Path, page: &str, seconds: u32) -> Result<PageFigures> {
+pub async fn browse(web: &Path, page: &str, seconds: u32, av_hits: u32) -> Result<PageFigures> {
     let mut cmd = Command::new("timeout");
-    cmd.args([&(seconds + 90).to_string(), "node", "tests/bench.mjs", page])
-        .arg(seconds.to_string())
-        .current_dir(web);
+    cmd.args([
+        &(seconds + 140).to_string(),
+        "node",
+        "tests/bench.mjs",
+        page,
+    ])
+    .arg(seconds.to_string())
+    .arg(av_hits.to_string())
+    .current_dir(web);
     let out = tokio::task::spawn_blocking(move || cmd.output())
         .await?
         .context("node runs (npm and node installed? `cargo xtask setup`)")?;
@@ -106,6 +117,15 @@ pub async fn browse(web: &Path, page: &str, seconds: u32) -> Result<PageFigures>
     Ok(PageFigures {
         g2g: samples(&v, "g2g"),
         i2p: samples(&v, "i2p"),
+        av_ms: v["av"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(serde_json::Value::as_f64)
+                    .filter(|ms| ms.is_finite())
+                    .collect()
+            })
+            .unwrap_or_default(),
         presented: v["presented"].as_u64().unwrap_or(0),
         dropped: v["dropped"].as_u64().unwrap_or(0),
         seconds: v["seconds"].as_f64().unwrap_or(0.0),

@@ -144,7 +144,9 @@ impl WhepBench {
     /// `/whep/{sender}/{w}/{h}/{fps}`) served at `addr`.
     #[must_use]
     pub fn page(addr: SocketAddr, sender: &str, (w, h, fps): (u32, u32, u32)) -> String {
-        format!("http://{addr}/play/?whep=http://{addr}/whep/{sender}/{w}/{h}/{fps}#token=bench")
+        format!(
+            "http://{addr}/play/?avsync=1&whep=http://{addr}/whep/{sender}/{w}/{h}/{fps}#token=bench"
+        )
     }
 }
 

@@ -1,14 +1,17 @@
 // One measurement of `cargo xtask bench webrtc`: headless Chromium plays a WHEP stream through
 // the web player for a while, pressing keys, and prints every glass-to-glass and
-// input-to-photon sample the page measured, with frames shown and dropped.
-// Usage: node tests/bench.mjs <player page URL> <seconds to measure>
+// input-to-photon sample the page measured, with frames shown and dropped; then it flies the
+// ship around (thrust, weaving) until `hits` hits have matched the tone's onset to the flash
+// (45 s at most) and prints each audio-behind-video offset (the page needs `avsync=1`).
+// Usage: node tests/bench.mjs <player page URL> <seconds to measure> [hits, default 10; 0: none]
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-const [url, secondsArg] = process.argv.slice(2);
+const [url, secondsArg, hitsArg] = process.argv.slice(2);
 const seconds = Number(secondsArg);
+const hits = hitsArg === undefined ? 10 : Number(hitsArg);
 if (!url || !(seconds > 0)) {
   console.error("usage: node tests/bench.mjs <player page URL> <seconds>");
   process.exit(2);
@@ -63,6 +66,29 @@ try {
   const end = await stats();
   const samples = await page.evaluate(() => window.edgeplay.player.takeLatencySamples());
   if (end.error) fail(`player shows an error: ${end.error}`, { logs });
+  // Audio behind video: the tone's onset (WebAudio) against the first frame with the flash,
+  // one sample per hit (the same measurement as tests/e2e.mjs).
+  let av = [];
+  if (hits > 0) {
+    const before = (await stats()).avSyncMs.length;
+    await page.keyboard.down("ArrowUp");
+    const t2 = Date.now();
+    let turn = 0;
+    while (Date.now() - t2 < 45000) {
+      const s = await stats();
+      if (s.avSyncMs.length - before >= hits) break;
+      const key = turn++ % 2 === 0 ? "ArrowLeft" : "ArrowRight";
+      await page.keyboard.down(key);
+      await sleep(250 + (turn % 3) * 150);
+      await page.keyboard.up(key);
+      await sleep(400);
+    }
+    await page.keyboard.up("ArrowUp");
+    const s = await stats();
+    if (s.error) fail(`player shows an error: ${s.error}`, { logs });
+    // The page keeps its latest 200; fewer than 200 are taken here.
+    av = s.avSyncMs.slice(Math.min(before, s.avSyncMs.length));
+  }
   console.log(JSON.stringify({
     ok: true,
     seconds: wall,
@@ -70,6 +96,7 @@ try {
     dropped: end.framesDropped - start.framesDropped,
     g2g: samples.glassToGlassMs,
     i2p: samples.inputToPhotonMs,
+    av,
   }));
 } catch (e) {
   fail(`${e}`, { logs });
