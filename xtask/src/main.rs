@@ -90,11 +90,14 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "libprotobuf-dev",
         "google/protobuf/*.proto, which the etcd protos import (protobuf-compiler only recommends it)",
     ),
-    (
-        "wrk",
-        "the HTTP load generator of `cargo xtask bench broker`",
-    ),
 ];
+
+/// Debian packages only the benches need: `cargo xtask bench` installs them, the test set-up
+/// does not.
+const BENCH_PACKAGES: &[(&str, &str)] = &[(
+    "valgrind",
+    "callgrind counts the instructions of the CPU-bound stages in `bench pipeline`",
+)];
 
 /// GStreamer elements the media path needs, with the package that ships each.
 const GST_ELEMENTS: &[(&str, &str)] = &[
@@ -205,49 +208,57 @@ fn deb_installed(package: &str) -> bool {
 /// Installs what is missing; prints one line and touches nothing when all is present.
 fn setup() -> Result {
     let started = Instant::now();
-    let missing: Vec<&str> = DEBIAN_PACKAGES
-        .iter()
-        .map(|(p, _)| *p)
-        .filter(|p| !deb_installed(p))
-        .collect();
-    if !missing.is_empty() {
-        let mut why = String::new();
-        for (p, what) in DEBIAN_PACKAGES.iter().filter(|(p, _)| missing.contains(p)) {
-            let _ = writeln!(why, "  {p}: {what}");
-        }
-        if !is_root() {
-            return Err(format!(
-                "these Debian packages are missing and installing them needs root:\n{why}\
-                 run `sudo cargo xtask setup`, or install them with apt-get yourself"
-            ));
-        }
-        eprintln!(
-            "xtask: installing {} Debian package(s):\n{why}",
-            missing.len()
-        );
-        let env = [("DEBIAN_FRONTEND", "noninteractive")];
-        run_in(&root(), "apt-get", &["update", "-q"], &env).map_err(|e| {
-            format!("{e}\n`apt-get update` failed: check that the Debian mirror is reachable")
-        })?;
-        let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
-        args.extend(missing.iter().copied());
-        run_in(&root(), "apt-get", &args, &env).map_err(|e| {
-            format!(
-                "{e}\ncould not install {}: check the package names with `apt-cache policy` \
-                 and that the Debian mirror is reachable",
-                missing.join(" ")
-            )
-        })?;
-    }
+    let installed = install_debian(DEBIAN_PACKAGES)?;
     check_gstreamer()?;
     ensure_web_player()?;
     ensure_cargo_fuzz()?;
     eprintln!(
-        "xtask: setup complete ({} package(s) installed, {:.1} s)",
-        missing.len(),
+        "xtask: setup complete ({installed} package(s) installed, {:.1} s)",
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Installs those of `packages` that are missing (one `apt-get update`, no Recommends: every
+/// package needed is named); returns how many were installed.
+fn install_debian(packages: &[(&str, &str)]) -> Result<usize> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| !deb_installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let mut why = String::new();
+    for (p, what) in packages.iter().filter(|(p, _)| missing.contains(p)) {
+        let _ = writeln!(why, "  {p}: {what}");
+    }
+    if !is_root() {
+        return Err(format!(
+            "these Debian packages are missing and installing them needs root:\n{why}\
+             run `sudo cargo xtask setup` (or `sudo cargo xtask bench …`), or install them with \
+             apt-get yourself"
+        ));
+    }
+    eprintln!(
+        "xtask: installing {} Debian package(s):\n{why}",
+        missing.len()
+    );
+    let env = [("DEBIAN_FRONTEND", "noninteractive")];
+    run_in(&root(), "apt-get", &["update", "-q"], &env).map_err(|e| {
+        format!("{e}\n`apt-get update` failed: check that the Debian mirror is reachable")
+    })?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(missing.iter().copied());
+    run_in(&root(), "apt-get", &args, &env).map_err(|e| {
+        format!(
+            "{e}\ncould not install {}: check the package names with `apt-cache policy` \
+             and that the Debian mirror is reachable",
+            missing.join(" ")
+        )
+    })?;
+    Ok(missing.len())
 }
 
 /// A package can be installed yet a plugin missing (a broken registry cache, a partial
@@ -393,6 +404,7 @@ const BENCH_BINS: &[&str] = &["pipeline", "placement", "quic", "webrtc", "broker
 
 fn bench(args: &[String]) -> Result {
     setup()?;
+    install_debian(BENCH_PACKAGES)?;
     let name = args.first().map_or("pipeline", String::as_str);
     if name == "criterion" {
         return run("cargo", &["bench", "--workspace"]);

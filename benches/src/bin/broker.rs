@@ -1,70 +1,105 @@
-//! `cargo xtask bench broker`: the broker's HTTP path under a real load generator.
+//! `cargo xtask bench broker`: the broker's HTTP path under an open-loop load generator.
 //!
-//! Starts a release `session-broker run` on loopback (per backend: redb in a temp dir, then a
-//! fresh etcd from testkit), registers `--edges` signed edges spread over the coordinate plane,
-//! and runs Debian's `wrk` for `--seconds` with `--connections` keep-alive connections. Its Lua
-//! script POSTs `/v1/sessions` bodies with a fresh player name and a random coordinate each, so
-//! every request is a placement plus a durable session write (group commit on redb, one put on
-//! etcd). The rate limits are raised for the run (one address, many names). The load generator
-//! runs on the same machine as the broker and takes CPU from it; the figures say so.
+//! Starts a release `session-broker run` on loopback (per store: redb in a temp dir, then a fresh
+//! etcd from testkit), raises its rate limits (one address, many names) and registers `--edges`
+//! signed edges spread over the coordinate plane. Every request then POSTs `/v1/sessions` with a
+//! fresh player name and a random coordinate, so each is a placement plus a durable session write
+//! (group commit on redb, one put on etcd).
 //!
-//! Output: per backend, requests, requests/s, non-201 answers, and latency p50/p95/p99/max as
-//! wrk measured them (from connection write to response, including queueing in the broker).
+//! Phase 1 (capacity, closed loop): `--connections` keep-alive connections send back to back for
+//! `--capacity-seconds`; C is the rate of 201 answers. Phase 2 (open loop): for each fraction of C
+//! in `--rates`, request i is due at start + i / rate whatever happened to the earlier ones, and
+//! goes out on the first free connection of the same pool. Its latency runs from that intended
+//! time to the end of its response, so time spent queued (a busy pool, a slow broker) counts: no
+//! coordinated omission. Service time (actual write → response) is kept beside it for contrast.
+//! The generator is a tokio runtime in this process, on the cores the broker (and etcd) use.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use edgeplay_broker::api::{REGISTER_DOMAIN, sign_body};
 use edgeplay_protocol::hash::SplitMix64;
 use edgeplay_protocol::token::{EdgeId, SigningKey};
 use edgeplay_testkit::etcd::Etcd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// After a phase's last due time, how long late requests may still be sent and answered.
+const DRAIN: Duration = Duration::from_secs(5);
+/// A request without an answer after this long counts as a socket error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Width of the windows the p99 timeline is cut into.
+const WINDOW_SECS: u64 = 10;
+
+const USAGE: &str = "flags: --edges N (1000) --seconds S (60, 1..=600) --capacity-seconds S (10) \
+                     --connections C (32) --rates 0.5,0.8,1.0 --store redb|etcd|both (both)";
 
 struct Args {
     edges: usize,
     seconds: u64,
+    capacity_seconds: u64,
     connections: usize,
-    threads: usize,
+    rates: Vec<f64>,
     stores: Vec<String>,
 }
 
 fn parse_args() -> Result<Args> {
     let mut a = Args {
         edges: 1000,
-        seconds: 10,
+        seconds: 60,
+        capacity_seconds: 10,
         connections: 32,
-        threads: 2,
+        rates: vec![0.5, 0.8, 1.0],
         stores: vec!["redb".into(), "etcd".into()],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut val = || it.next().ok_or_else(|| anyhow!("{flag} needs a value"));
+        let v = it
+            .next()
+            .ok_or_else(|| anyhow!("{flag} needs a value; {USAGE}"))?;
+        let num = || {
+            v.parse::<u64>()
+                .with_context(|| format!("{flag} {v}: not a whole number"))
+        };
         match flag.as_str() {
-            "--edges" => a.edges = val()?.parse()?,
-            "--seconds" => a.seconds = val()?.parse()?,
-            "--connections" => a.connections = val()?.parse()?,
-            "--threads" => a.threads = val()?.parse()?,
+            "--edges" => a.edges = usize::try_from(num()?)?,
+            "--seconds" => a.seconds = num()?,
+            "--capacity-seconds" => a.capacity_seconds = num()?,
+            "--connections" => a.connections = usize::try_from(num()?)?,
+            "--rates" => {
+                let rate = |r: &str| r.trim().parse().ok().filter(|r| (0.0..=10.0).contains(r));
+                let rates: Option<Vec<f64>> = v.split(',').map(rate).collect();
+                a.rates = rates.filter(|r| !r.contains(&0.0)).ok_or_else(|| {
+                    anyhow!("--rates {v}: fractions of C in (0, 10], e.g. 0.5,0.8,1.0")
+                })?;
+            }
             "--store" => {
-                let v = val()?;
                 a.stores = match v.as_str() {
                     "both" => vec!["redb".into(), "etcd".into()],
                     "redb" | "etcd" => vec![v],
-                    _ => bail!("--store: redb, etcd or both"),
+                    _ => bail!("--store {v}: redb, etcd or both"),
                 };
             }
-            _ => bail!(
-                "unknown flag {flag}; flags: --edges N --seconds S --connections C --threads T --store redb|etcd|both"
-            ),
+            _ => bail!("unknown flag {flag}; {USAGE}"),
         }
     }
-    if a.seconds == 0 || a.seconds > 120 {
-        bail!("--seconds: 1 to 120 (the run is bounded)");
+    if !(1..=600).contains(&a.seconds) || !(1..=120).contains(&a.capacity_seconds) {
+        bail!("--seconds: 1 to 600, --capacity-seconds: 1 to 120 (the run is bounded)");
+    }
+    if a.edges == 0 || !(1..=4096).contains(&a.connections) {
+        bail!("--edges: at least 1 (placement needs edges), --connections: 1 to 4096");
     }
     Ok(a)
 }
+
+// ---- the broker process, set up with blocking I/O ----
 
 struct Broker {
     child: Child,
@@ -78,11 +113,18 @@ impl Drop for Broker {
     }
 }
 
+/// Removes the bench's temp dir however the run ends.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
 fn build_broker() -> Result<PathBuf> {
@@ -124,36 +166,48 @@ fn start(bin: &Path, dir: &Path, store: &str) -> Result<Broker> {
         .env("BROKER_IP_RATE_PER_SEC", "1e9")
         .stdout(Stdio::piped())
         .spawn()
-        .context("start session-broker")?;
+        .with_context(|| format!("start {}", bin.display()))?;
     let stdout = child.stdout.take().context("broker stdout")?;
+    let mut broker = Broker {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
     let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
+    broker.addr = loop {
         let line = lines
             .next()
-            .context("broker exited before listening")?
-            .context("read broker stdout")?;
+            .context("the broker exited before listening")?
+            .context("read the broker's stdout")?;
         if let Some(a) = line.strip_prefix("listening on ") {
-            break a.parse()?;
+            break a
+                .parse()
+                .with_context(|| format!("broker address in {line:?}"))?;
         }
     };
     // Keep draining stdout so the broker never blocks on it.
     std::thread::spawn(move || for _ in lines {});
-    Ok(Broker { child, addr })
+    Ok(broker)
 }
 
-fn post(addr: SocketAddr, path: &str, body: &str) -> Result<u16> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+/// One blocking HTTP/1.0 exchange (the server closes, so no chunking): status and body.
+fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("connect to {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )?;
     let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    resp.get(9..12)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("bad response {resp:?}"))
+    s.read_to_string(&mut resp)
+        .with_context(|| format!("read {method} {path}"))?;
+    let status = resp.get(9..12).and_then(|s| s.parse().ok());
+    let (_, body) = resp.split_once("\r\n\r\n").unwrap_or_default();
+    Ok((
+        status.ok_or_else(|| anyhow!("bad response to {method} {path}: {resp:?}"))?,
+        body.into(),
+    ))
 }
 
 fn now_ms() -> u64 {
@@ -181,156 +235,628 @@ fn register_edges(addr: SocketAddr, n: usize) -> Result<()> {
             "issued_unix_ms": now_ms(),
         });
         let body = sign_body(REGISTER_DOMAIN, body, &key).to_string();
-        let st = post(addr, "/v1/edges", &body)?;
+        let (st, text) = call(addr, "POST", "/v1/edges", &body)?;
         if st != 201 {
-            bail!("edge registration answered {st}");
+            bail!("edge registration answered {st}: {text}");
         }
     }
     Ok(())
 }
 
-const SCRIPT: &str = r#"
-local counter = 0
-local thread_id = 0
-local threads = {}
-setup = function(thread)
-  thread:set("tid", thread_id)
-  thread_id = thread_id + 1
-  table.insert(threads, thread)
-end
-init = function(args)
-  math.randomseed(1000 + tid)
-end
-request = function()
-  counter = counter + 1
-  local body = string.format(
-    '{"player":"bench-%d-%d","coord":{"x":%d,"y":%d,"height":1.0},"width":1280,"height":720,"fps":60}',
-    tid, counter, math.random(-100, 100), math.random(-100, 100))
-  return wrk.format("POST", "/v1/sessions", {["Content-Type"] = "application/json"}, body)
-end
-done = function(summary, latency, requests)
-  io.write(string.format("EDGEPLAY requests=%d errors=%d non2xx=%d p50=%d p95=%d p99=%d max=%d\n",
-    summary.requests,
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    summary.errors.status,
-    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
-end
-"#;
+// ---- what the machine and the store look like ----
 
-struct Figures {
-    requests: u64,
-    per_sec: f64,
-    errors: u64,
-    non2xx: u64,
-    p50_us: u64,
-    p95_us: u64,
-    p99_us: u64,
-    max_us: u64,
+fn cpu_model() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = info
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split_once(':'));
+    model.map_or_else(|| "unknown CPU".into(), |(_, m)| m.trim().to_owned())
 }
 
-fn field(line: &str, name: &str) -> Result<u64> {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-        .ok_or_else(|| anyhow!("no {name} in wrk's output"))?
+fn load_avg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
         .parse()
-        .with_context(|| format!("{name} in wrk's output"))
+        .ok()
 }
 
-fn run_wrk(addr: SocketAddr, a: &Args, script: &Path) -> Result<Figures> {
-    let out = Command::new("wrk")
-        .arg(format!("-t{}", a.threads))
-        .arg(format!("-c{}", a.connections))
-        .arg(format!("-d{}s", a.seconds))
-        .args(["--timeout", "5s", "--latency", "-s"])
-        .arg(script)
-        .arg(format!("http://{addr}"))
-        .output()
-        .context("run wrk: install it with `apt-get install wrk` (or `cargo xtask setup`)")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
+/// The first sample of an unlabelled metric in a Prometheus text page.
+fn metric(addr: SocketAddr, name: &str) -> Option<u64> {
+    let (_, page) = call(addr, "GET", "/metrics", "").ok()?;
+    let value = page.lines().find_map(|l| {
+        let mut parts = l.split_whitespace();
+        if parts.next() == Some(name) {
+            parts.next()?.parse::<f64>().ok()
+        } else {
+            None
+        }
+    });
+    value.map(|v| v as u64)
+}
+
+enum Store {
+    Redb(PathBuf),
+    Etcd(SocketAddr),
+}
+
+/// The store's size in bytes (redb: its data dir; etcd: its db size), the sessions the broker
+/// has created and its resident memory in bytes, at one moment.
+fn growth(broker: &Broker, store: &Store) -> [Option<u64>; 3] {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", broker.child.id()));
+    let rss = status.ok().and_then(|s| {
+        let kib = s
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix(" kB"));
+        kib?.trim().parse::<u64>().ok().map(|k| k * 1024)
+    });
+    let bytes = match store {
+        Store::Redb(dir) => Some(dir_size(dir)),
+        Store::Etcd(addr) => metric(*addr, "etcd_mvcc_db_total_size_in_bytes"),
+    };
+    [bytes, metric(broker.addr, "broker_sessions_total"), rss]
+}
+
+fn print_growth(b: [Option<u64>; 3], a: [Option<u64>; 3]) {
+    let v = |x: Option<u64>, f: fn(u64) -> String| x.map_or_else(|| "n/a".into(), f);
+    println!(
+        "  store {} → {}; sessions created {} → {}; broker RSS {} → {}",
+        v(b[0], mib),
+        v(a[0], mib),
+        v(b[1], thousands),
+        v(a[1], thousands),
+        v(b[2], mib),
+        v(a[2], mib)
+    );
+}
+
+// ---- the load generator ----
+
+/// One phase's schedule, shared by the connection workers.
+struct Plan {
+    addr: SocketAddr,
+    /// Player-name prefix and coordinate seed, unique per store and phase.
+    tag: String,
+    seed: u64,
+    start: Instant,
+    /// Closed loop: when to stop sending. Open loop: the end of the schedule.
+    end: Instant,
+    /// Nothing is sent or awaited after this (end + DRAIN).
+    cutoff: Instant,
+    /// `None`: closed loop. `Some(rate)`: request i is due at start + i / rate.
+    rate: Option<f64>,
+    scheduled: u64,
+    next: AtomicU64,
+}
+
+struct Sample {
+    window: usize,
+    latency_us: u32,
+    service_us: u32,
+}
+
+#[derive(Default)]
+struct Tally {
+    samples: Vec<Sample>,
+    statuses: BTreeMap<u16, u64>,
+    sent: u64,
+    errors: u64,
+    first_error: Option<String>,
+    cut_off: u64,
+    last_done: Option<Instant>,
+}
+
+impl Tally {
+    fn merge(&mut self, o: Tally) {
+        self.samples.extend(o.samples);
+        for (s, n) in o.statuses {
+            *self.statuses.entry(s).or_default() += n;
+        }
+        self.sent += o.sent;
+        self.errors += o.errors;
+        self.first_error = self.first_error.take().or(o.first_error);
+        self.cut_off += o.cut_off;
+        self.last_done = self.last_done.max(o.last_done);
     }
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("EDGEPLAY "))
-        .ok_or_else(|| anyhow!("wrk printed no summary:\n{text}"))?;
-    let per_sec: f64 = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
-        .ok_or_else(|| anyhow!("no Requests/sec in:\n{text}"))?
-        .trim()
-        .parse()?;
-    Ok(Figures {
-        requests: field(line, "requests")?,
-        per_sec,
-        errors: field(line, "errors")?,
-        non2xx: field(line, "non2xx")?,
-        p50_us: field(line, "p50")?,
-        p95_us: field(line, "p95")?,
-        p99_us: field(line, "p99")?,
-        max_us: field(line, "max")?,
+}
+
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+async fn connect(addr: SocketAddr) -> io::Result<Conn> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(Conn {
+        stream,
+        buf: Vec::with_capacity(16 * 1024),
     })
 }
 
-fn ms(us: u64) -> String {
-    format!("{:.2} ms", us as f64 / 1000.0)
+fn request(plan: &Plan, i: u64) -> Vec<u8> {
+    let mut rng = SplitMix64((plan.seed << 40) ^ i);
+    let (x, y, tag) = (rng.range(-100, 100), rng.range(-100, 100), &plan.tag);
+    let body = format!(
+        r#"{{"player":"bench-{tag}-{i}","coord":{{"x":{x},"y":{y},"height":1.0}},"width":1280,"height":720,"fps":60}}"#
+    );
+    format!(
+        "POST /v1/sessions HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        plan.addr,
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
+}
+
+/// Reads more of the response into the connection's buffer.
+async fn fill(c: &mut Conn, want: usize) -> io::Result<()> {
+    c.buf.reserve(want);
+    match c.stream.read_buf(&mut c.buf).await? {
+        0 => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the broker closed the connection",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Reads one response (status line, headers, Content-Length body): its status and whether the
+/// server closes the connection after it.
+async fn read_response(c: &mut Conn) -> io::Result<(u16, bool)> {
+    let head_end = loop {
+        if let Some(p) = c.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        fill(c, 8 * 1024).await?;
+    };
+    let head = std::str::from_utf8(&c.buf[..head_end]).map_err(|_| invalid("non-UTF-8 head"))?;
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1)?.parse().ok())
+        .ok_or_else(|| invalid("bad status line"))?;
+    let (mut len, mut close) = (None, false);
+    for (k, v) in lines.filter_map(|l| l.split_once(':')) {
+        let v = v.trim();
+        if k.eq_ignore_ascii_case("content-length") {
+            len = Some(v.parse().map_err(|_| invalid("bad Content-Length"))?);
+        } else if k.eq_ignore_ascii_case("connection") {
+            close = v.eq_ignore_ascii_case("close");
+        } else if k.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(invalid("chunked responses are not supported"));
+        }
+    }
+    let len = match (len, status) {
+        (Some(n), _) => n,
+        (None, 204 | 304) => 0,
+        (None, _) => return Err(invalid("response without Content-Length")),
+    };
+    while c.buf.len() < head_end + len {
+        fill(c, head_end + len - c.buf.len()).await?;
+    }
+    c.buf.drain(..head_end + len);
+    Ok((status, close))
+}
+
+/// Sends one request on the connection (opening it if needed): status and the write time.
+async fn exchange(
+    slot: &mut Option<Conn>,
+    addr: SocketAddr,
+    req: &[u8],
+) -> io::Result<(u16, Instant)> {
+    let c = match slot {
+        Some(c) => c,
+        None => slot.insert(connect(addr).await?),
+    };
+    let wrote = Instant::now();
+    c.stream.write_all(req).await?;
+    let (status, close) = read_response(c).await?;
+    if close {
+        *slot = None;
+    }
+    Ok((status, wrote))
+}
+
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
+/// One connection of the pool: takes the next request of the schedule, waits for its due time
+/// (open loop) and sends it; a late request goes out at once.
+async fn worker(plan: Arc<Plan>, conn: Conn) -> Tally {
+    let mut t = Tally::default();
+    let mut slot = Some(conn);
+    loop {
+        let i = plan.next.fetch_add(1, Ordering::Relaxed);
+        let due = match plan.rate {
+            Some(rate) if i < plan.scheduled => {
+                let due = plan.start + Duration::from_secs_f64(i as f64 / rate);
+                if due > Instant::now() {
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                due
+            }
+            Some(_) => break,
+            None => Instant::now(),
+        };
+        if (plan.rate.is_none() && due >= plan.end) || Instant::now() >= plan.cutoff {
+            break;
+        }
+        t.sent += 1;
+        let req = request(&plan, i);
+        let deadline = (Instant::now() + REQUEST_TIMEOUT).min(plan.cutoff);
+        let error =
+            match tokio::time::timeout_at(deadline.into(), exchange(&mut slot, plan.addr, &req))
+                .await
+            {
+                Ok(Ok((status, wrote))) => {
+                    let done = Instant::now();
+                    let window = ((due - plan.start).as_secs() / WINDOW_SECS) as usize;
+                    let (latency_us, service_us) = (micros(done - due), micros(done - wrote));
+                    t.samples.push(Sample {
+                        window,
+                        latency_us,
+                        service_us,
+                    });
+                    *t.statuses.entry(status).or_default() += 1;
+                    t.last_done = t.last_done.max(Some(done));
+                    continue;
+                }
+                Err(_) if deadline == plan.cutoff => {
+                    t.cut_off += 1;
+                    slot = None;
+                    continue;
+                }
+                Err(_) => format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
+                Ok(Err(e)) => e.to_string(),
+            };
+        t.errors += 1;
+        t.first_error.get_or_insert(error);
+        slot = None;
+        // Do not spin on a broker that refuses connections.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    t
+}
+
+/// Runs one phase: closed loop for `secs` when `rate` is `None`, else open loop at `rate`/s.
+async fn run_phase(
+    addr: SocketAddr,
+    tag: String,
+    seed: u64,
+    conns: usize,
+    secs: u64,
+    rate: Option<f64>,
+) -> Result<(Tally, Arc<Plan>)> {
+    let mut pool = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        pool.push(
+            connect(addr)
+                .await
+                .with_context(|| format!("connect to the broker at {addr}"))?,
+        );
+    }
+    let start = Instant::now();
+    let end = start + Duration::from_secs(secs);
+    let plan = Arc::new(Plan {
+        addr,
+        tag,
+        seed,
+        start,
+        end,
+        cutoff: end + DRAIN,
+        rate,
+        scheduled: rate.map_or(0, |r| (r * secs as f64) as u64),
+        next: AtomicU64::new(0),
+    });
+    let tasks: Vec<_> = pool
+        .into_iter()
+        .map(|c| tokio::spawn(worker(plan.clone(), c)))
+        .collect();
+    let mut tally = Tally::default();
+    for task in tasks {
+        tally.merge(task.await.context("a connection worker failed")?);
+    }
+    Ok((tally, plan))
+}
+
+// ---- figures ----
+
+/// Exact percentile (nearest rank) of sorted samples, in µs.
+fn pct(sorted: &[u32], p: f64) -> u32 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    let i = rank.clamp(1, sorted.len().max(1)) - 1;
+    sorted.get(i).copied().unwrap_or(0)
+}
+
+fn ms(us: u32) -> String {
+    format!("{:.2} ms", f64::from(us) / 1000.0)
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+fn load(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".into(), |v| format!("{v:.2}"))
+}
+
+/// A phase's figures: one line of the final table, and the lines printed after the phase.
+struct Row {
+    store: String,
+    offered: String,
+    achieved: f64,
+    /// Latency p50, p95, p99 and max, µs.
+    latency: [u32; 4],
+    non2xx: String,
+    errors: String,
+    load: String,
+}
+
+/// Sorts a phase's samples, prints its figures and returns its table row.
+fn report(store: &str, offered: String, t: &Tally, plan: &Plan, loads: [String; 2]) -> Row {
+    let open = plan.rate.is_some();
+    let secs = plan.end - plan.start;
+    let span = t.last_done.map_or(secs, |d| d - plan.start);
+    let elapsed = if open { span.max(secs) } else { span };
+    let created = t.statuses.get(&201).copied().unwrap_or(0);
+    let achieved = created as f64 / elapsed.as_secs_f64().max(1e-3);
+    let sorted = |f: fn(&Sample) -> u32| {
+        let mut v: Vec<u32> = t.samples.iter().map(f).collect();
+        v.sort_unstable();
+        v
+    };
+    let (latency, service) = (sorted(|s| s.latency_us), sorted(|s| s.service_us));
+    let spread = |v: &[u32]| [50.0, 95.0, 99.0, 100.0].map(|q| pct(v, q));
+    let show = |p: [u32; 4]| {
+        format!(
+            "p50 {} p95 {} p99 {} max {}",
+            ms(p[0]),
+            ms(p[1]),
+            ms(p[2]),
+            ms(p[3])
+        )
+    };
+    let mut windows: Vec<Vec<u32>> = Vec::new();
+    for s in &t.samples {
+        if windows.len() <= s.window {
+            windows.resize_with(s.window + 1, Vec::new);
+        }
+        windows[s.window].push(s.latency_us);
+    }
+    let timeline: Vec<String> = windows
+        .iter_mut()
+        .map(|w| {
+            w.sort_unstable();
+            format!("{:.2}", f64::from(pct(w, 99.0)) / 1000.0)
+        })
+        .collect();
+    let non2xx: Vec<String> = t
+        .statuses
+        .iter()
+        .filter(|(s, _)| !(200..300).contains(*s))
+        .map(|(s, n)| format!("{s}: {n}"))
+        .collect();
+    let unsent = plan.scheduled.saturating_sub(t.sent);
+    let mut errors = thousands(t.errors);
+    if unsent + t.cut_off > 0 {
+        errors += &format!(" + {} unsent, {} cut off", thousands(unsent), t.cut_off);
+    }
+    println!("{store}, {offered}:");
+    println!(
+        "  {} answers, {} of them 201: {achieved:.0} 201/s over {:.1} s",
+        thousands(t.samples.len() as u64),
+        thousands(created),
+        elapsed.as_secs_f64()
+    );
+    let from = if open { "intended send" } else { "write" };
+    println!(
+        "  latency ({from} → response end): {}",
+        show(spread(&latency))
+    );
+    if open {
+        println!(
+            "  service time (write → response end): {}",
+            show(spread(&service))
+        );
+    }
+    println!(
+        "  p99 per {WINDOW_SECS} s window (ms): {}",
+        timeline.join(", ")
+    );
+    let first = t
+        .first_error
+        .as_ref()
+        .map_or(String::new(), |e| format!(" (first: {e})"));
+    println!(
+        "  non-2xx: {}; socket errors: {}{first}; unsent by the cutoff (due time + {} s): {}; cut off waiting: {}",
+        if non2xx.is_empty() {
+            "none".into()
+        } else {
+            non2xx.join(", ")
+        },
+        t.errors,
+        DRAIN.as_secs(),
+        thousands(unsent),
+        t.cut_off
+    );
+    Row {
+        store: store.into(),
+        offered,
+        achieved,
+        latency: spread(&latency),
+        non2xx: if non2xx.is_empty() {
+            "0".into()
+        } else {
+            non2xx.join(", ")
+        },
+        errors,
+        load: format!("{} → {}", loads[0], loads[1]),
+    }
+}
+
+fn bench_store(
+    rt: &tokio::runtime::Runtime,
+    a: &Args,
+    bin: &Path,
+    tmp: &Path,
+    name: &str,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    let dir = tmp.join(name);
+    let etcd = if name == "etcd" {
+        Some(Etcd::start().map_err(|e| anyhow!("{e}"))?)
+    } else {
+        None
+    };
+    let (url, store) = match &etcd {
+        Some(e) => (e.store_url("bench"), Store::Etcd(e.addr())),
+        None => ("redb".to_owned(), Store::Redb(dir.clone())),
+    };
+    let mut broker = start(bin, &dir, &url)?;
+    register_edges(broker.addr, a.edges).context("register the edges")?;
+    let mut capacity = 0.0;
+    let phases = std::iter::once(None).chain(a.rates.iter().copied().map(Some));
+    for (n, fraction) in phases.enumerate() {
+        let (rate, secs, offered) = match fraction {
+            None => (
+                None,
+                a.capacity_seconds,
+                format!("closed loop, {} connections", a.connections),
+            ),
+            Some(f) => {
+                let r = f * capacity;
+                (
+                    Some(r),
+                    a.seconds,
+                    format!("{:.0} % of C = {}/s", f * 100.0, thousands(r as u64)),
+                )
+            }
+        };
+        let (l0, g0) = (load(load_avg()), growth(&broker, &store));
+        let tag = format!("{name}-{n}");
+        let phase = run_phase(broker.addr, tag, n as u64, a.connections, secs, rate);
+        let (tally, plan) = rt.block_on(phase)?;
+        let (l1, g1) = (load(load_avg()), growth(&broker, &store));
+        if let Ok(Some(status)) = broker.child.try_wait() {
+            bail!("the {name} broker exited ({status}) during the phase {offered}");
+        }
+        let row = report(name, offered, &tally, &plan, [l0, l1]);
+        println!("  load avg (1 min) {}", row.load);
+        print_growth(g0, g1);
+        let achieved = row.achieved;
+        rows.push(row);
+        if fraction.is_none() {
+            capacity = achieved;
+            if capacity < 1.0 {
+                bail!(
+                    "the capacity run got no 201 answers from the {name} broker (statuses {:?}, first error {:?})",
+                    tally.statuses,
+                    tally.first_error
+                );
+            }
+            println!("  C = {capacity:.0} sessions/s\n");
+        } else {
+            println!();
+        }
+    }
+    drop(broker);
+    drop(etcd);
+    Ok(())
 }
 
 fn main() -> Result<()> {
     let a = parse_args()?;
     let bin = build_broker()?;
-    let tmp = std::env::temp_dir().join(format!("edgeplay-bench-broker-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp)?;
-    let script = tmp.join("sessions.lua");
-    std::fs::write(&script, SCRIPT)?;
+    let tmp =
+        TempDir(std::env::temp_dir().join(format!("edgeplay-bench-broker-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&tmp.0);
+    std::fs::create_dir_all(&tmp.0).with_context(|| format!("create {}", tmp.0.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start tokio")?;
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     println!(
-        "broker HTTP bench: {} edges, wrk -t{} -c{} for {} s, POST /v1/sessions, {cores} cores shared by broker, store and wrk",
-        a.edges, a.threads, a.connections, a.seconds
+        "What is measured: POST /v1/sessions (a placement and a durable session write) against a release \
+         session-broker on 127.0.0.1 with {} registered edges. Phase 1 runs {} keep-alive connections back \
+         to back for {} s (closed loop); C is its rate of 201 answers. Phase 2 offers {} of C for {} s each, \
+         open loop: request i is due at start + i/rate whether or not earlier ones were answered, and goes \
+         out on the first free connection of a pool of {}. Its latency spans intended send → end of the \
+         response, so waiting for a free connection or for the broker counts (no coordinated omission); \
+         service time (actual write → response end) is shown beside it. Percentiles are exact over every \
+         answer, whatever its status. The generator runs in this process on the same machine and shares its \
+         {cores} cores with the broker (and etcd); tokio's 1 ms timer lets a request leave up to ~1 ms after \
+         its due time, and that lag counts in the latency.",
+        a.edges,
+        a.connections,
+        a.capacity_seconds,
+        a.rates
+            .iter()
+            .map(|r| format!("{:.0} %", r * 100.0))
+            .collect::<Vec<_>>()
+            .join(", "),
+        a.seconds,
+        a.connections,
+    );
+    println!(
+        "\nCPU: {}, {cores} cores available; load average at start {}\n",
+        cpu_model(),
+        load(load_avg())
     );
     let mut rows = Vec::new();
     for store in &a.stores {
-        let dir = tmp.join(store);
-        let etcd;
-        let url = if store == "etcd" {
-            etcd = Etcd::start().map_err(|e| anyhow!("{e}"))?;
-            etcd.store_url("bench")
-        } else {
-            "redb".to_owned()
-        };
-        let broker = start(&bin, &dir, &url)?;
-        register_edges(broker.addr, a.edges)?;
-        let f = run_wrk(broker.addr, &a, &script)?;
-        println!(
-            "{store}: {} requests, {:.0}/s, p50 {} p95 {} p99 {} max {}, {} non-201, {} socket errors",
-            f.requests,
-            f.per_sec,
-            ms(f.p50_us),
-            ms(f.p95_us),
-            ms(f.p99_us),
-            ms(f.max_us),
-            f.non2xx,
-            f.errors
-        );
-        rows.push((store.clone(), f));
-        drop(broker);
+        bench_store(&rt, &a, &bin, &tmp.0, store, &mut rows)
+            .with_context(|| format!("store {store}"))?;
     }
-    println!();
-    println!("| store | requests | requests/s | p50 | p95 | p99 | max | non-201 |");
-    println!("|---|---|---|---|---|---|---|---|");
-    for (store, f) in &rows {
+    println!(
+        "| store | offered rate | achieved/s | p50 | p95 | p99 | max | non-2xx | errors | load avg |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        let [p50, p95, p99, max] = r.latency.map(ms);
         println!(
-            "| {store} | {} | {:.0} | {} | {} | {} | {} | {} |",
-            f.requests,
-            f.per_sec,
-            ms(f.p50_us),
-            ms(f.p95_us),
-            ms(f.p99_us),
-            ms(f.max_us),
-            f.non2xx
+            "| {} | {} | {} | {p50} | {p95} | {p99} | {max} | {} | {} | {} |",
+            r.store,
+            r.offered,
+            thousands(r.achieved.round() as u64),
+            r.non2xx,
+            r.errors,
+            r.load
         );
     }
-    let _ = std::fs::remove_dir_all(&tmp);
+    println!(
+        "\nLatency: from the write in the closed-loop rows, from the intended send in the others."
+    );
     Ok(())
 }
