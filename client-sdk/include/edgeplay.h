@@ -136,7 +136,8 @@ typedef struct EpFrame {
   bool has_stamp;
   // The frame stamp, when `has_stamp`.
   struct EpStamp stamp;
-  // Render start to decoded, µs (clocks of edge and client compared: exact on one machine).
+  // Render start to decoded, µs: `decoded_unix_us - render_us`, the edge's clock against this
+  // machine's, so exact only when both run on one machine (or their clocks agree).
   uint64_t glass_to_glass_us;
   // The SDK's own; do not touch.
   void *reserved;
@@ -165,42 +166,72 @@ typedef struct EpInput {
   uint8_t down;
 } EpInput;
 
-// A snapshot of a session's counters (see `edgeplay_client::Stats`).
+// A snapshot of a session's statistics: `edgeplay_client::Stats` field by field, with the
+// same names and definitions (durations in µs, their names ending in `_us`). Rates over the
+// last second (names ending in `_1s`), latency percentiles over the last 300 samples, and
+// counters since the session started.
+//
+// Glass-to-glass compares the edge's clock (the render time in the frame's stamp) with this
+// machine's (the picture out of the decoder): exact when edge and client run on one machine,
+// off by the difference of the two clocks otherwise. Input-to-photon reads this machine's only.
 //
 // ```c
 // EpStats st;
 // ep_session_stats(s, &st);
-// printf("%.1f fps, rtt %.2f ms\n", st.fps, st.rtt_us / 1000.0);
+// printf("%.1f fps, %.0f kbit/s, rtt %.2f ms\n", st.decoded_fps_1s, st.received_kbps_1s,
+//        st.rtt_us / 1000.0);
 // ```
 typedef struct EpStats {
-  // Frame streams fully received.
+  // Frame streams fully received, since the session started.
   uint64_t frames_received;
-  // Pictures decoded.
+  // Pictures decoded, since the session started.
   uint64_t frames_decoded;
-  // Frames skipped (lost to a reset or a gap, or dropped because the caller was slow).
+  // Frames skipped since the session started: lost to a reset or a gap, undecodable, or
+  // dropped because the caller was slow.
   uint64_t frames_skipped;
-  // Keyframes asked for.
+  // Keyframes asked for, since the session started.
   uint64_t keyframe_requests;
-  // Opus packets received.
+  // Opus packets received, since the session started.
   uint64_t audio_packets;
-  // Decoded frames per second since the session started.
-  double fps;
-  // Received media bitrate since the session started, kbit/s.
-  double bitrate_kbps;
-  // Smoothed round-trip time, µs.
+  // Pictures decoded in the last second, per second: the count in `(now - 1 s, now]`.
+  double decoded_fps_1s;
+  // Video received in the last second, kbit/s: the bytes (frame header and payload) of the
+  // frame streams that arrived whole in `(now - 1 s, now]`, × 8 / 1000. Audio datagrams and
+  // QUIC overhead are not counted.
+  double received_kbps_1s;
+  // Smoothed round-trip time of the QUIC connection, µs.
   uint64_t rtt_us;
-  // Packets the QUIC layer declared lost.
+  // Packets the QUIC layer declared lost, since the session started.
   uint64_t lost_packets;
-  // Packets sent.
+  // Packets the QUIC layer sent, since the session started.
   uint64_t sent_packets;
-  // Mean decode time, µs.
-  uint64_t decode_time_us;
+  // Mean decode time (the access unit pushed into the decoder to the picture out) of the
+  // pictures decoded in the last second, µs; 0 when none was.
+  uint64_t decode_time_1s_us;
   // Highest input the edge applied.
   uint64_t input_applied;
   // Highest input covered by a committed checkpoint.
   uint64_t input_committed;
   // Inputs still held for replay.
   uint64_t inputs_held;
+  // Frames skipped / (frames handed to the caller + frames skipped), both counted in the
+  // last second; 0 when neither happened. Every frame ends as one of the two, so this is the
+  // share of frames the player did not get to show. Not packet loss: QUIC retransmits lost
+  // packets (see `lost_packets`).
+  double skipped_frame_ratio_1s;
+  // Glass-to-glass over the last 300 frames, median, µs: from the render time in the frame's
+  // stamp to the SDK handing the decoded picture out; two clocks (see above); 0 until a frame
+  // is decoded.
+  uint64_t glass_to_glass_p50_us;
+  // Glass-to-glass, 95th percentile, µs.
+  uint64_t glass_to_glass_p95_us;
+  // Input-to-photon over the last 300 inputs, median, µs: from [`ep_session_send_input`] to
+  // the first decoded frame whose stamp shows the input applied; 0 until an input is shown.
+  uint64_t input_to_photon_p50_us;
+  // Input-to-photon, 95th percentile, µs.
+  uint64_t input_to_photon_p95_us;
+  // Audio chunks decoded, since the session started.
+  uint64_t audio_decoded;
 } EpStats;
 
 #ifdef __cplusplus
@@ -308,7 +339,7 @@ enum EpStatus ep_session_request_keyframe(struct EpSession *session);
 //
 // ```c
 // EpStats st;
-// if (ep_session_stats(s, &st) == EP_STATUS_OK) printf("%.1f fps\n", st.fps);
+// if (ep_session_stats(s, &st) == EP_STATUS_OK) printf("%.1f fps\n", st.decoded_fps_1s);
 // ```
 //
 // # Safety

@@ -9,17 +9,8 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 /// Sample rate of decoded audio, Hz.
-///
-/// ```
-/// // A 10 ms chunk holds AUDIO_RATE / 100 samples per channel.
-/// assert_eq!(edgeplay_client::AUDIO_RATE / 100, 480);
-/// ```
 pub const AUDIO_RATE: u32 = 48_000;
 /// Channels of decoded audio.
-///
-/// ```
-/// assert_eq!(edgeplay_client::AUDIO_CHANNELS, 1);
-/// ```
 pub const AUDIO_CHANNELS: u16 = 1;
 
 /// Decoded game audio: 16-bit signed samples, interleaved, [`AUDIO_RATE`] Hz,

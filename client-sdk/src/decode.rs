@@ -19,10 +19,6 @@ use gstreamer_video as gst_video;
 
 /// Hardware H.264 decoders, in the order [`DecoderPreference::Auto`] tries them: NVIDIA
 /// (nvcodec), VA-API (the `va` plugin, then the older `vaapi` one), V4L2 stateless and stateful.
-///
-/// ```
-/// assert_eq!(edgeplay_client::HARDWARE_DECODERS[0], "nvh264dec");
-/// ```
 pub const HARDWARE_DECODERS: [&str; 5] = [
     "nvh264dec",
     "vah264dec",
@@ -31,16 +27,8 @@ pub const HARDWARE_DECODERS: [&str; 5] = [
     "v4l2h264dec",
 ];
 /// The software decoder (FFmpeg's, from gstreamer1.0-libav), used when no hardware one works.
-///
-/// ```
-/// assert_eq!(edgeplay_client::SOFTWARE_DECODER, "avdec_h264");
-/// ```
 pub const SOFTWARE_DECODER: &str = "avdec_h264";
 /// How long a hardware decoder has to decode the probe picture.
-///
-/// ```
-/// assert!(edgeplay_client::PROBE_TIMEOUT >= std::time::Duration::from_secs(1));
-/// ```
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// One IDR picture, 128x96 mid grey, constrained baseline: SPS, PPS and one slice, made with
@@ -56,11 +44,6 @@ const PROBE_STREAM: &[u8] = &[
 ];
 
 /// Which H.264 decoders the SDK may use.
-///
-/// ```
-/// use edgeplay_client::DecoderPreference;
-/// assert_eq!(DecoderPreference::default(), DecoderPreference::Auto);
-/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum DecoderPreference {
     /// The first hardware decoder that decodes a test picture, else `avdec_h264`.

@@ -169,7 +169,8 @@ pub struct EpFrame {
     pub has_stamp: bool,
     /// The frame stamp, when `has_stamp`.
     pub stamp: EpStamp,
-    /// Render start to decoded, µs (clocks of edge and client compared: exact on one machine).
+    /// Render start to decoded, µs: `decoded_unix_us - render_us`, the edge's clock against this
+    /// machine's, so exact only when both run on one machine (or their clocks agree).
     pub glass_to_glass_us: u64,
     /// The SDK's own; do not touch.
     pub reserved: *mut c_void,
@@ -232,44 +233,77 @@ impl EpFrame {
     }
 }
 
-/// A snapshot of a session's counters (see `edgeplay_client::Stats`).
+// The docs of `EpStats` name both windows.
+const _: () = assert!(crate::LATENCY_WINDOW == 300 && crate::RATE_WINDOW.as_millis() == 1000);
+
+/// A snapshot of a session's statistics: `edgeplay_client::Stats` field by field, with the
+/// same names and definitions (durations in µs, their names ending in `_us`). Rates over the
+/// last second (names ending in `_1s`), latency percentiles over the last 300 samples, and
+/// counters since the session started.
+///
+/// Glass-to-glass compares the edge's clock (the render time in the frame's stamp) with this
+/// machine's (the picture out of the decoder): exact when edge and client run on one machine,
+/// off by the difference of the two clocks otherwise. Input-to-photon reads this machine's only.
 ///
 /// ```c
 /// EpStats st;
 /// ep_session_stats(s, &st);
-/// printf("%.1f fps, rtt %.2f ms\n", st.fps, st.rtt_us / 1000.0);
+/// printf("%.1f fps, %.0f kbit/s, rtt %.2f ms\n", st.decoded_fps_1s, st.received_kbps_1s,
+///        st.rtt_us / 1000.0);
 /// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct EpStats {
-    /// Frame streams fully received.
+    /// Frame streams fully received, since the session started.
     pub frames_received: u64,
-    /// Pictures decoded.
+    /// Pictures decoded, since the session started.
     pub frames_decoded: u64,
-    /// Frames skipped (lost to a reset or a gap, or dropped because the caller was slow).
+    /// Frames skipped since the session started: lost to a reset or a gap, undecodable, or
+    /// dropped because the caller was slow.
     pub frames_skipped: u64,
-    /// Keyframes asked for.
+    /// Keyframes asked for, since the session started.
     pub keyframe_requests: u64,
-    /// Opus packets received.
+    /// Opus packets received, since the session started.
     pub audio_packets: u64,
-    /// Decoded frames per second since the session started.
-    pub fps: f64,
-    /// Received media bitrate since the session started, kbit/s.
-    pub bitrate_kbps: f64,
-    /// Smoothed round-trip time, µs.
+    /// Pictures decoded in the last second, per second: the count in `(now - 1 s, now]`.
+    pub decoded_fps_1s: f64,
+    /// Video received in the last second, kbit/s: the bytes (frame header and payload) of the
+    /// frame streams that arrived whole in `(now - 1 s, now]`, × 8 / 1000. Audio datagrams and
+    /// QUIC overhead are not counted.
+    pub received_kbps_1s: f64,
+    /// Smoothed round-trip time of the QUIC connection, µs.
     pub rtt_us: u64,
-    /// Packets the QUIC layer declared lost.
+    /// Packets the QUIC layer declared lost, since the session started.
     pub lost_packets: u64,
-    /// Packets sent.
+    /// Packets the QUIC layer sent, since the session started.
     pub sent_packets: u64,
-    /// Mean decode time, µs.
-    pub decode_time_us: u64,
+    /// Mean decode time (the access unit pushed into the decoder to the picture out) of the
+    /// pictures decoded in the last second, µs; 0 when none was.
+    pub decode_time_1s_us: u64,
     /// Highest input the edge applied.
     pub input_applied: u64,
     /// Highest input covered by a committed checkpoint.
     pub input_committed: u64,
     /// Inputs still held for replay.
     pub inputs_held: u64,
+    /// Frames skipped / (frames handed to the caller + frames skipped), both counted in the
+    /// last second; 0 when neither happened. Every frame ends as one of the two, so this is the
+    /// share of frames the player did not get to show. Not packet loss: QUIC retransmits lost
+    /// packets (see `lost_packets`).
+    pub skipped_frame_ratio_1s: f64,
+    /// Glass-to-glass over the last 300 frames, median, µs: from the render time in the frame's
+    /// stamp to the SDK handing the decoded picture out; two clocks (see above); 0 until a frame
+    /// is decoded.
+    pub glass_to_glass_p50_us: u64,
+    /// Glass-to-glass, 95th percentile, µs.
+    pub glass_to_glass_p95_us: u64,
+    /// Input-to-photon over the last 300 inputs, median, µs: from [`ep_session_send_input`] to
+    /// the first decoded frame whose stamp shows the input applied; 0 until an input is shown.
+    pub input_to_photon_p50_us: u64,
+    /// Input-to-photon, 95th percentile, µs.
+    pub input_to_photon_p95_us: u64,
+    /// Audio chunks decoded, since the session started.
+    pub audio_decoded: u64,
 }
 
 /// One input event for [`ep_session_send_input`]. Only the fields its `kind` names are read.
@@ -737,7 +771,7 @@ pub unsafe extern "C" fn ep_session_request_keyframe(session: *mut EpSession) ->
 ///
 /// ```c
 /// EpStats st;
-/// if (ep_session_stats(s, &st) == EP_STATUS_OK) printf("%.1f fps\n", st.fps);
+/// if (ep_session_stats(s, &st) == EP_STATUS_OK) printf("%.1f fps\n", st.decoded_fps_1s);
 /// ```
 ///
 /// # Safety
@@ -759,15 +793,21 @@ pub unsafe extern "C" fn ep_session_stats(session: *mut EpSession, out: *mut EpS
                 frames_skipped: st.frames_skipped,
                 keyframe_requests: st.keyframe_requests,
                 audio_packets: st.audio_packets,
-                fps: st.fps,
-                bitrate_kbps: st.bitrate_kbps,
+                decoded_fps_1s: st.decoded_fps_1s,
+                received_kbps_1s: st.received_kbps_1s,
                 rtt_us: micros(st.rtt),
                 lost_packets: st.lost_packets,
                 sent_packets: st.sent_packets,
-                decode_time_us: micros(st.decode_time),
+                decode_time_1s_us: micros(st.decode_time_1s),
                 input_applied: st.input_applied,
                 input_committed: st.input_committed,
                 inputs_held: st.inputs_held as u64,
+                skipped_frame_ratio_1s: st.skipped_frame_ratio_1s,
+                glass_to_glass_p50_us: micros(st.glass_to_glass_p50),
+                glass_to_glass_p95_us: micros(st.glass_to_glass_p95),
+                input_to_photon_p50_us: micros(st.input_to_photon_p50),
+                input_to_photon_p95_us: micros(st.input_to_photon_p95),
+                audio_decoded: st.audio_decoded,
             };
             // SAFETY: not NULL and writable, as promised.
             unsafe { out.write(stats) };

@@ -15,8 +15,10 @@
 //! - [`Session::next_event`] yields [`SessionEvent`]s: connected, degraded (stalled, skipping,
 //!   high RTT), recovered, closed (reconnecting is reserved for failover);
 //! - [`Session::next_media`] serves frames, audio and events from one loop;
-//! - [`Session::stats`] (fps, bitrate, RTT, loss, decode time, glass-to-glass and
-//!   input-to-photon percentiles read from the frame stamps) and [`Session::close`].
+//! - [`Session::stats`] (decoded frames per second, received kbit/s, skipped-frame ratio and
+//!   decode time over the last second ([`RATE_WINDOW`]), RTT, glass-to-glass and
+//!   input-to-photon percentiles read from the frame stamps, cumulative counters) and
+//!   [`Session::close`].
 //!
 //! While running, the SDK reports every frame's receive time to the edge on the control
 //! stream; the edge's rate controller sets the encoder's bitrate from them.
@@ -53,6 +55,7 @@ mod decode;
 pub mod ffi;
 mod health;
 mod pin;
+mod rate;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -73,6 +76,8 @@ use quinn::VarInt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info_span, trace, warn};
+
+use crate::rate::Rates;
 
 pub use audio::{AUDIO_CHANNELS, AUDIO_RATE, AudioChunk};
 pub use decode::{
@@ -99,53 +104,25 @@ pub use edgeplay_protocol::stamp::Stamp;
 pub use health::{Degradation, SessionEvent};
 
 /// How long the edge has to welcome a session (it builds a GPU target and encoders first).
-///
-/// ```
-/// assert!(edgeplay_client::WELCOME_TIMEOUT.as_secs() >= 10);
-/// ```
 pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(30);
 /// Decoded frames buffered for the application before new ones are dropped.
-///
-/// ```
-/// assert!(edgeplay_client::FRAME_BUFFER >= 1);
-/// ```
 pub const FRAME_BUFFER: usize = 64;
 /// How often unacknowledged inputs are sent again.
-///
-/// ```
-/// assert!(edgeplay_client::INPUT_RESEND < std::time::Duration::from_millis(100));
-/// ```
 pub const INPUT_RESEND: Duration = Duration::from_millis(15);
 /// How long a gap may wait for its frame before the SDK skips to a later keyframe.
-///
-/// ```
-/// assert!(edgeplay_client::GAP_PATIENCE < std::time::Duration::from_secs(1));
-/// ```
 pub const GAP_PATIENCE: Duration = Duration::from_millis(150);
 /// The shortest time between two keyframe requests.
-///
-/// ```
-/// assert!(edgeplay_client::KEYFRAME_REQUEST_INTERVAL >= edgeplay_client::GAP_PATIENCE);
-/// ```
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
 /// Decoded audio chunks buffered for the application before new ones are dropped.
-///
-/// ```
-/// assert!(edgeplay_client::AUDIO_BUFFER >= 100); // a second of 10 ms chunks
-/// ```
 pub const AUDIO_BUFFER: usize = 256;
 /// Events buffered for the application before new ones are dropped.
-///
-/// ```
-/// assert!(edgeplay_client::EVENT_BUFFER >= 1);
-/// ```
 pub const EVENT_BUFFER: usize = 64;
 /// Latency samples (glass-to-glass, input-to-photon) the percentiles in [`Stats`] cover.
-///
-/// ```
-/// assert!(edgeplay_client::LATENCY_WINDOW >= 100);
-/// ```
 pub const LATENCY_WINDOW: usize = 300;
+/// The window of the rates in [`Stats`] whose names end in `_1s`: they count what happened
+/// in the last second before [`Session::stats`] was called, `(now - 1 s, now]`, so they fall
+/// to zero within a second of a stall instead of fading like a session-long average.
+pub const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 /// Why a session could not start or went on.
 ///
@@ -362,52 +339,75 @@ pub struct ClientOptions {
     pub format: PixelFormat,
 }
 
-/// A snapshot of a session's counters.
+/// A snapshot of a session's statistics: rates over the last second ([`RATE_WINDOW`], names
+/// ending in `_1s`), latency percentiles over the last [`LATENCY_WINDOW`] samples, and counters
+/// since the session started. The C ABI's `EpStats` and the web player's overlay
+/// (`client-sdk/web`) report the same statistics under the same names, by the same definitions.
+///
+/// Glass-to-glass compares two clocks: the render time the edge wrote into the frame's stamp
+/// (the edge's wall clock) with the moment this machine's wall clock says the picture came out
+/// of the decoder. It is exact when edge and client run on one machine; across machines it is
+/// off by the difference of their clocks (NTP keeps that to a few ms on a LAN, tens of ms
+/// across the internet), in either direction. Input-to-photon reads the client's clock only.
 ///
 /// ```no_run
 /// # fn demo(session: &edgeplay_client::Session) {
 /// let s = session.stats();
 /// println!(
-///     "{:.1} fps, {:.0} kbit/s, rtt {:?}, loss {:.1} %, glass-to-glass p50 {:?}, input-to-photon p95 {:?}",
-///     s.fps, s.bitrate_kbps, s.rtt, s.loss * 100.0, s.glass_to_glass_p50, s.input_to_photon_p95
+///     "{:.1} fps, {:.0} kbit/s, {:.1} % skipped, rtt {:?}, glass-to-glass p50 {:?}, input-to-photon p95 {:?}",
+///     s.decoded_fps_1s,
+///     s.received_kbps_1s,
+///     s.skipped_frame_ratio_1s * 100.0,
+///     s.rtt,
+///     s.glass_to_glass_p50,
+///     s.input_to_photon_p95
 /// );
 /// # }
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Stats {
-    /// Frame streams fully received.
+    /// Frame streams fully received, since the session started.
     pub frames_received: u64,
-    /// Pictures decoded.
+    /// Pictures decoded, since the session started.
     pub frames_decoded: u64,
-    /// Frames skipped (lost to a reset or a gap, or dropped because the application was slow).
+    /// Frames skipped since the session started: lost to a reset or a gap, undecodable, or
+    /// dropped because the application was slow.
     pub frames_skipped: u64,
-    /// Keyframes asked for.
+    /// Keyframes asked for, since the session started.
     pub keyframe_requests: u64,
-    /// Opus packets received.
+    /// Opus packets received, since the session started.
     pub audio_packets: u64,
-    /// Decoded frames per second since the session started.
-    pub fps: f64,
-    /// Received media bitrate since the session started, kbit/s.
-    pub bitrate_kbps: f64,
-    /// Smoothed round-trip time.
+    /// Pictures decoded in the last second ([`RATE_WINDOW`]), per second: the count in
+    /// `(now - 1 s, now]`.
+    pub decoded_fps_1s: f64,
+    /// Video received in the last second ([`RATE_WINDOW`]), kbit/s: the bytes (frame header
+    /// and payload) of the frame streams that arrived whole in `(now - 1 s, now]`, × 8 / 1000.
+    /// Audio datagrams and QUIC overhead are not counted.
+    pub received_kbps_1s: f64,
+    /// Frames skipped / (frames handed to the application + frames skipped), both counted in
+    /// the last second ([`RATE_WINDOW`]); 0 when neither happened. Every frame ends as one of
+    /// the two, so this is the share of frames the player did not get to show. Not packet loss:
+    /// QUIC retransmits lost packets (see [`Stats::lost_packets`]).
+    pub skipped_frame_ratio_1s: f64,
+    /// Mean decode time (the access unit pushed into the decoder to the picture out) of the
+    /// pictures decoded in the last second ([`RATE_WINDOW`]); zero when none was.
+    pub decode_time_1s: Duration,
+    /// Smoothed round-trip time of the QUIC connection.
     pub rtt: Duration,
-    /// Packets the QUIC layer declared lost / packets it sent.
+    /// Packets the QUIC layer declared lost, since the session started.
     pub lost_packets: u64,
-    /// Packets sent.
+    /// Packets the QUIC layer sent, since the session started.
     pub sent_packets: u64,
-    /// Mean decode time.
-    pub decode_time: Duration,
     /// Highest input the edge applied.
     pub input_applied: u64,
     /// Highest input covered by a committed checkpoint.
     pub input_committed: u64,
     /// Inputs still held for replay.
     pub inputs_held: usize,
-    /// Frames skipped / frames that should have been shown: the loss the player sees.
-    pub loss: f64,
     /// Glass-to-glass over the last [`LATENCY_WINDOW`] frames, median: from the render time in
-    /// the frame's stamp to the SDK handing the decoded picture out. Edge and client clocks
-    /// must agree (one machine, or both NTP-synced); zero until a frame is decoded.
+    /// the frame's stamp to the SDK handing the decoded picture out. Compares the edge's clock
+    /// with this machine's (see above): exact on one machine, off by the clocks' difference
+    /// otherwise; zero until a frame is decoded.
     pub glass_to_glass_p50: Duration,
     /// Glass-to-glass, 95th percentile.
     pub glass_to_glass_p95: Duration,
@@ -417,7 +417,7 @@ pub struct Stats {
     pub input_to_photon_p50: Duration,
     /// Input-to-photon, 95th percentile.
     pub input_to_photon_p95: Duration,
-    /// Audio chunks decoded.
+    /// Audio chunks decoded, since the session started.
     pub audio_decoded: u64,
     /// The H.264 decoder element in use (`avdec_h264`, or one of [`HARDWARE_DECODERS`]).
     pub decoder: &'static str,
@@ -430,8 +430,6 @@ struct Counters {
     skipped: AtomicU64,
     keyframe_requests: AtomicU64,
     audio: AtomicU64,
-    bytes: AtomicU64,
-    decode_ns: AtomicU64,
     audio_decoded: AtomicU64,
 }
 
@@ -483,6 +481,7 @@ struct Shared {
     counters: Counters,
     inputs: Mutex<Inputs>,
     latency: Mutex<Latency>,
+    rates: Mutex<Rates>,
 }
 
 impl Shared {
@@ -492,6 +491,36 @@ impl Shared {
 
     fn latency(&self) -> std::sync::MutexGuard<'_, Latency> {
         self.latency.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn rates(&self) -> std::sync::MutexGuard<'_, Rates> {
+        self.rates.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a frame stream of `bytes` (header and payload) received whole at `at`.
+    fn record_received(&self, bytes: u64, at: Instant) {
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        self.rates().received_bytes.record(at, bytes);
+    }
+
+    /// Counts a picture out of the decoder at `at`, `decode` after its access unit went in.
+    fn record_decoded(&self, decode: Duration, at: Instant) {
+        self.counters.decoded.fetch_add(1, Ordering::Relaxed);
+        let mut rates = self.rates();
+        rates.decoded.record(at, 1);
+        let ns = u64::try_from(decode.as_nanos()).unwrap_or(u64::MAX);
+        rates.decode_ns.record(at, ns);
+    }
+
+    /// Counts a frame handed to the application at `at`.
+    fn record_delivered(&self, at: Instant) {
+        self.rates().delivered.record(at, 1);
+    }
+
+    /// Counts `n` frames skipped at `at`.
+    fn record_skipped(&self, n: u64, at: Instant) {
+        self.counters.skipped.fetch_add(n, Ordering::Relaxed);
+        self.rates().skipped.record(at, n);
     }
 
     /// Records a picture handed out at `at`: glass-to-glass from its stamp's render time, and
@@ -717,7 +746,6 @@ pub struct Session {
     tasks: JoinSet<()>,
     decoder: Option<std::thread::JoinHandle<()>>,
     audio_decoder: Option<std::thread::JoinHandle<()>>,
-    started: Instant,
     /// The H.264 decoder element.
     decoder_name: &'static str,
 }
@@ -743,6 +771,7 @@ impl Session {
                 sent_at: VecDeque::new(),
             }),
             latency: Mutex::new(Latency::default()),
+            rates: Mutex::new(Rates::default()),
         });
         let (frames_tx, frames) = mpsc::channel(FRAME_BUFFER);
         let (au_tx, au_rx) = std::sync::mpsc::sync_channel::<Arrived>(256);
@@ -809,7 +838,6 @@ impl Session {
             tasks,
             decoder: Some(decoder),
             audio_decoder: Some(audio_decoder),
-            started: Instant::now(),
             decoder_name,
         })
     }
@@ -998,19 +1026,18 @@ impl Session {
             .map_err(|_| ClientError::Closed)
     }
 
-    /// The session's counters now.
+    /// The session's statistics now: the `_1s` rates over the second before this call.
     ///
     /// ```no_run
     /// # fn demo(session: &edgeplay_client::Session) {
     /// let stats = session.stats();
-    /// println!("{:.1} fps, glass-to-glass p95 {:?}", stats.fps, stats.glass_to_glass_p95);
+    /// println!("{:.1} fps, glass-to-glass p95 {:?}", stats.decoded_fps_1s, stats.glass_to_glass_p95);
     /// # }
     /// ```
     #[must_use]
     pub fn stats(&self) -> Stats {
         let c = &self.shared.counters;
-        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        let decoded = c.decoded.load(Ordering::Relaxed);
+        let rates = self.shared.rates().at(Instant::now());
         let path = self.conn.stats().path;
         let (g2g50, g2g95, i2p50, i2p95) = {
             let l = self.shared.latency();
@@ -1021,25 +1048,23 @@ impl Session {
                 quantile(&l.input_to_photon, 0.95),
             )
         };
-        let skipped = c.skipped.load(Ordering::Relaxed);
         let inputs = self.shared.inputs();
-        #[allow(clippy::cast_precision_loss, reason = "counters fit f64 for years")]
         Stats {
             frames_received: c.received.load(Ordering::Relaxed),
-            frames_decoded: decoded,
+            frames_decoded: c.decoded.load(Ordering::Relaxed),
             frames_skipped: c.skipped.load(Ordering::Relaxed),
             keyframe_requests: c.keyframe_requests.load(Ordering::Relaxed),
             audio_packets: c.audio.load(Ordering::Relaxed),
-            fps: decoded as f64 / secs,
-            bitrate_kbps: c.bytes.load(Ordering::Relaxed) as f64 * 8.0 / secs / 1000.0,
+            decoded_fps_1s: rates.decoded_fps,
+            received_kbps_1s: rates.received_kbps,
+            skipped_frame_ratio_1s: rates.skipped_frame_ratio,
+            decode_time_1s: rates.decode_time,
             rtt: self.conn.rtt(),
             lost_packets: path.lost_packets,
             sent_packets: path.sent_packets,
-            decode_time: Duration::from_nanos(c.decode_ns.load(Ordering::Relaxed) / decoded.max(1)),
             input_applied: inputs.applied,
             input_committed: inputs.committed,
             inputs_held: inputs.held.len(),
-            loss: skipped as f64 / (decoded + skipped).max(1) as f64,
             glass_to_glass_p50: g2g50,
             glass_to_glass_p95: g2g95,
             input_to_photon_p50: i2p50,
@@ -1289,8 +1314,7 @@ async fn receive_media(
             Some(done) = streams.join_next(), if !streams.is_empty() => {
                 match done {
                     Ok(Some(a)) => {
-                        counters.received.fetch_add(1, Ordering::Relaxed);
-                        counters.bytes.fetch_add(a.data.len() as u64 + FRAME_HEADER_LEN as u64, Ordering::Relaxed);
+                        shared.record_received(a.data.len() as u64 + FRAME_HEADER_LEN as u64, a.received_at);
                         reports.push(ReceiveReport {
                             frame: a.header.frame,
                             received_us: unix_us(),
@@ -1329,7 +1353,7 @@ async fn receive_media(
             next = Some(n.wrapping_add(1));
             if decoder.try_send(a).is_err() {
                 // The decoder is far behind: drop this frame and resync on a keyframe.
-                counters.skipped.fetch_add(1, Ordering::Relaxed);
+                shared.record_skipped(1, Instant::now());
                 next = None;
             }
         }
@@ -1339,9 +1363,7 @@ async fn receive_media(
             if since.elapsed() >= GAP_PATIENCE {
                 if let Some((&k, _)) = pending.iter().find(|(_, a)| a.header.keyframe) {
                     debug!(from = n, to = k, "skipping a gap to a keyframe");
-                    counters
-                        .skipped
-                        .fetch_add(u64::from(k - n), Ordering::Relaxed);
+                    shared.record_skipped(u64::from(k - n), Instant::now());
                     next = Some(k);
                     pending.retain(|f, _| *f >= k);
                     gap_since = None;
@@ -1363,7 +1385,6 @@ fn decode_loop(
     output: &mpsc::Sender<Frame>,
     shared: &Shared,
 ) {
-    let counters = &shared.counters;
     let mut in_flight: BTreeMap<u64, (FrameHeader, Instant, Instant)> = BTreeMap::new();
     loop {
         let wait = if in_flight.is_empty() {
@@ -1395,15 +1416,13 @@ fn decode_loop(
                     let older: Vec<u64> = in_flight.range(..p.pts_us).map(|(k, _)| *k).collect();
                     for k in older {
                         in_flight.remove(&k);
-                        counters.skipped.fetch_add(1, Ordering::Relaxed);
+                        shared.record_skipped(1, Instant::now());
                     }
                     let Some((header, received_at, pushed)) = in_flight.remove(&p.pts_us) else {
                         continue;
                     };
                     let decoded_at = Instant::now();
-                    let ns = u64::try_from((decoded_at - pushed).as_nanos()).unwrap_or(0);
-                    counters.decode_ns.fetch_add(ns, Ordering::Relaxed);
-                    counters.decoded.fetch_add(1, Ordering::Relaxed);
+                    shared.record_decoded(decoded_at - pushed, decoded_at);
                     let (w, h) = (p.width as usize, p.height as usize);
                     let stamp = match p.format {
                         PixelFormat::Nv12 => p
@@ -1430,9 +1449,9 @@ fn decode_loop(
                         stamp,
                     };
                     match output.try_send(frame) {
-                        Ok(()) => {}
+                        Ok(()) => shared.record_delivered(decoded_at),
                         Err(mpsc::error::TrySendError::Full(_)) => {
-                            counters.skipped.fetch_add(1, Ordering::Relaxed);
+                            shared.record_skipped(1, decoded_at);
                         }
                         Err(mpsc::error::TrySendError::Closed(_)) => return,
                     }

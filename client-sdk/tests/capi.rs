@@ -85,6 +85,14 @@ async fn c_example_plays_checks_input_and_closes_against_a_live_edge() {
         .and_then(|n| n.parse().ok())
         .expect("a decoded count");
     assert!(decoded >= 61, "{stats}");
+    // The edge streams on while the example works: the last second's rate is not zero.
+    let fps: f64 = stats
+        .split_whitespace()
+        .skip_while(|w| *w != "decoded_fps_1s")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("decoded_fps_1s");
+    assert!(fps > 0.0, "{stats}");
     assert!(stdout.trim_end().ends_with("closed"));
 
     // A stale fingerprint: NULL from connect, the mismatch status and a message saying why.

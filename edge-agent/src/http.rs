@@ -1,10 +1,11 @@
-//! The edge's HTTP side in `--dev`: health, metrics and a loopback session API.
+//! The edge's HTTP side in `--dev`: health, metrics and a session API without authentication.
 //!
 //! Built the mini-redis/axum way: [`app`] is a plain `Router` (tested without a socket),
 //! [`serve_dev`] binds it and stops when the `shutdown` future resolves, ending every session
 //! first so that open media streams close and the server can drain.
 //!
-//! Dev session API (loopback only; the broker replaces it in production):
+//! Dev session API (no token: it listens on loopback unless `--listen` says otherwise, and then
+//! anyone who reaches the address may use it; the broker replaces it in production):
 //! - `POST /v1/dev/sessions` `{"resolution":"1280x720","fps":60,"seed":1,"bitrate_kbps":6000}`
 //!   (every field optional) → `201 {"id", "video_url", "input_url"}`;
 //! - `GET /v1/dev/sessions/{id}/video.h264`: the live Annex-B stream from the next keyframe

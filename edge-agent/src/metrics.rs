@@ -21,9 +21,12 @@ type Labels = Vec<(&'static str, String)>;
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// Encoded video frames (the encoder is named by `encoder_info`).
+    /// Encoded video frames, all sessions (the encoder is named by `encoder_info`). A counter:
+    /// its rate is the sending side of the clients' `decoded_fps_1s` (SDK `Stats`, C `EpStats`,
+    /// web overlay), which counts the frames decoded in the last second.
     pub frames: Counter,
-    /// Encoded video bytes.
+    /// Encoded video bytes, all sessions. A counter: its rate × 8 / 1000 is the sending side of
+    /// the clients' `received_kbps_1s` (which also counts each frame's header on QUIC).
     pub video_bytes: Counter,
     /// Keyframes produced (requested or periodic).
     pub keyframes: Counter,
@@ -129,8 +132,18 @@ impl Metrics {
             "Relative error of the network coordinate, in thousandths (1500: knows nothing)",
             coord_error_milli.clone(),
         );
-        registry.register("video_frames", "Encoded video frames", frames.clone());
-        registry.register("video_bytes", "Encoded video bytes", video_bytes.clone());
+        registry.register(
+            "video_frames",
+            "Encoded video frames, all sessions (rate() gives frames/s: the sending side of the \
+             clients' decoded_fps_1s)",
+            frames.clone(),
+        );
+        registry.register(
+            "video_bytes",
+            "Encoded video bytes, all sessions (rate() x 8 / 1000 gives kbit/s: the sending side \
+             of the clients' received_kbps_1s)",
+            video_bytes.clone(),
+        );
         registry.register("keyframes", "Keyframes produced", keyframes.clone());
         registry.register(
             "keyframe_requests_limited",

@@ -68,7 +68,7 @@ async fn target_drops_under_a_bottleneck_and_recovers() {
 
     // Clean path: the target holds at the start or grows.
     let (_, clean) = play(&mut session, &metrics, Duration::from_secs(5)).await;
-    let sent_kbps = session.stats().bitrate_kbps;
+    let sent_kbps = session.stats().received_kbps_1s;
     assert!(clean >= 3000, "target {clean} on a clean path");
 
     // A bottleneck at 40 % of what the encoder sent.

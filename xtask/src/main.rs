@@ -388,6 +388,13 @@ fn test(args: &[String]) -> Result {
             "warnings",
         ],
     )?;
+    // The web player's own unit tests (type check, then its statistics under a fake clock).
+    run_in(
+        &root().join("client-sdk/web"),
+        "npm",
+        &["test", "--silent"],
+        &[],
+    )?;
     let mut test_args = vec!["test", "--workspace"];
     test_args.extend(args.iter().map(String::as_str));
     run("cargo", &test_args)?;

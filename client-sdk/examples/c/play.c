@@ -123,9 +123,9 @@ int main(int argc, char **argv) {
         ep_session_close(s);
         return r;
     }
-    printf("stats: decoded %" PRIu64 " skipped %" PRIu64 " fps %.1f bitrate %.0f kbit/s rtt %" PRIu64
-           " us input applied %" PRIu64 "\n",
-           st.frames_decoded, st.frames_skipped, st.fps, st.bitrate_kbps, st.rtt_us,
+    printf("stats: decoded %" PRIu64 " skipped %" PRIu64 " decoded_fps_1s %.1f received_kbps_1s %.0f"
+           " rtt %" PRIu64 " us input applied %" PRIu64 "\n",
+           st.frames_decoded, st.frames_skipped, st.decoded_fps_1s, st.received_kbps_1s, st.rtt_us,
            st.input_applied);
     if (ep_session_close(s) != EP_STATUS_OK) return fail("close");
     printf("closed\n");

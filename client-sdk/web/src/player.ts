@@ -12,6 +12,8 @@ import { readLuma, rgbaToLuma, STAMP_SPAN_PX, type Stamp } from "./stamp.js";
 export { readLuma, crc16, fromBits, type Stamp } from "./stamp.js";
 export { placeViaBroker, probeRtt, type Placement } from "./broker.js";
 import { placeViaBroker, type Placement } from "./broker.js";
+import { RateWindow, quantile, type Rates1s } from "./stats.js";
+export { RATE_WINDOW_MS, LATENCY_WINDOW, RateWindow, quantile, type CounterSample, type Rates1s } from "./stats.js";
 
 export interface PlayerOptions {
   /** The edge's WHEP endpoint, e.g. `http://127.0.0.1:8080/v1/whep`. */
@@ -50,18 +52,43 @@ export type InputEvent =
   | { type: "gamepad_axis"; axis: number; value: number }
   | { type: "gamepad_button"; button: number; down: boolean };
 
+/**
+ * The player's statistics. Those named as the Rust SDK's `Stats` fields (camelCase, durations
+ * in ms) have the SDK's definitions; the overlay shows them under the SDK's names.
+ */
 export interface PlayerStats {
   state: string;
   framesPresented: number;
   stampsRead: number;
-  fps: number;
-  bitrateKbps: number;
+  /** Pictures decoded in the last second, per second (`decoded_fps_1s`). */
+  decodedFps1s: number;
+  /** Video received in the last second, kbit/s (`received_kbps_1s`; RTP payload bytes here). */
+  receivedKbps1s: number;
+  /** Frames skipped / (frames decoded + frames skipped) in the last second (`skipped_frame_ratio_1s`). */
+  skippedFrameRatio1s: number;
+  /** Mean decode time of the pictures decoded in the last second, ms (`decode_time_1s`). */
+  decodeMs1s: number | null;
+  /** The ICE candidate pair's current round-trip time, ms (the SDK's `rtt` is QUIC's smoothed one). */
   rttMs: number | null;
-  decodeMsPerFrame: number | null;
-  framesDropped: number;
+  /** Frames the browser dropped since the start (getStats `framesDropped`; `frames_skipped`). */
+  framesSkipped: number;
+  /**
+   * Glass-to-glass of the last stamped frame, ms: the render time in its stamp (the edge's
+   * clock) to when it is expected on the display (this machine's clock). The two clocks are
+   * compared, so it is exact only when edge and browser run on one machine (or their clocks
+   * agree); otherwise it is off by their difference.
+   */
   glassToGlassMs: number | null;
+  /** Glass-to-glass over the last 300 stamped frames, median (`glass_to_glass_p50`). */
   glassToGlassP50Ms: number | null;
+  /** Glass-to-glass, 95th percentile (`glass_to_glass_p95`). */
+  glassToGlassP95Ms: number | null;
+  /** Input-to-photon of the last input shown, ms: sent to the first frame showing it applied, one clock. */
   inputToPhotonMs: number | null;
+  /** Input-to-photon over the last 300 inputs, median (`input_to_photon_p50`). */
+  inputToPhotonP50Ms: number | null;
+  /** Input-to-photon, 95th percentile (`input_to_photon_p95`). */
+  inputToPhotonP95Ms: number | null;
   /**
    * Audio–video offsets of matched hits in ms (> 0: audio late): the tone's onset leaving the
    * page's audio graph for the audio device against the flash's frame composited for the
@@ -105,12 +132,6 @@ export interface Player {
   /** Every glass-to-glass and input-to-photon sample (ms) since the last call, for benches. */
   takeLatencySamples(): { glassToGlassMs: number[]; inputToPhotonMs: number[] };
   close(): Promise<void>;
-}
-
-function median(xs: number[]): number | null {
-  if (xs.length === 0) return null;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
 }
 
 const STYLE = `
@@ -366,7 +387,8 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
       if (stamp) {
         stampsRead++;
         lastStamp = stamp;
-        // Same machine clock on loopback: the edge's render time against when this frame is shown.
+        // The edge's clock (render time) against this machine's (when the frame is shown):
+        // exact only on one machine or with synced clocks.
         const shownMs = performance.timeOrigin + meta.expectedDisplayTime;
         lastG2g = shownMs - Number(stamp.renderTimeUs) / 1000;
         g2g.push(lastG2g);
@@ -397,12 +419,15 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
   let audioTarget: { target: number; minimum: number } | null = null;
   let audioTargetTotals: { target: number; minimum: number; emitted: number } | null = null;
   let audioPlayout: { at: number; played: number; concealed: number; accelerated: number; decelerated: number } | null = null;
-  let rtc = { fps: 0, bitrateKbps: 0, rttMs: null as number | null, decodeMs: null as number | null, dropped: 0 };
-  let prev: { t: number; bytes: number; frames: number; decode: number; decoded: number } | null = null;
+  // The SDK's statistics, by its definitions (./stats.ts): rates over the last second.
+  const rateWindow = new RateWindow();
+  let rates: Rates1s = { decodedFps1s: 0, receivedKbps1s: 0, skippedFrameRatio1s: 0, decodeMs1s: null };
+  let rttMs: number | null = null;
+  let framesSkipped = 0;
   const sample = async () => {
     if (!pc || closed) return;
     const report = await pc.getStats();
-    let bytes = 0, frames = 0, decode = 0, decoded = 0, dropped = 0;
+    let bytes = 0, decode = 0, decoded = 0, dropped = 0;
     let rtt: number | null = null;
     report.forEach((s: any) => {
       if (s.type === "inbound-rtp" && s.jitterBufferEmittedCount > 0) {
@@ -435,7 +460,6 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
       }
       if (s.type === "inbound-rtp" && s.kind === "video") {
         bytes = s.bytesReceived ?? 0;
-        frames = s.framesDecoded ?? 0;
         decode = s.totalDecodeTime ?? 0;
         decoded = s.framesDecoded ?? 0;
         dropped = s.framesDropped ?? 0;
@@ -444,28 +468,29 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
         rtt = s.currentRoundTripTime * 1000;
       }
     });
-    const t = performance.now();
-    if (prev) {
-      const dt = (t - prev.t) / 1000;
-      rtc.fps = (frames - prev.frames) / dt;
-      rtc.bitrateKbps = ((bytes - prev.bytes) * 8) / 1000 / dt;
-      rtc.decodeMs = decoded > prev.decoded ? ((decode - prev.decode) * 1000) / (decoded - prev.decoded) : rtc.decodeMs;
-    }
-    rtc.rttMs = rtt;
-    rtc.dropped = dropped;
-    prev = { t, bytes, frames, decode, decoded };
+    rates = rateWindow.push({
+      at: performance.now(),
+      framesDecoded: decoded,
+      framesDropped: dropped,
+      bytesReceived: bytes,
+      totalDecodeTime: decode,
+    });
+    rttMs = rtt;
+    framesSkipped = dropped;
     const fmt = (v: number | null, d = 1) => (v === null ? "–" : v.toFixed(d));
+    // The SDK's names (edgeplay_client::Stats), by its definitions.
     overlay.textContent =
-      `state        ${state}\n` +
-      `fps          ${fmt(rtc.fps)}\n` +
-      `bitrate      ${fmt(rtc.bitrateKbps, 0)} kbit/s\n` +
-      `RTT          ${fmt(rtc.rttMs)} ms\n` +
-      `decode       ${fmt(rtc.decodeMs, 2)} ms/frame\n` +
-      `dropped      ${rtc.dropped}\n` +
-      `glass→glass  ${fmt(lastG2g)} ms (p50 ${fmt(median(g2g))})\n` +
-      `input→photon ${fmt(lastI2p)} ms (p50 ${fmt(median(i2p))})\n` +
-      `frame        ${lastStamp ? lastStamp.frame : "–"}  input ${lastStamp ? lastStamp.inputSeq : "–"}` +
-      (options.avSync ? `\naudio−video  ${fmt(median(avSync))} ms (${avSync.length} hits)` : "");
+      `state                   ${state}\n` +
+      `decoded_fps_1s          ${fmt(rates.decodedFps1s)}\n` +
+      `received_kbps_1s        ${fmt(rates.receivedKbps1s, 0)} kbit/s\n` +
+      `skipped_frame_ratio_1s  ${fmt(rates.skippedFrameRatio1s * 100)} %\n` +
+      `decode_time_1s          ${fmt(rates.decodeMs1s, 2)} ms\n` +
+      `rtt                     ${fmt(rttMs)} ms\n` +
+      `frames_skipped          ${framesSkipped}\n` +
+      `glass_to_glass          ${fmt(lastG2g)} ms (p50 ${fmt(quantile(g2g, 0.5))}, p95 ${fmt(quantile(g2g, 0.95))})\n` +
+      `input_to_photon         ${fmt(lastI2p)} ms (p50 ${fmt(quantile(i2p, 0.5))}, p95 ${fmt(quantile(i2p, 0.95))})\n` +
+      `frame                   ${lastStamp ? lastStamp.frame : "–"}  input ${lastStamp ? lastStamp.inputSeq : "–"}` +
+      (options.avSync ? `\naudio−video             ${fmt(quantile(avSync, 0.5))} ms (${avSync.length} hits)` : "");
   };
   let statsFailures = 0;
   const statsTimer = setInterval(
@@ -740,14 +765,15 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
       state,
       framesPresented,
       stampsRead,
-      fps: rtc.fps,
-      bitrateKbps: rtc.bitrateKbps,
-      rttMs: rtc.rttMs,
-      decodeMsPerFrame: rtc.decodeMs,
-      framesDropped: rtc.dropped,
+      ...rates,
+      rttMs,
+      framesSkipped,
       glassToGlassMs: lastG2g,
-      glassToGlassP50Ms: median(g2g),
-      inputToPhotonMs: median(i2p),
+      glassToGlassP50Ms: quantile(g2g, 0.5),
+      glassToGlassP95Ms: quantile(g2g, 0.95),
+      inputToPhotonMs: lastI2p,
+      inputToPhotonP50Ms: quantile(i2p, 0.5),
+      inputToPhotonP95Ms: quantile(i2p, 0.95),
       avSyncMs: [...avSync],
       avSyncHeardMs: [...avSyncHeard],
       avSyncOnsets: { ...avOnsetCounts },

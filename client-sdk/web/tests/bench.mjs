@@ -93,7 +93,7 @@ try {
     ok: true,
     seconds: wall,
     presented: end.framesPresented - start.framesPresented,
-    dropped: end.framesDropped - start.framesDropped,
+    dropped: end.framesSkipped - start.framesSkipped,
     g2g: samples.glassToGlassMs,
     i2p: samples.inputToPhotonMs,
     av,

@@ -424,12 +424,12 @@ fn headless(
         quantile_ms(&g2g, 0.99),
     );
     println!(
-        "inputs: {sent} of {} sent, highest applied {max_input}; rtt {:.2} ms, {:.0} kbit/s, \
-         decode {:.2} ms, {} of {} packets lost",
+        "inputs: {sent} of {} sent, highest applied {max_input}; rtt {:.2} ms, {:.0} kbit/s and \
+         decode {:.2} ms in the last second, {} of {} packets lost",
         script.len(),
         stats.rtt.as_secs_f64() * 1000.0,
-        stats.bitrate_kbps,
-        stats.decode_time.as_secs_f64() * 1000.0,
+        stats.received_kbps_1s,
+        stats.decode_time_1s.as_secs_f64() * 1000.0,
         stats.lost_packets,
         stats.sent_packets,
     );
