@@ -357,6 +357,57 @@ pub async fn app(cfg: Config) -> Result<Router, StoreError> {
     Ok(router(state(cfg).await?))
 }
 
+/// The broker's state without HTTP, for in-process benches (`cargo xtask bench placement`):
+/// each method is the very function the handlers and the edge link call, under the same
+/// registry lock, so placement can be timed while heartbeats contend for that lock. Dropping
+/// the last handle stops the background tasks, as dropping the router does.
+#[derive(Debug, Clone)]
+pub struct Broker(Arc<AppState>);
+
+impl Broker {
+    /// Loads `cfg`'s store and starts the liveness sweep, as [`app`] does (inside a tokio runtime).
+    ///
+    /// # Errors
+    /// The store's, when it cannot be read.
+    pub async fn start(cfg: Config) -> Result<Self, StoreError> {
+        Ok(Broker(state(cfg).await?))
+    }
+
+    /// A heartbeat from a linked (authenticated) edge: what the link does with one.
+    ///
+    /// # Errors
+    /// 404 when the edge is not registered.
+    pub async fn heartbeat(
+        &self,
+        edge: EdgeId,
+        free_slots: u32,
+        draining: bool,
+    ) -> Result<(), AppError> {
+        apply_heartbeat(&self.0, edge, free_slots, draining).await
+    }
+
+    /// The candidates `POST /v1/sessions` offers for `request` (its locked part).
+    ///
+    /// # Errors
+    /// 400 when the request has no location.
+    pub fn candidates(&self, request: &Request) -> Result<Vec<EdgeId>, AppError> {
+        offer(&self.0, request).map(|(cands, _)| cands)
+    }
+
+    /// The edge `POST /v1/sessions/{id}/select` picks from `measured` (its locked part).
+    ///
+    /// # Errors
+    /// 422 when no measurement names a candidate that still meets the request.
+    pub fn pick(
+        &self,
+        request: &Request,
+        candidates: &[EdgeId],
+        measured: &[(EdgeId, f64)],
+    ) -> Result<EdgeId, AppError> {
+        choose(&self.0, request, candidates, measured).map(|ad| ad.id)
+    }
+}
+
 /// The broker's state over `cfg`'s store, loaded, with its background tasks started.
 async fn state(cfg: Config) -> Result<Arc<AppState>, StoreError> {
     let mut live = Live {
@@ -876,6 +927,64 @@ fn rate_limit(s: &AppState, peer: Option<SocketAddr>, player: &str) -> Result<()
     Err(AppError(StatusCode::TOO_MANY_REQUESTS, msg))
 }
 
+/// The locked part of `POST /v1/sessions`: the request's candidates from the index and what
+/// the answer says of each, under one hold of the registry lock.
+fn offer(s: &AppState, request: &Request) -> Result<(Vec<EdgeId>, Vec<CandidateOut>), AppError> {
+    let live = s.live();
+    let cands: Vec<EdgeId> = live
+        .index
+        .candidates_scored(request)
+        .map_err(|e| bad(e.to_string()))?
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    let out: Vec<CandidateOut> = cands
+        .iter()
+        .filter_map(|id| live.edges.get(id))
+        .map(|(r, _)| CandidateOut {
+            edge: r.ad.id,
+            region: r.ad.region.clone(),
+            quic_addr: r.ad.quic_addr,
+            echo_addr: r.ad.echo_addr,
+            probe_url: String::new(),
+            coord: r.coord.unwrap_or(r.ad.coord),
+            coord_error: r
+                .coord_error
+                .unwrap_or(edgeplay_protocol::coords::INITIAL_ERROR),
+        })
+        .collect();
+    Ok((cands, out))
+}
+
+/// The locked part of `POST /v1/sessions/{id}/select`: the pick on the measured RTTs and the
+/// chosen edge's registration, under one hold of the registry lock.
+fn choose(
+    s: &AppState,
+    request: &Request,
+    candidates: &[EdgeId],
+    measured: &[(EdgeId, f64)],
+) -> Result<EdgeAd, AppError> {
+    let live = s.live();
+    let pick = live
+        .index
+        .pick(request, candidates, measured)
+        .map_err(|e| match e {
+            PlacementError::NoMeasuredCandidate => {
+                AppError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            }
+            PlacementError::NoLocation => bad(e.to_string()),
+        })?;
+    live.edges
+        .get(&pick.edge)
+        .map(|(r, _)| r.ad.clone())
+        .ok_or_else(|| {
+            AppError(
+                StatusCode::CONFLICT,
+                "the chosen edge left: ask for a new session".into(),
+            )
+        })
+}
+
 async fn create_session(
     State(s): State<Arc<AppState>>,
     Peer(peer): Peer,
@@ -893,32 +1002,7 @@ async fn create_session(
         min_gpu_class: req.min_gpu_class,
         max_price_per_min: req.max_price_per_min,
     };
-    let (candidates, out) = {
-        let live = s.live();
-        let cands: Vec<EdgeId> = live
-            .index
-            .candidates_scored(&request)
-            .map_err(|e| bad(e.to_string()))?
-            .into_iter()
-            .map(|(_, id)| id)
-            .collect();
-        let out: Vec<CandidateOut> = cands
-            .iter()
-            .filter_map(|id| live.edges.get(id))
-            .map(|(r, _)| CandidateOut {
-                edge: r.ad.id,
-                region: r.ad.region.clone(),
-                quic_addr: r.ad.quic_addr,
-                echo_addr: r.ad.echo_addr,
-                probe_url: String::new(),
-                coord: r.coord.unwrap_or(r.ad.coord),
-                coord_error: r
-                    .coord_error
-                    .unwrap_or(edgeplay_protocol::coords::INITIAL_ERROR),
-            })
-            .collect();
-        (cands, out)
-    };
+    let (candidates, out) = offer(&s, &request)?;
     if candidates.is_empty() {
         return Err(AppError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -999,32 +1083,9 @@ async fn select(
     rate_limit(&s, peer, &stored.player)?;
     let measured: Vec<(EdgeId, f64)> = req.measured.iter().map(|m| (m.edge, m.rtt_ms)).collect();
     debug!(session = %sid, ?measured, "select");
-    let (rec, edge) = {
-        let live = s.live();
-        let rec = &stored;
-        let pick = live
-            .index
-            .pick(&rec.request, &rec.candidates, &measured)
-            .map_err(|e| match e {
-                PlacementError::NoMeasuredCandidate => {
-                    AppError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-                }
-                PlacementError::NoLocation => bad(e.to_string()),
-            })?;
-        let edge = live
-            .edges
-            .get(&pick.edge)
-            .map(|(r, _)| r.ad.clone())
-            .ok_or_else(|| {
-                AppError(
-                    StatusCode::CONFLICT,
-                    "the chosen edge left: ask for a new session".into(),
-                )
-            })?;
-        let mut rec = rec.clone();
-        rec.edge = Some(pick.edge);
-        (rec, edge)
-    };
+    let edge = choose(&s, &stored.request, &stored.candidates, &measured)?;
+    let mut rec = stored;
+    rec.edge = Some(edge.id);
     let (token, t) = s
         .cfg
         .key
