@@ -86,11 +86,18 @@ fn samples(v: &serde_json::Value, key: &str) -> Vec<Duration> {
 }
 
 /// One Chromium run of `seconds` on `page`, then up to `av_hits` audio-behind-video samples (0:
-/// none; the page needs `avsync=1`): what the page measured. node runs on a blocking thread.
+/// none; the page needs `avsync=1`): what the page measured. With `audio_target_ms`, the audio
+/// receiver's `jitterBufferTarget` is set to it. node runs on a blocking thread.
 ///
 /// # Errors
 /// node or Chromium fails, or the page shows an error or too few frames.
-pub async fn browse(web: &Path, page: &str, seconds: u32, av_hits: u32) -> Result<PageFigures> {
+pub async fn browse(
+    web: &Path,
+    page: &str,
+    seconds: u32,
+    av_hits: u32,
+    audio_target_ms: Option<u32>,
+) -> Result<PageFigures> {
     let mut cmd = Command::new("timeout");
     cmd.args([
         &(seconds + 140).to_string(),
@@ -100,6 +107,7 @@ pub async fn browse(web: &Path, page: &str, seconds: u32, av_hits: u32) -> Resul
     ])
     .arg(seconds.to_string())
     .arg(av_hits.to_string())
+    .args(audio_target_ms.map(|ms| ms.to_string()))
     .current_dir(web);
     let out = tokio::task::spawn_blocking(move || cmd.output())
         .await?

@@ -271,7 +271,7 @@ async fn run(a: Args) -> Result<()> {
                 _ => {
                     if let Some(w) = &webrtc {
                         let url = WhepBench::page(w.addr, "edge", (1280, 720, 60));
-                        let run = chromium::browse(&w.web, &url, seconds, 0).await?;
+                        let run = chromium::browse(&w.web, &url, seconds, 0, None).await?;
                         page_p50s.push(ms(summary(&run.g2g).p50));
                         page.absorb(run);
                         // The peer and its session end before the next run starts.

@@ -48,12 +48,16 @@ use gstreamer_webrtc as gst_webrtc;
 struct Args {
     rounds: u32,
     seconds: u32,
+    /// A third run per round: the edge with this `jitterBufferTarget` (ms) on Chromium's audio
+    /// receiver.
+    audio_target_ms: Option<u32>,
 }
 
 fn parse_args() -> Result<Args> {
     let mut a = Args {
         rounds: 3,
         seconds: 10,
+        audio_target_ms: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -61,8 +65,19 @@ fn parse_args() -> Result<Args> {
         match flag.as_str() {
             "--rounds" => a.rounds = value("--rounds")?.parse().context("--rounds")?,
             "--seconds" => a.seconds = value("--seconds")?.parse().context("--seconds")?,
+            "--audio-jitter-target" => {
+                a.audio_target_ms = Some(
+                    value("--audio-jitter-target")?
+                        .parse()
+                        .context("--audio-jitter-target MS")?,
+                );
+            }
             "-h" | "--help" => {
-                println!("usage: webrtc [--rounds 3] [--seconds 10]");
+                println!(
+                    "usage: webrtc [--rounds 3] [--seconds 10] [--audio-jitter-target MS]\n  \
+                     --audio-jitter-target: a third run per round, the edge with Chromium's audio \
+                     receiver's jitterBufferTarget set to MS"
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown flag {other}; see --help"),
@@ -78,7 +93,13 @@ fn parse_args() -> Result<Args> {
 const CONFIGS: [(u32, u32, u32); 1] = [(1280, 720, 60)];
 /// Audio-behind-video samples each run collects.
 const AV_HITS: u32 = 10;
-const SENDERS: [&str; 2] = ["edge", "webrtcbin"];
+/// One kind of run in a round: a sender, and the audio receiver's jitter buffer target if set.
+#[derive(Clone)]
+struct Run {
+    label: String,
+    sender: &'static str,
+    audio_target_ms: Option<u32>,
+}
 
 /// The edge's WHEP server and the webrtcbin senders running beside it.
 struct Bench {
@@ -315,17 +336,37 @@ async fn run(a: Args) -> Result<()> {
         machine(),
         load_average()
     );
-    let mut figures: HashMap<(usize, &str), Vec<PageFigures>> = HashMap::new();
+    let mut runs = vec![
+        Run {
+            label: "edge".into(),
+            sender: "edge",
+            audio_target_ms: None,
+        },
+        Run {
+            label: "webrtcbin".into(),
+            sender: "webrtcbin",
+            audio_target_ms: None,
+        },
+    ];
+    if let Some(ms) = a.audio_target_ms {
+        runs.push(Run {
+            label: format!("edge, audio jbt {ms}"),
+            sender: "edge",
+            audio_target_ms: Some(ms),
+        });
+    }
+    let mut figures: HashMap<(usize, usize), Vec<PageFigures>> = HashMap::new();
     for r in 0..a.rounds {
         for (c, &config) in CONFIGS.iter().enumerate() {
-            let mut order = SENDERS;
-            if r % 2 == 1 {
-                order.reverse();
-            }
-            for sender in order {
-                let page = WhepBench::page(addr, sender, config);
-                let f = chromium::browse(&web, &page, a.seconds, AV_HITS).await?;
-                figures.entry((c, sender)).or_default().push(f);
+            // Each round starts with another kind of run.
+            let mut order: Vec<usize> = (0..runs.len()).collect();
+            order.rotate_left(r as usize % runs.len());
+            for k in order {
+                let run = &runs[k];
+                let page = WhepBench::page(addr, run.sender, config);
+                let f =
+                    chromium::browse(&web, &page, a.seconds, AV_HITS, run.audio_target_ms).await?;
+                figures.entry((c, k)).or_default().push(f);
                 // End the run's sender and session before the next one starts.
                 let stopped: Vec<Baseline> = bench
                     .baselines
@@ -346,7 +387,7 @@ async fn run(a: Args) -> Result<()> {
 
     println!("\nglass-to-glass (g2g) and input-to-photon (i2p), ms, over all rounds:");
     println!(
-        "{:<22} {:>5} {:>7} {:>7} {:>7} {:>13}   {:>5} {:>7} {:>7} {:>7}   {:>6} {:>6}",
+        "{:<26} {:>5} {:>7} {:>7} {:>7} {:>13}   {:>5} {:>7} {:>7} {:>7}   {:>6} {:>6}",
         "",
         "g2g n",
         "p50",
@@ -363,17 +404,18 @@ async fn run(a: Args) -> Result<()> {
     let mut av_rows = Vec::new();
     for (c, &(_, h, fps)) in CONFIGS.iter().enumerate() {
         let mut p50 = HashMap::new();
-        for sender in SENDERS {
-            let runs = figures.remove(&(c, sender)).unwrap_or_default();
-            let round_p50s: Vec<f64> = runs.iter().map(|f| ms(summary(&f.g2g).p50)).collect();
-            let round_av: Vec<f64> = runs.iter().map(|f| median(&f.av_ms)).collect();
+        for (k, run) in runs.iter().enumerate() {
+            let sender = run.label.as_str();
+            let reps = figures.remove(&(c, k)).unwrap_or_default();
+            let round_p50s: Vec<f64> = reps.iter().map(|f| ms(summary(&f.g2g).p50)).collect();
+            let round_av: Vec<f64> = reps.iter().map(|f| median(&f.av_ms)).collect();
             let mut f = PageFigures::default();
-            for run in runs {
-                f.absorb(run);
+            for rep in reps {
+                f.absorb(rep);
             }
             let (g, i) = (summary(&f.g2g), summary(&f.i2p));
             println!(
-                "{:<22} {:>5} {:>7.1} {:>7.1} {:>7.1} {:>13}   {:>5} {:>7.1} {:>7.1} {:>7.1}   {:>6.1} {:>6}",
+                "{:<26} {:>5} {:>7.1} {:>7.1} {:>7.1} {:>13}   {:>5} {:>7.1} {:>7.1} {:>7.1}   {:>6.1} {:>6}",
                 format!("{h}p{fps} {sender}"),
                 g.count,
                 ms(g.p50),
@@ -400,13 +442,13 @@ async fn run(a: Args) -> Result<()> {
          flash; > 0: audio late; target ≤ 40 p50, ≤ 60 p95):"
     );
     println!(
-        "{:<22} {:>5} {:>7} {:>7} {:>13}",
+        "{:<26} {:>5} {:>7} {:>7} {:>13}",
         "", "hits", "p50", "p95", "round p50s"
     );
     for (name, mut av, round_av) in av_rows {
         av.sort_by(f64::total_cmp);
         println!(
-            "{name:<22} {:>5} {:>7.1} {:>7.1} {:>13}",
+            "{name:<26} {:>5} {:>7.1} {:>7.1} {:>13}",
             av.len(),
             percentile(&av, 50.0),
             percentile(&av, 95.0),

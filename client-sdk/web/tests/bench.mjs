@@ -3,13 +3,16 @@
 // input-to-photon sample the page measured, with frames shown and dropped; then it flies the
 // ship around (thrust, weaving) until `hits` hits have matched the tone's onset to the flash
 // (45 s at most) and prints each audio-behind-video offset (the page needs `avsync=1`).
+// With a fourth argument, every audio receiver's `jitterBufferTarget` is set to it (ms) as its
+// track arrives.
 // Usage: node tests/bench.mjs <player page URL> <seconds to measure> [hits, default 10; 0: none]
+//        [audio jitterBufferTarget, ms]
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-const [url, secondsArg, hitsArg] = process.argv.slice(2);
+const [url, secondsArg, hitsArg, audioTargetArg] = process.argv.slice(2);
 const seconds = Number(secondsArg);
 const hits = hitsArg === undefined ? 10 : Number(hitsArg);
 if (!url || !(seconds > 0)) {
@@ -34,6 +37,20 @@ const context = await chromium.launchPersistentContext(userDataDir, {
   ],
 });
 const page = context.pages()[0] ?? (await context.newPage());
+if (audioTargetArg !== undefined) {
+  // Before the player's script: every peer connection sets the hint on its audio receivers.
+  await page.addInitScript((ms) => {
+    const Native = window.RTCPeerConnection;
+    window.RTCPeerConnection = class extends Native {
+      constructor(...args) {
+        super(...args);
+        this.addEventListener("track", (e) => {
+          if (e.track.kind === "audio") e.receiver.jitterBufferTarget = ms;
+        });
+      }
+    };
+  }, Number(audioTargetArg));
+}
 const logs = [];
 page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
 page.on("pageerror", (e) => logs.push(`pageerror: ${e}`));
