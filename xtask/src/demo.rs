@@ -389,7 +389,8 @@ fn check_demo(broker_url: &str, bin: &Path, work: &Path) -> Result {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    println!("edgeplay-play: {}", text.trim());
+    // Its lines name themselves ("edgeplay-play: …").
+    println!("{}", text.trim());
     if !out.status.success() {
         return Err(format!(
             "edgeplay-play did not play through the broker: {}",

@@ -20,11 +20,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
-use edgeplay_broker::api::{REGISTER_DOMAIN, sign_body};
+use edgeplay_broker::api::{HEARTBEAT_DOMAIN, REGISTER_DOMAIN, sign_body};
 use edgeplay_protocol::hash::SplitMix64;
 use edgeplay_protocol::token::{EdgeId, SigningKey};
 use edgeplay_testkit::etcd::Etcd;
@@ -216,7 +216,9 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn register_edges(addr: SocketAddr, n: usize) -> Result<()> {
+/// Registers `n` signed edges; their keys, for their heartbeats.
+fn register_edges(addr: SocketAddr, n: usize) -> Result<Vec<SigningKey>> {
+    let mut keys = Vec::with_capacity(n);
     let mut rng = SplitMix64(7);
     for i in 0..n {
         let mut seed = [0u8; 32];
@@ -239,19 +241,80 @@ fn register_edges(addr: SocketAddr, n: usize) -> Result<()> {
         if st != 201 {
             bail!("edge registration answered {st}: {text}");
         }
+        keys.push(key);
     }
-    Ok(())
+    Ok(keys)
+}
+
+/// Seconds between two heartbeats of one bench edge (the broker marks an edge dead after
+/// three missed ones).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+
+/// The registered edges' signed heartbeats, each every [`HEARTBEAT_EVERY`], from a thread of
+/// their own for as long as the bench loads the broker (live edges heartbeat; without them the
+/// broker marks the bench's edges dead one by one during a long run). Stops when dropped.
+struct Heartbeats {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeats {
+    fn start(addr: SocketAddr, keys: Vec<SigningKey>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (st, se, fa) = (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&failed));
+        let thread = std::thread::spawn(move || {
+            let gap = HEARTBEAT_EVERY / u32::try_from(keys.len().max(1)).unwrap_or(u32::MAX);
+            let mut due = Instant::now();
+            'beats: loop {
+                for key in &keys {
+                    if st.load(Ordering::Relaxed) {
+                        break 'beats;
+                    }
+                    let id = EdgeId(key.verifying_key().to_bytes());
+                    let body = serde_json::json!({
+                        "free_slots": 1000, "draining": false, "issued_unix_ms": now_ms(),
+                    });
+                    let body = sign_body(HEARTBEAT_DOMAIN, body, key).to_string();
+                    match call(addr, "POST", &format!("/v1/edges/{id}/heartbeat"), &body) {
+                        Ok((200, _)) => se.fetch_add(1, Ordering::Relaxed),
+                        _ => fa.fetch_add(1, Ordering::Relaxed),
+                    };
+                    due += gap;
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+            }
+        });
+        Self {
+            stop,
+            sent,
+            failed,
+            thread: Some(thread),
+        }
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for Heartbeats {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 // ---- what the machine and the store look like ----
-
-fn cpu_model() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = info
-        .lines()
-        .find_map(|l| l.strip_prefix("model name")?.split_once(':'));
-    model.map_or_else(|| "unknown CPU".into(), |(_, m)| m.trim().to_owned())
-}
 
 fn load_avg() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
@@ -744,7 +807,8 @@ fn bench_store(
         None => ("redb".to_owned(), Store::Redb(dir.clone())),
     };
     let mut broker = start(bin, &dir, &url)?;
-    register_edges(broker.addr, a.edges).context("register the edges")?;
+    let keys = register_edges(broker.addr, a.edges).context("register the edges")?;
+    let heartbeats = Heartbeats::start(broker.addr, keys);
     let mut capacity = 0.0;
     let phases = std::iter::once(None).chain(a.rates.iter().copied().map(Some));
     for (n, fraction) in phases.enumerate() {
@@ -790,6 +854,13 @@ fn bench_store(
             println!();
         }
     }
+    let (sent, failed) = heartbeats.counts();
+    drop(heartbeats);
+    println!(
+        "edge heartbeats during the {name} run: {sent} answered 200, {failed} failed or refused \
+         (each edge every {} s)\n",
+        HEARTBEAT_EVERY.as_secs()
+    );
     drop(broker);
     drop(etcd);
     Ok(())
@@ -830,8 +901,8 @@ fn main() -> Result<()> {
         a.connections,
     );
     println!(
-        "\nCPU: {}, {cores} cores available; load average at start {}\n",
-        cpu_model(),
+        "\nmachine: {}; load average at start {}\n",
+        edgeplay_benches::machine(),
         load(load_avg())
     );
     let mut rows = Vec::new();
