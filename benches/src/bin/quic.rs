@@ -15,7 +15,7 @@
 //! - input-to-photon: input sent → first such picture whose stamp shows that input applied
 //!   (the SDK sends a key every 20 frames, the page a key every 250 ms).
 //!
-//! The WebRTC path against a webrtcbin baseline, at two resolutions, is `bench webrtc`.
+//! The WebRTC path against a webrtcbin baseline (with audio behind video) is `bench webrtc`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
