@@ -44,6 +44,8 @@ pub struct PageFigures {
     pub i2p: Vec<Duration>,
     /// Audio-behind-video offsets, ms, one per hit (negative: audio early).
     pub av_ms: Vec<f64>,
+    /// NetEq's audio jitter buffer while the hits were flown, ms (getStats, half-second means).
+    pub audio_buffer_ms: Vec<f64>,
     /// Frames shown.
     pub presented: u64,
     /// Frames the browser dropped.
@@ -58,6 +60,7 @@ impl PageFigures {
         self.g2g.extend(other.g2g);
         self.i2p.extend(other.i2p);
         self.av_ms.extend(other.av_ms);
+        self.audio_buffer_ms.extend(other.audio_buffer_ms);
         self.presented += other.presented;
         self.dropped += other.dropped;
         self.seconds += other.seconds;
@@ -70,6 +73,19 @@ impl PageFigures {
         let shown = self.presented as f64;
         shown / self.seconds.max(1e-9)
     }
+}
+
+/// The finite numbers of the array `key` (signed, in the page's unit).
+fn finite(v: &serde_json::Value, key: &str) -> Vec<f64> {
+    v[key]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(serde_json::Value::as_f64)
+                .filter(|x| x.is_finite())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn samples(v: &serde_json::Value, key: &str) -> Vec<Duration> {
@@ -125,15 +141,8 @@ pub async fn browse(
     Ok(PageFigures {
         g2g: samples(&v, "g2g"),
         i2p: samples(&v, "i2p"),
-        av_ms: v["av"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(serde_json::Value::as_f64)
-                    .filter(|ms| ms.is_finite())
-                    .collect()
-            })
-            .unwrap_or_default(),
+        av_ms: finite(&v, "av"),
+        audio_buffer_ms: finite(&v, "audioBufferMs"),
         presented: v["presented"].as_u64().unwrap_or(0),
         dropped: v["dropped"].as_u64().unwrap_or(0),
         seconds: v["seconds"].as_f64().unwrap_or(0.0),

@@ -86,6 +86,9 @@ try {
   // Audio behind video: the tone's onset (WebAudio) against the first frame with the flash,
   // one sample per hit (the same measurement as tests/e2e.mjs).
   let av = [];
+  // NetEq's audio buffer (getStats, half-second means) while the hits are flown: the part of
+  // the offset the receiver's jitter buffer holds.
+  const audioBufferMs = [];
   if (hits > 0) {
     const before = (await stats()).avSyncMs.length;
     await page.keyboard.down("ArrowUp");
@@ -93,6 +96,7 @@ try {
     let turn = 0;
     while (Date.now() - t2 < 45000) {
       const s = await stats();
+      if (s.jitterBufferMs.audio !== null) audioBufferMs.push(s.jitterBufferMs.audio);
       if (s.avSyncMs.length - before >= hits) break;
       const key = turn++ % 2 === 0 ? "ArrowLeft" : "ArrowRight";
       await page.keyboard.down(key);
@@ -114,6 +118,7 @@ try {
     g2g: samples.glassToGlassMs,
     i2p: samples.inputToPhotonMs,
     av,
+    audioBufferMs,
   }));
 } catch (e) {
   fail(`${e}`, { logs });
