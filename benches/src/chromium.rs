@@ -88,17 +88,13 @@ fn finite(v: &serde_json::Value, key: &str) -> Vec<f64> {
         .unwrap_or_default()
 }
 
+/// The non-negative millisecond samples of the array `key`, as durations.
 fn samples(v: &serde_json::Value, key: &str) -> Vec<Duration> {
-    v[key]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(serde_json::Value::as_f64)
-                .filter(|ms| ms.is_finite() && *ms >= 0.0)
-                .map(|ms| Duration::from_secs_f64(ms / 1000.0))
-                .collect()
-        })
-        .unwrap_or_default()
+    finite(v, key)
+        .into_iter()
+        .filter(|ms| *ms >= 0.0)
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        .collect()
 }
 
 /// One Chromium run of `seconds` on `page`, then up to `av_hits` audio-behind-video samples (0:
