@@ -66,6 +66,9 @@ const SCAN_STEP_DIV: u64 = 200;
 /// Least difference between the darkest and brightest sync cells for a candidate to count:
 /// below this the area is flat and any "bits" are noise.
 const MIN_CONTRAST: u32 = 40;
+/// A read whose CRC matches counts only when every cell's mean is at least 1/this of the sync
+/// contrast away from the threshold: no cell straddles a cell edge (see `Grid::read`).
+const CLEAN_MARGIN_DIV: u32 = 4;
 
 /// Why a stamp could not be drawn, decoded or found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -341,12 +344,25 @@ impl Grid<'_> {
             return None;
         }
         let mut words = [0u32; 8];
+        let mut margin = u32::MAX;
         for i in 0..STAMP_BITS {
-            if self.mean(i % STAMP_COLS, i / STAMP_COLS) > threshold {
+            let m = self.mean(i % STAMP_COLS, i / STAMP_COLS);
+            margin = margin.min(m.abs_diff(threshold));
+            if m > threshold {
                 words[i / 32] |= 1 << (i % 32);
             }
         }
-        Some(Stamp::from_bits(&words))
+        let read = Stamp::from_bits(&words);
+        // At the stamp's own scale every sampled half-cell lies inside one cell, so each mean
+        // sits near the dark or the bright level. A grid a few per cent off the stamp's scale
+        // drifts across cell edges towards the far columns: its reads are the stamp's bits
+        // shifted, and straddled cells average out near the threshold. Such a read can pass the
+        // 16-bit CRC by chance (about once in 65,536 distinct reads), so it only counts when
+        // every cell is clearly dark or bright.
+        if read.is_ok() && margin * CLEAN_MARGIN_DIV < bright - dark {
+            return None;
+        }
+        Some(read)
     }
 }
 
@@ -355,7 +371,7 @@ impl Grid<'_> {
 /// Tries cell sizes from 4 to 48 px (the likely ones, 16, 8, 24, 32 and 12, first, then a fine
 /// scan), each with the stamp one cell from the top-left corner; averages the central half of each
 /// cell and thresholds it halfway between the darkest and brightest sync-word cells. The first
-/// size whose sync word and CRC both match wins. Works on the rendered picture, on scaled copies
+/// size whose sync word and CRC both match, with every cell clearly dark or bright, wins. Works on the rendered picture, on scaled copies
 /// and on pictures through lossy H.264; never panics on any input.
 ///
 /// # Errors
@@ -598,6 +614,41 @@ mod tests {
             read_luma(&v, w, h, w),
             Err(StampError::BadCrc { .. })
         ));
+    }
+
+    /// Two flipped cells: the grid at the drawn size reads a bad CRC, and a grid 2 % larger,
+    /// whose far columns straddle cell edges, once read a shifted pattern whose CRC matched by
+    /// chance. That read must not count.
+    #[test]
+    fn a_shifted_grid_is_not_taken_for_a_damaged_stamp() {
+        let (w, h) = (640, 360);
+        let mut v = drawn(w, h);
+        let cell = STAMP_CELL_PX as usize;
+        let mut words = sample().to_bits();
+        for i in [191, 104] {
+            words[i / 32] ^= 1 << (i % 32);
+            let (col, row) = (i % STAMP_COLS, i / STAMP_COLS);
+            for y in (row + 1) * cell..(row + 2) * cell {
+                for p in &mut v[y * w + (col + 1) * cell..y * w + (col + 2) * cell] {
+                    *p = if *p == LUMA_WHITE {
+                        LUMA_BLACK
+                    } else {
+                        LUMA_WHITE
+                    };
+                }
+            }
+        }
+        let shifted = Grid {
+            luma: &v,
+            stride: w,
+            cell: 16 * FRAC + 90,
+        };
+        assert!(shifted.fits(w, h));
+        assert_eq!(shifted.read(), None, "the straddling grid's read counts");
+        let Err(expected) = Stamp::from_bits(&words) else {
+            panic!("two flips should break the CRC");
+        };
+        assert_eq!(read_luma(&v, w, h, w), Err(expected));
     }
 
     #[test]
