@@ -12,8 +12,8 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use edgeplay_edge::encode::{self, AudioEncoder, EncoderChoice, VideoConfig, VideoEncoder};
 use edgeplay_edge::gpu::Gpu;
-use edgeplay_protocol::game::{Game, GameConfig};
-use edgeplay_protocol::stamp::{Stamp, read_luma};
+use edgeplay_game::game::{Game, GameConfig};
+use edgeplay_game::stamp::{Stamp, read_luma};
 
 const W: u32 = 1280;
 const H: u32 = 720;

@@ -441,7 +441,7 @@ pub(crate) fn rgba_luma(rgba: &[u8], width: usize, height: usize) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use edgeplay_protocol::stamp::{Stamp, draw_luma, read_luma};
+    use edgeplay_game::stamp::{Stamp, draw_luma, read_luma};
 
     use super::*;
 

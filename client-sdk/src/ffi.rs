@@ -39,8 +39,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use edgeplay_game::stamp::read_luma;
 use edgeplay_protocol::input::{InputEvent, Key};
-use edgeplay_protocol::stamp::read_luma;
 
 use crate::{Client, ClientError, Frame, Session, WELCOME_TIMEOUT, parse_fingerprint};
 
@@ -112,7 +112,7 @@ pub struct EpOptions {
     pub connect_timeout_ms: u32,
 }
 
-/// What the frame stamp in the picture says (see `edgeplay_protocol::stamp`).
+/// What the frame stamp in the picture says (see `edgeplay_game::stamp`).
 ///
 /// ```c
 /// if (f.has_stamp && f.stamp.input_seq >= my_seq) printf("input shown at tick %u\n", f.stamp.tick);

@@ -66,12 +66,12 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use edgeplay_game::stamp::read_luma;
 use edgeplay_protocol::input::InputEvent;
 use edgeplay_protocol::media::{
     self, ControlMessage, Datagram, FRAME_HEADER_LEN, FrameHeader, InputRun, ReceiveReport,
     close_code,
 };
-use edgeplay_protocol::stamp::read_luma;
 use quinn::VarInt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -83,6 +83,15 @@ pub use audio::{AUDIO_CHANNELS, AUDIO_RATE, AudioChunk};
 pub use decode::{
     DecoderPreference, HARDWARE_DECODERS, PROBE_TIMEOUT, PixelFormat, SOFTWARE_DECODER,
 };
+/// The stamp the edge draws into every picture, read back by the SDK into [`Frame::stamp`].
+///
+/// ```no_run
+/// # async fn demo(mut session: edgeplay_client::Session) {
+/// let stamp: Option<edgeplay_client::Stamp> = session.next_frame().await.unwrap().stamp;
+/// if let Some(s) = stamp { println!("tick {} state {:016x}", s.tick, s.state_hash); }
+/// # }
+/// ```
+pub use edgeplay_game::stamp::Stamp;
 /// The header the edge sent with a frame (frame number, render time, pts, keyframe).
 ///
 /// ```no_run
@@ -92,15 +101,6 @@ pub use decode::{
 /// # }
 /// ```
 pub use edgeplay_protocol::media::FrameHeader as Header;
-/// The stamp the edge draws into every picture, read back by the SDK into [`Frame::stamp`].
-///
-/// ```no_run
-/// # async fn demo(mut session: edgeplay_client::Session) {
-/// let stamp: Option<edgeplay_client::Stamp> = session.next_frame().await.unwrap().stamp;
-/// if let Some(s) = stamp { println!("tick {} state {:016x}", s.tick, s.state_hash); }
-/// # }
-/// ```
-pub use edgeplay_protocol::stamp::Stamp;
 pub use health::{Degradation, SessionEvent};
 
 /// How long the edge has to welcome a session (it builds a GPU target and encoders first).
@@ -236,7 +236,7 @@ pub struct Frame {
 
 impl Frame {
     /// The luma plane of an NV12 frame (stride = width), e.g. for
-    /// `edgeplay_protocol::stamp::read_luma`; empty for RGBA (see [`Frame::to_luma`]).
+    /// `edgeplay_game::stamp::read_luma`; empty for RGBA (see [`Frame::to_luma`]).
     ///
     /// ```no_run
     /// # async fn demo(mut session: edgeplay_client::Session) {
@@ -260,7 +260,7 @@ impl Frame {
     /// # async fn demo(mut session: edgeplay_client::Session) {
     /// let f = session.next_frame().await.unwrap();
     /// let (w, h) = (f.width as usize, f.height as usize);
-    /// let stamp = edgeplay_protocol::stamp::read_luma(&f.to_luma(), w, h, w);
+    /// let stamp = edgeplay_game::stamp::read_luma(&f.to_luma(), w, h, w);
     /// # }
     /// ```
     #[must_use]

@@ -9,7 +9,7 @@ use edgeplay_client::{
     Client, ClientOptions, DecoderPreference, HARDWARE_DECODERS, PixelFormat, SOFTWARE_DECODER,
     parse_fingerprint,
 };
-use edgeplay_protocol::stamp::read_luma;
+use edgeplay_game::stamp::read_luma;
 use support::Edge;
 
 async fn frames(options: ClientOptions, n: usize) -> (Vec<edgeplay_client::Frame>, &'static str) {

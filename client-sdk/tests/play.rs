@@ -7,9 +7,9 @@ mod support;
 
 use std::process::Command;
 
-use edgeplay_protocol::game::{GameConfig, simulate};
+use edgeplay_game::game::{GameConfig, simulate};
+use edgeplay_game::stamp::read_luma;
 use edgeplay_protocol::input::{InputEvent, Key, ScriptedInput, format_script, parse_script};
-use edgeplay_protocol::stamp::read_luma;
 use support::{Edge, FPS, SEED, TempDir, output};
 
 const FRAMES: usize = 40;

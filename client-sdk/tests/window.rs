@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use edgeplay_protocol::stamp::{Stamp, read_luma};
+use edgeplay_game::stamp::{Stamp, read_luma};
 use support::{Edge, output};
 
 /// A virtual X server on a display it picks itself; killed on drop.

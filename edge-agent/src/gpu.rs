@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ash::vk;
-use edgeplay_protocol::stamp::{STAMP_COLS, STAMP_ROWS};
+use edgeplay_game::stamp::{STAMP_COLS, STAMP_ROWS};
 use tracing::{debug, info};
 
 /// SPIR-V of `shaders/render.comp`, compiled by build.rs.

@@ -14,7 +14,7 @@ use edgeplay_edge::metrics::Metrics;
 use edgeplay_edge::pipeline::{PipelineConfig, SessionPipeline};
 use edgeplay_edge::quic::{DevToken, QuicConfig, QuicEdge};
 use edgeplay_edge::stats::{StageStats, StageTable};
-use edgeplay_protocol::game::{Game, GameConfig};
+use edgeplay_game::game::{Game, GameConfig};
 use edgeplay_protocol::input::{ScriptedInput, parse_script};
 use tracing::info;
 

@@ -8,8 +8,8 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use edgeplay_protocol::game::{Game, GameError};
-use edgeplay_protocol::stamp::Stamp;
+use edgeplay_game::game::{Game, GameError};
+use edgeplay_game::stamp::Stamp;
 
 use crate::encode::{
     AudioEncoder, EncodeError, EncodedAudio, EncodedFrame, EncoderKind, H264Profile, VideoConfig,

@@ -5,7 +5,7 @@
 //! ```no_run
 //! # fn main() -> Result<(), edgeplay_edge::gpu::GpuError> {
 //! use edgeplay_edge::gpu::Gpu;
-//! use edgeplay_protocol::{game::Scene, stamp::Stamp};
+//! use edgeplay_game::{game::Scene, stamp::Stamp};
 //!
 //! let gpu = Gpu::new()?; // once per process, shared by the sessions
 //! let mut target = gpu.create_target(1280, 720)?;
@@ -29,8 +29,8 @@ use std::f64::consts::TAU;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use edgeplay_protocol::game::{ARENA_H, ARENA_W, MAX_BODIES, Scene};
-use edgeplay_protocol::stamp::{STAMP_CELL_PX, STAMP_COLS, STAMP_ROWS, Stamp};
+use edgeplay_game::game::{ARENA_H, ARENA_W, MAX_BODIES, Scene};
+use edgeplay_game::stamp::{STAMP_CELL_PX, STAMP_COLS, STAMP_ROWS, Stamp};
 
 use crate::convert::nv12_len;
 use crate::gpu::{Gpu, GpuError, Target};

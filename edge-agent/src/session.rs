@@ -38,9 +38,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use edgeplay_protocol::game::{Game, GameConfig};
+use edgeplay_game::game::{Game, GameConfig};
+use edgeplay_game::stamp::Stamp;
 use edgeplay_protocol::input::InputEvent;
-use edgeplay_protocol::stamp::Stamp;
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{debug, info, info_span, warn};
 

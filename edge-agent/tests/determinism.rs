@@ -5,10 +5,10 @@ use std::path::Path;
 
 use edgeplay_edge::gpu::Gpu;
 use edgeplay_edge::render::RenderTarget;
-use edgeplay_protocol::game::{Game, GameConfig};
-use edgeplay_protocol::hash::StateHasher;
+use edgeplay_game::game::{Game, GameConfig};
+use edgeplay_game::hash::StateHasher;
+use edgeplay_game::stamp::Stamp;
 use edgeplay_protocol::input::{ScriptedInput, parse_script};
-use edgeplay_protocol::stamp::Stamp;
 
 const W: u32 = 1280;
 const H: u32 = 720;

@@ -12,7 +12,7 @@ use edgeplay_edge::encode::{
     self, AUDIO_FRAME, AUDIO_SAMPLE_RATE, AudioEncoder, EncodeError, EncodedFrame, EncoderChoice,
     EncoderKind, H264Decoder, MediaFileWriter, VideoConfig, VideoEncoder,
 };
-use edgeplay_protocol::stamp::{Stamp, draw_luma, read_luma};
+use edgeplay_game::stamp::{Stamp, draw_luma, read_luma};
 
 const W: u32 = 1280;
 const H: u32 = 720;

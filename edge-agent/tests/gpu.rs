@@ -7,8 +7,8 @@ use std::time::Duration;
 use edgeplay_edge::convert::cpu_nv12_reference;
 use edgeplay_edge::gpu::{Gpu, GpuError, GpuOptions};
 use edgeplay_edge::render::RenderTarget;
-use edgeplay_protocol::game::{ARENA_H, ARENA_W, BodyView, MAX_BODIES, Scene, ShipView};
-use edgeplay_protocol::stamp::{Stamp, draw_luma, read_luma};
+use edgeplay_game::game::{ARENA_H, ARENA_W, BodyView, MAX_BODIES, Scene, ShipView};
+use edgeplay_game::stamp::{Stamp, draw_luma, read_luma};
 
 fn init_logs() {
     let _ = tracing_subscriber::fmt()

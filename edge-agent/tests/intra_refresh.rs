@@ -10,7 +10,7 @@ use edgeplay_edge::keyframe::{INTRA_REFRESH_HOLD, PERSISTENT_REQUESTS};
 use edgeplay_edge::metrics::Metrics;
 use edgeplay_edge::pipeline::PipelineConfig;
 use edgeplay_edge::session::{Control, MediaPacket, Session, SessionConfig, VideoPacket};
-use edgeplay_protocol::stamp::read_luma;
+use edgeplay_game::stamp::read_luma;
 use tokio::sync::broadcast;
 
 /// Next video packet, skipping audio; bounded so a stalled session fails the test.

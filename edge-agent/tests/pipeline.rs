@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use edgeplay_edge::encode::{decode_annexb_file, decode_annexb_file_scaled};
-use edgeplay_protocol::game::{GameConfig, simulate};
+use edgeplay_game::game::{GameConfig, simulate};
+use edgeplay_game::stamp::read_luma;
 use edgeplay_protocol::input::parse_script;
-use edgeplay_protocol::stamp::read_luma;
 
 fn edge_agent() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_edge-agent"));

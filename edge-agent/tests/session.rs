@@ -8,8 +8,8 @@ use edgeplay_edge::encode::H264Decoder;
 use edgeplay_edge::gpu::Gpu;
 use edgeplay_edge::metrics::Metrics;
 use edgeplay_edge::session::{Control, MediaPacket, Session, SessionConfig, VideoPacket};
+use edgeplay_game::stamp::read_luma;
 use edgeplay_protocol::input::{InputEvent, Key};
-use edgeplay_protocol::stamp::read_luma;
 use tokio::sync::broadcast;
 
 mod support;

@@ -6,8 +6,8 @@
 //!   states, which random bytes almost never reach).
 #![no_main]
 
-use edgeplay_protocol::game::{Game, GameConfig};
-use edgeplay_protocol::hash::StateHasher;
+use edgeplay_game::game::{Game, GameConfig};
+use edgeplay_game::hash::StateHasher;
 use libfuzzer_sys::fuzz_target;
 
 /// Header (magic, version, length) and trailing checksum around a state body.

@@ -6,7 +6,7 @@
 //!   past the sync word into the CRC and the full bit grid.
 #![no_main]
 
-use edgeplay_protocol::stamp::{Stamp, draw_luma, read_luma};
+use edgeplay_game::stamp::{Stamp, draw_luma, read_luma};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

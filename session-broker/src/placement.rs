@@ -317,7 +317,7 @@ impl Index {
         if self.by_id.len() <= k {
             return self.by_id.keys().copied().collect();
         }
-        let mut rng = edgeplay_protocol::hash::SplitMix64(seed);
+        let mut rng = edgeplay_game::hash::SplitMix64(seed);
         let mut out = Vec::with_capacity(k);
         for _ in 0..k.saturating_mul(4) {
             if out.len() >= k {

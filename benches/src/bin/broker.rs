@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use edgeplay_broker::api::{HEARTBEAT_DOMAIN, REGISTER_DOMAIN, sign_body};
-use edgeplay_protocol::hash::SplitMix64;
+use edgeplay_game::hash::SplitMix64;
 use edgeplay_protocol::token::{EdgeId, SigningKey};
 use edgeplay_testkit::etcd::Etcd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

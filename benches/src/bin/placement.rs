@@ -49,8 +49,8 @@ use edgeplay_broker::liveness::{EdgeState, IDLE_INTERVAL, Liveness, MISSES, SERV
 use edgeplay_broker::placement::{EdgeSpec, Index, IndexConfig, Request};
 use edgeplay_broker::store::{BrokerEntry, RedbStore, Store, Table};
 use edgeplay_broker::tokens::BrokerKey;
+use edgeplay_game::hash::SplitMix64;
 use edgeplay_protocol::coords::{Coord, Vivaldi};
-use edgeplay_protocol::hash::SplitMix64;
 use edgeplay_protocol::token::EdgeId;
 
 const USAGE: &str = "\

@@ -33,8 +33,8 @@ use edgeplay_edge::metrics::Metrics;
 use edgeplay_edge::pipeline::PipelineConfig;
 use edgeplay_edge::quic::{DevToken, QuicConfig, QuicEdge};
 use edgeplay_edge::stats::{Summary, ms};
+use edgeplay_game::stamp::read_luma;
 use edgeplay_protocol::input::{InputEvent, Key};
-use edgeplay_protocol::stamp::read_luma;
 use edgeplay_testkit::relay::{RelayConfig, UdpRelay};
 
 struct Args {

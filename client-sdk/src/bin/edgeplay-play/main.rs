@@ -38,8 +38,8 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use edgeplay_client::broker::SessionRequest;
 use edgeplay_client::{Client, Frame, Session, parse_fingerprint};
+use edgeplay_game::stamp::{Stamp, read_luma};
 use edgeplay_protocol::input::{ScriptedInput, parse_script};
-use edgeplay_protocol::stamp::{Stamp, read_luma};
 
 /// Play an edgeplay session over QUIC: in a window, or headless with `--frames N`.
 #[derive(Debug, Parser)]

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use edgeplay_client::Session;
+use edgeplay_game::stamp::read_luma;
 use edgeplay_protocol::input::{InputEvent, Key};
-use edgeplay_protocol::stamp::read_luma;
 use minifb::{KeyRepeat, MouseButton, MouseMode, Window, WindowOptions};
 
 use crate::image::nv12_to_0rgb;

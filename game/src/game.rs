@@ -55,7 +55,7 @@ pub struct Scene {
 }
 
 use crate::hash::{SplitMix64, StateHasher};
-use crate::input::{InputEvent, Key, ScriptedInput};
+use edgeplay_protocol::input::{InputEvent, Key, ScriptedInput};
 
 /// Audio sample rate of [`Game::render_audio`], in Hz (Opus's native rate).
 pub const AUDIO_RATE: u32 = 48_000;
@@ -353,7 +353,7 @@ impl Sink for Vec<u8> {
 /// a checkpoint, so checkpoint plus log replays exactly to the present.
 ///
 /// ```
-/// use edgeplay_protocol::game::{Game, GameConfig};
+/// use edgeplay_game::game::{Game, GameConfig};
 /// use edgeplay_protocol::input::{InputEvent, Key};
 ///
 /// let mut game = Game::new(42, GameConfig { tick_hz: 60 })?;
@@ -366,7 +366,7 @@ impl Sink for Vec<u8> {
 /// let (tick, hash) = (game.tick(), game.state_hash()); // into the frame stamp
 /// assert_eq!((scene.tick, tick), (1, 1));
 /// # let _ = hash;
-/// # Ok::<(), edgeplay_protocol::game::GameError>(())
+/// # Ok::<(), edgeplay_game::game::GameError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct Game {
@@ -909,7 +909,7 @@ impl Game {
 ///
 /// # Errors
 /// [`GameError::UnsupportedTickRate`] for a bad `cfg`; [`GameError::OutOfOrder`] when the script
-/// skips a sequence number ([`crate::input::parse_script`] rejects such scripts already).
+/// skips a sequence number ([`edgeplay_protocol::input::parse_script`] rejects such scripts already).
 pub fn simulate(
     seed: u64,
     cfg: GameConfig,

@@ -381,14 +381,14 @@ impl Grid<'_> {
 /// is damaged); [`StampError::NotFound`] when no sync word was found.
 ///
 /// ```
-/// use edgeplay_protocol::stamp::{Stamp, draw_luma, read_luma};
+/// use edgeplay_game::stamp::{Stamp, draw_luma, read_luma};
 ///
 /// let (w, h) = (1280, 720);
 /// let mut luma = vec![60u8; w * h];
 /// let stamp = Stamp { frame: 3, tick: 4, render_time_us: 5, input_seq: 6, state_hash: 7 };
 /// draw_luma(&stamp, &mut luma, w, h, w)?;
 /// assert_eq!(read_luma(&luma, w, h, w)?, stamp);
-/// # Ok::<(), edgeplay_protocol::stamp::StampError>(())
+/// # Ok::<(), edgeplay_game::stamp::StampError>(())
 /// ```
 pub fn read_luma(
     luma: &[u8],

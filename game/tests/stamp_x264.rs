@@ -1,13 +1,13 @@
 //! The stamp survives the real media path: x264 at 500 kbit/s 720p, decoded and read back at
 //! full size and after scaling. Spawns `ffmpeg` (with libx264), so it is opt-in:
-//! `cargo test -p edgeplay-protocol -- --ignored`.
+//! `cargo test -p edgeplay-game -- --ignored`.
 
 use std::path::Path;
 use std::process::Command;
 
-use edgeplay_protocol::game::{ARENA_H, ARENA_W, Game, GameConfig, Scene};
+use edgeplay_game::game::{ARENA_H, ARENA_W, Game, GameConfig, Scene};
+use edgeplay_game::stamp::{Stamp, draw_luma, read_luma};
 use edgeplay_protocol::input::{InputEvent, Key};
-use edgeplay_protocol::stamp::{Stamp, draw_luma, read_luma};
 
 const W: usize = 1280;
 const H: usize = 720;

@@ -1,7 +1,7 @@
 //! The example in docs/input-script.md parses and plays: the documentation cannot drift from
 //! the parser.
 
-use edgeplay_protocol::game::{GameConfig, simulate};
+use edgeplay_game::game::{GameConfig, simulate};
 use edgeplay_protocol::input::{InputEvent, Key, parse_script};
 
 #[test]
