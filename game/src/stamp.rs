@@ -66,9 +66,9 @@ const SCAN_STEP_DIV: u64 = 200;
 /// Least difference between the darkest and brightest sync cells for a candidate to count:
 /// below this the area is flat and any "bits" are noise.
 const MIN_CONTRAST: u32 = 40;
-/// A read whose CRC matches counts only when every cell's mean is at least 1/this of the sync
-/// contrast away from the threshold: no cell straddles a cell edge (see `Grid::read`).
-const CLEAN_MARGIN_DIV: u32 = 4;
+/// A cell whose mean is nearer the threshold than 1/this of the sync contrast is unclear: the
+/// grid may straddle cell edges there (see [`Read`]).
+const CLEAR_MARGIN_DIV: u32 = 4;
 
 /// Why a stamp could not be drawn, decoded or found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -325,7 +325,7 @@ impl Grid<'_> {
     }
 
     /// Reads the stamp at this cell size: `None` when the sync word does not match.
-    fn read(&self) -> Option<Result<Stamp, StampError>> {
+    fn read(&self) -> Option<Read> {
         let mut sync_means = [0u32; 16];
         for (i, m) in sync_means.iter_mut().enumerate() {
             *m = self.mean(i, 0);
@@ -344,26 +344,36 @@ impl Grid<'_> {
             return None;
         }
         let mut words = [0u32; 8];
-        let mut margin = u32::MAX;
+        let mut unclear = 0;
         for i in 0..STAMP_BITS {
             let m = self.mean(i % STAMP_COLS, i / STAMP_COLS);
-            margin = margin.min(m.abs_diff(threshold));
+            if m.abs_diff(threshold) * CLEAR_MARGIN_DIV < bright - dark {
+                unclear += 1;
+            }
             if m > threshold {
                 words[i / 32] |= 1 << (i % 32);
             }
         }
-        let read = Stamp::from_bits(&words);
-        // At the stamp's own scale every sampled half-cell lies inside one cell, so each mean
-        // sits near the dark or the bright level. A grid a few per cent off the stamp's scale
-        // drifts across cell edges towards the far columns: its reads are the stamp's bits
-        // shifted, and straddled cells average out near the threshold. Such a read can pass the
-        // 16-bit CRC by chance (about once in 65,536 distinct reads), so it only counts when
-        // every cell is clearly dark or bright.
-        if read.is_ok() && margin * CLEAN_MARGIN_DIV < bright - dark {
-            return None;
-        }
-        Some(read)
+        Some(Read {
+            result: Stamp::from_bits(&words),
+            unclear,
+        })
     }
+}
+
+/// What one grid read: the stamp or why not, and how many of its cells were unclear (a mean
+/// within 1/[`CLEAR_MARGIN_DIV`] of the sync contrast from the threshold).
+///
+/// At the stamp's own scale every sampled half-cell lies inside one cell, so its mean sits near
+/// the dark or the bright level (compression moves a few). A grid a few per cent off the
+/// stamp's scale drifts across cell edges towards the far columns: it reads the stamp's bits
+/// shifted, and the cells it straddles average out near the threshold. When the stamp is
+/// damaged, such a read can pass the 16-bit CRC by chance (about once in 65,536 distinct
+/// reads); the count of unclear cells tells the two apart.
+#[derive(Debug, PartialEq, Eq)]
+struct Read {
+    result: Result<Stamp, StampError>,
+    unclear: u32,
 }
 
 /// Reads the frame stamp from a decoded luma plane of unknown scale.
@@ -371,14 +381,17 @@ impl Grid<'_> {
 /// Tries cell sizes from 4 to 48 px (the likely ones, 16, 8, 24, 32 and 12, first, then a fine
 /// scan), each with the stamp one cell from the top-left corner; averages the central half of each
 /// cell and thresholds it halfway between the darkest and brightest sync-word cells. The first
-/// size whose sync word and CRC both match, with every cell clearly dark or bright, wins. Works on the rendered picture, on scaled copies
-/// and on pictures through lossy H.264; never panics on any input.
+/// size whose sync word and CRC both match with every cell clearly dark or bright wins at once;
+/// otherwise, among the sizes whose sync word matched, the one with the fewest unclear cells
+/// decides, CRC error and all (so a grid off the stamp's scale is not taken for a damaged
+/// stamp). Works on the rendered picture, on scaled copies and on pictures through lossy H.264;
+/// never panics on any input.
 ///
 /// # Errors
 /// [`StampError::StrideTooSmall`] / [`StampError::BufferTooSmall`] when the buffer does not hold
 /// the plane; [`StampError::TooSmall`] below 132×36 (the stamp at 4 px cells);
-/// [`StampError::BadCrc`] when a sync word was found but no candidate's CRC matched (the stamp
-/// is damaged); [`StampError::NotFound`] when no sync word was found.
+/// [`StampError::BadCrc`] when the clearest grid with a matching sync word failed its CRC (the
+/// stamp is damaged); [`StampError::NotFound`] when no sync word was found.
 ///
 /// ```
 /// use edgeplay_game::stamp::{Stamp, draw_luma, read_luma};
@@ -409,21 +422,23 @@ pub fn read_luma(
     }
     let scan = std::iter::successors(Some(MIN_CELL), |&c| Some(c + (c / SCAN_STEP_DIV).max(1)))
         .take_while(|&c| c <= MAX_CELL);
-    let mut damaged = None;
+    let mut best: Option<Read> = None;
     for cell in PREFERRED_CELLS.into_iter().chain(scan) {
         let grid = Grid { luma, stride, cell };
         if !grid.fits(width, height) {
             continue;
         }
-        match grid.read() {
-            Some(Ok(stamp)) => return Ok(stamp),
-            Some(Err(e)) => {
-                damaged.get_or_insert(e);
-            }
-            None => {}
+        let Some(read) = grid.read() else {
+            continue;
+        };
+        if read.result.is_ok() && read.unclear == 0 {
+            return read.result;
+        }
+        if best.as_ref().is_none_or(|b| read.unclear < b.unclear) {
+            best = Some(read);
         }
     }
-    Err(damaged.unwrap_or(StampError::NotFound { width, height }))
+    best.map_or(Err(StampError::NotFound { width, height }), |b| b.result)
 }
 
 #[cfg(test)]
@@ -638,13 +653,27 @@ mod tests {
                 }
             }
         }
+        let drawn = Grid {
+            luma: &v,
+            stride: w,
+            cell: 16 * FRAC,
+        }
+        .read()
+        .expect("sync");
+        assert!(matches!(drawn.result, Err(StampError::BadCrc { .. })));
+        assert_eq!(drawn.unclear, 0, "flipped cells are clear cells");
         let shifted = Grid {
             luma: &v,
             stride: w,
             cell: 16 * FRAC + 90,
         };
         assert!(shifted.fits(w, h));
-        assert_eq!(shifted.read(), None, "the straddling grid's read counts");
+        let shifted = shifted.read().expect("sync");
+        assert!(
+            shifted.result.is_ok(),
+            "the shifted read's CRC matches by chance"
+        );
+        assert!(shifted.unclear > 16, "{} unclear cells", shifted.unclear);
         let Err(expected) = Stamp::from_bits(&words) else {
             panic!("two flips should break the CRC");
         };

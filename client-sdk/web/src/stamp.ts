@@ -14,8 +14,8 @@ export const STAMP_SYNC = 0xc35a;
 const FRAC = 256;
 const PREFERRED_CELLS = [16, 8, 24, 32, 12].map((c) => c * FRAC);
 const MIN_CONTRAST = 40;
-/** A read counts only when every cell mean is at least 1/this of the sync contrast from the threshold. */
-const CLEAN_MARGIN_DIV = 4;
+/** A cell mean nearer the threshold than 1/this of the sync contrast is unclear. */
+const CLEAR_MARGIN_DIV = 4;
 
 /** What one frame's stamp carries (64-bit fields as bigint). */
 export interface Stamp {
@@ -59,10 +59,12 @@ export const STAMP_SPAN_PX = { width: (STAMP_COLS + 1) * 32, height: (STAMP_ROWS
 
 /**
  * Reads a stamp from a luma plane (`luma[y * stride + x]`), trying the likely cell sizes.
- * Returns null when no size gives a matching sync word and CRC with every cell clearly dark or
- * bright.
+ * A size whose sync word and CRC match with every cell clearly dark or bright wins at once;
+ * otherwise the size with the fewest unclear cells decides. Returns null when that read's CRC
+ * fails or no size gives a matching sync word.
  */
 export function readLuma(luma: Uint8Array, width: number, height: number, stride: number): Stamp | null {
+  let best: { stamp: Stamp | null; unclear: number } | null = null;
   for (const cell of PREFERRED_CELLS) {
     const span = (index: number): [number, number] => {
       const origin = cell * index;
@@ -87,18 +89,19 @@ export function readLuma(luma: Uint8Array, width: number, height: number, stride
     if (bright - dark < MIN_CONTRAST) continue;
     const threshold = Math.floor((dark + bright) / 2);
     const bytes = new Uint8Array(STAMP_BITS / 8);
-    let margin = Infinity;
+    let unclear = 0;
     for (let i = 0; i < STAMP_BITS; i++) {
       const m = mean(i % STAMP_COLS, Math.floor(i / STAMP_COLS));
-      margin = Math.min(margin, Math.abs(m - threshold));
+      if (Math.abs(m - threshold) * CLEAR_MARGIN_DIV < bright - dark) unclear++;
       if (m > threshold) bytes[i >> 3] |= 1 << (i & 7);
     }
     const stamp = fromBits(bytes);
-    // As in the Rust reader: a read counts only when no cell straddles a cell edge, so a grid
-    // off the stamp's scale cannot pass the 16-bit CRC by chance.
-    if (stamp && margin * CLEAN_MARGIN_DIV >= bright - dark) return stamp;
+    if (stamp && unclear === 0) return stamp;
+    // As in the Rust reader: otherwise the grid with the fewest unclear cells decides, so a
+    // grid off the stamp's scale, straddling cell edges, is not taken for a damaged stamp.
+    if (!best || unclear < best.unclear) best = { stamp, unclear };
   }
-  return null;
+  return best ? best.stamp : null;
 }
 
 /** Luma (BT.601, full range) of canvas RGBA pixels, for [readLuma]. */
