@@ -83,7 +83,7 @@ typedef struct EpOptions {
   uint32_t connect_timeout_ms;
 } EpOptions;
 
-// What the frame stamp in the picture says (see `edgeplay_protocol::stamp`).
+// What the frame stamp in the picture says (see `edgeplay_game::stamp`).
 //
 // ```c
 // if (f.has_stamp && f.stamp.input_seq >= my_seq) printf("input shown at tick %u\n", f.stamp.tick);
