@@ -10,10 +10,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use edgeplay_edge::encode::{self, AudioEncoder, EncoderChoice, VideoConfig, VideoEncoder};
-use edgeplay_edge::gpu::Gpu;
 use edgeplay_game::game::{Game, GameConfig};
 use edgeplay_game::stamp::{Stamp, read_luma};
+use edgeplay_media::encode::{self, AudioEncoder, EncoderChoice, VideoConfig, VideoEncoder};
+use edgeplay_media::gpu::Gpu;
 
 const W: u32 = 1280;
 const H: u32 = 720;

@@ -2,7 +2,7 @@
 //! harness binaries in `src/bin/` share the pieces below.
 //!
 //! - [`whep`]: an HTTP server on loopback with the built web player and the edge's WHEP
-//!   endpoint ([`edgeplay_edge::webrtc::Whep`], as `edge-agent run --dev` serves it);
+//!   endpoint ([`edgeplay_edge::transport::webrtc::Whep`], as `edge-agent run --dev` serves it);
 //! - [`chromium`]: headless Chromium playing that page (client-sdk/web/tests/bench.mjs) and the
 //!   latency samples it measured;
 //! - [`summary`]: percentiles of a sample list; [`spread`]: a figure's range over repetitions;
@@ -14,7 +14,7 @@ pub mod whep;
 
 use std::time::Duration;
 
-use edgeplay_edge::stats::{Summary, Window};
+use edgeplay_media::stats::{Summary, Window};
 
 /// The percentiles (and count, max) of `samples`; all zero when there are none.
 #[must_use]

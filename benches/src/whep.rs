@@ -1,7 +1,7 @@
 //! The WebRTC side of the benches: an HTTP server on loopback serving the built web player at
 //! `/play/` and the edge's WHEP sender at `POST /whep/edge/{w}/{h}/{fps}`.
 //!
-//! The sender is [`edgeplay_edge::webrtc::Whep`], answered as `edge-agent run --dev` answers
+//! The sender is [`edgeplay_edge::transport::webrtc::Whep`], answered as `edge-agent run --dev` answers
 //! `POST /v1/whep`: a fresh session runtime per offer (Vulkan render, the probed encoder with
 //! the profile the offer prefers), its bitrate the ceiling of the edge's congestion controller.
 //! Only what a bench does not need is left out: tokens, trickle ICE, `DELETE` (a run ends when
@@ -21,12 +21,12 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use edgeplay_edge::encode::EncoderKind;
-use edgeplay_edge::gpu::Gpu;
 use edgeplay_edge::metrics::Metrics;
-use edgeplay_edge::pipeline::PipelineConfig;
-use edgeplay_edge::session::{Session, SessionConfig, SessionHandle};
-use edgeplay_edge::webrtc::Whep;
+use edgeplay_edge::transport::webrtc::Whep;
+use edgeplay_media::encode::EncoderKind;
+use edgeplay_media::gpu::Gpu;
+use edgeplay_media::pipeline::PipelineConfig;
+use edgeplay_media::session::{Session, SessionConfig, SessionHandle};
 
 /// The state behind the routes: what a session needs, and the edge's WHEP sender.
 #[derive(Debug)]
@@ -97,7 +97,7 @@ impl WhepBench {
     pub async fn start_session(
         &self,
         (w, h, fps): (u32, u32, u32),
-        profile: edgeplay_edge::encode::H264Profile,
+        profile: edgeplay_media::encode::H264Profile,
     ) -> Result<(SessionHandle, u32)> {
         let kbps = crate::bitrate_kbps(w, h, fps)
             .ok_or_else(|| anyhow!("no bench configuration {w}x{h}@{fps}"))?;

@@ -2,11 +2,21 @@
 //! run on the session's audio thread. The edge sends 48 kHz mono Opus in 10 ms packets, each
 //! stamped with its presentation time on the session clock that video frames also use; decoded
 //! chunks keep that time, so an application plays them in sync with the frames.
+//!
+//! The I/O around it: [`read_datagrams`] takes the Opus packets off the connection's datagrams,
+//! [`audio_loop`] decodes them on the audio thread.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use edgeplay_protocol::media::Datagram;
 use gstreamer as gst;
 use gstreamer::prelude::*;
+use tokio::sync::mpsc;
+use tracing::{trace, warn};
+
+use crate::shared::Shared;
 
 /// Sample rate of decoded audio, Hz.
 pub const AUDIO_RATE: u32 = 48_000;
@@ -97,5 +107,58 @@ impl OpusDecoder {
             ),
             samples,
         }))
+    }
+}
+
+/// Reads the connection's datagrams: Opus packets go to the audio thread (dropped when it is
+/// behind), anything else is ignored.
+pub(crate) async fn read_datagrams(
+    conn: quinn::Connection,
+    shared: Arc<Shared>,
+    audio: std::sync::mpsc::SyncSender<(u64, Vec<u8>)>,
+) {
+    while let Ok(d) = conn.read_datagram().await {
+        match Datagram::decode(&d) {
+            Ok(Datagram::Audio { header, data }) => {
+                shared.counters.audio.fetch_add(1, Ordering::Relaxed);
+                // A full queue means the audio thread is behind: this chunk is dropped.
+                let _ = audio.try_send((header.pts_us, data));
+            }
+            Ok(Datagram::Input(_)) | Err(_) => trace!("ignored datagram"),
+        }
+    }
+}
+
+/// Decodes Opus packets on the audio thread and hands the chunks out.
+pub(crate) fn audio_loop(
+    decoder: &mut OpusDecoder,
+    input: &std::sync::mpsc::Receiver<(u64, Vec<u8>)>,
+    output: &mpsc::Sender<AudioChunk>,
+    shared: &Shared,
+) {
+    while let Ok((pts_us, packet)) = input.recv() {
+        if let Err(e) = decoder.push(&packet, pts_us) {
+            warn!("{e}");
+            return;
+        }
+        loop {
+            match decoder.pull(Duration::from_millis(5)) {
+                Ok(Some(chunk)) => {
+                    shared
+                        .counters
+                        .audio_decoded
+                        .fetch_add(1, Ordering::Relaxed);
+                    match output.try_send(chunk) {
+                        Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    warn!("{e}");
+                    return;
+                }
+            }
+        }
     }
 }

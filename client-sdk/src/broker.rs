@@ -21,21 +21,29 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use edgeplay_protocol::coords::{Coord, INITIAL_ERROR, Vivaldi};
-use edgeplay_protocol::link::{ECHO_MAGIC, parse_http_head};
+use edgeplay_protocol::link::ECHO_MAGIC;
 use edgeplay_protocol::token::from_hex;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::{Request, Uri, header};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 
-use crate::{Client, ClientError, Session, parse_fingerprint};
+use crate::connect::{Client, ClientOptions};
+use crate::error::ClientError;
+use crate::pin::parse_fingerprint;
+use crate::session::Session;
 
 /// Echo samples per candidate.
 pub const PROBES: usize = 3;
 /// How long one echo sample may take before it counts as lost.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
-/// Longest broker answer read.
+/// Longest broker answer (body) read; a longer one is refused.
 const MAX_ANSWER: usize = 1 << 20;
 /// How long one broker call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -207,49 +215,71 @@ fn host_port(url: &str) -> Result<String, BrokerError> {
     Ok(rest.to_owned())
 }
 
-/// One HTTP/1.1 call with a JSON body: the status and the JSON answer.
+/// One HTTP/1.1 call with a JSON body: the status and the JSON answer (`null` when the body is
+/// not JSON), within [`CALL_TIMEOUT`].
 async fn call(url: &str, path: &str, body: &Value) -> Result<(u16, Value), BrokerError> {
+    call_within(CALL_TIMEOUT, url, path, body).await
+}
+
+async fn call_within(
+    timeout: Duration,
+    url: &str,
+    path: &str,
+    body: &Value,
+) -> Result<(u16, Value), BrokerError> {
     let hp = host_port(url)?;
+    let uri: Uri = format!("http://{hp}{path}")
+        .parse()
+        .map_err(|_| BrokerError::BadUrl(url.to_owned()))?;
     let unreachable = |why: String| BrokerError::Unreachable {
         url: url.to_owned(),
         why,
     };
-    let body = body.to_string();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {hp}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    // One connection per call, closed after the answer, as a player calls twice per session.
+    let req = Request::post(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONNECTION, "close")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| unreachable(e.to_string()))?;
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: HttpClient<_, Full<Bytes>> =
+        HttpClient::builder(TokioExecutor::new()).build(connector);
     let run = async {
-        let mut s = TcpStream::connect(&hp)
+        let answer = client
+            .request(req)
             .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        s.write_all(req.as_bytes())
+            .map_err(|e| unreachable(causes(&e)))?;
+        let status = answer.status().as_u16();
+        let body = Limited::new(answer.into_body(), MAX_ANSWER)
+            .collect()
             .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let mut buf = Vec::new();
-        (&mut s)
-            .take(MAX_ANSWER as u64)
-            .read_to_end(&mut buf)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let head = parse_http_head(&buf)
-            .map_err(|e| unreachable(e.to_string()))?
-            .ok_or_else(|| unreachable("the answer ended inside its head".into()))?;
-        let mut body = &buf[head.len..];
-        if let Some(n) = head
-            .header("content-length")
-            .and_then(|n| n.parse::<usize>().ok())
-        {
-            body = body
-                .get(..n)
-                .ok_or_else(|| unreachable("truncated answer".into()))?;
-        }
-        let v = serde_json::from_slice(body).unwrap_or(Value::Null);
-        Ok((head.status, v))
+            .map_err(|e| {
+                unreachable(if e.is::<LengthLimitError>() {
+                    format!("the answer is longer than {MAX_ANSWER} bytes")
+                } else {
+                    causes(&*e)
+                })
+            })?
+            .to_bytes();
+        let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        Ok((status, v))
     };
-    tokio::time::timeout(CALL_TIMEOUT, run)
+    tokio::time::timeout(timeout, run)
         .await
-        .map_err(|_| unreachable(format!("no answer in {} s", CALL_TIMEOUT.as_secs())))?
+        .map_err(|_| unreachable(format!("no answer in {} s", timeout.as_secs_f64())))?
+}
+
+/// An error and its causes, `outer: inner: …` (hyper's own message names only the stage).
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut why = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        why.push_str(": ");
+        why.push_str(&s.to_string());
+        source = s.source();
+    }
+    why
 }
 
 fn refused(what: &'static str, status: u16, v: &Value) -> BrokerError {
@@ -421,17 +451,17 @@ impl Client {
         broker_url: &str,
         req: &SessionRequest,
     ) -> Result<(Session, Placement), BrokerError> {
-        Self::connect_via_broker_with(broker_url, req, crate::ClientOptions::default()).await
+        Self::connect_via_broker_with(broker_url, req, ClientOptions::default()).await
     }
 
-    /// [`Client::connect_via_broker`] with [`crate::ClientOptions`] (decoder, pixel format).
+    /// [`Client::connect_via_broker`] with [`ClientOptions`] (decoder, pixel format).
     ///
     /// # Errors
     /// [`BrokerError`].
     pub async fn connect_via_broker_with(
         broker_url: &str,
         req: &SessionRequest,
-        options: crate::ClientOptions,
+        options: ClientOptions,
     ) -> Result<(Session, Placement), BrokerError> {
         let p = place(broker_url, req).await?;
         let session =
@@ -498,5 +528,237 @@ mod tests {
         server.await.unwrap();
         let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         assert_eq!(probe_rtt(silent.local_addr().unwrap()).await, None);
+    }
+
+    /// A broker stand-in on loopback: answers each connection in turn with the canned bytes
+    /// (`None`: reads the request and never answers), and returns the requests it read.
+    async fn serve(
+        answers: Vec<Option<Vec<u8>>>,
+    ) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for answer in answers {
+                let (mut s, _) = listener.accept().await.unwrap();
+                seen.push(read_request(&mut s).await);
+                match answer {
+                    // The client may hang up before reading it all (too long an answer).
+                    Some(a) => {
+                        let _ = s.write_all(&a).await;
+                        let _ = s.shutdown().await;
+                    }
+                    None => tokio::time::sleep(Duration::from_secs(5)).await,
+                }
+            }
+            seen
+        });
+        (url, task)
+    }
+
+    async fn read_request(s: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = s.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        let l = l.to_ascii_lowercase();
+                        l.strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    break;
+                }
+            }
+        }
+        String::from_utf8(buf).unwrap()
+    }
+
+    fn answer(status: &str, body: &str) -> Option<Vec<u8>> {
+        Some(
+            format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_call_posts_json_and_reads_the_status_and_the_answer() {
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n";
+        let (url, server) = serve(vec![
+            answer("201 Created", r#"{"session":"s1"}"#),
+            Some(chunked.to_vec()),
+            answer("503 Service Unavailable", "not json"),
+        ])
+        .await;
+        let (status, v) = call(&url, "/v1/sessions", &json!({"player": "p"}))
+            .await
+            .unwrap();
+        assert_eq!((status, v["session"].as_str()), (201, Some("s1")));
+        let (status, v) = call(&url, "/x", &json!({})).await.unwrap();
+        assert_eq!((status, v), (200, json!({"a": 1})));
+        let (status, v) = call(&url, "/y", &json!({})).await.unwrap();
+        assert_eq!(
+            (status, v),
+            (503, Value::Null),
+            "an answer that is not JSON is null"
+        );
+        let seen = server.await.unwrap();
+        let first = &seen[0];
+        assert!(
+            first.starts_with("POST /v1/sessions HTTP/1.1\r\n"),
+            "{first}"
+        );
+        let head = first.to_ascii_lowercase();
+        assert!(
+            head.contains("content-type: application/json\r\n"),
+            "{first}"
+        );
+        assert!(head.contains("content-length: 14\r\n"), "{first}");
+        assert!(
+            head.contains(&format!("host: {}\r\n", &url["http://".len()..])),
+            "{first}"
+        );
+        assert!(first.ends_with(r#"{"player":"p"}"#), "{first}");
+    }
+
+    #[tokio::test]
+    async fn failures_say_what_went_wrong() {
+        // Too long an answer.
+        let big = "x".repeat(MAX_ANSWER + 1);
+        let (url, _server) = serve(vec![answer("200 OK", &big)]).await;
+        let e = call(&url, "/", &json!({})).await.unwrap_err();
+        assert!(
+            matches!(&e, BrokerError::Unreachable { why, .. } if why.contains("longer than 1048576 bytes")),
+            "{e}"
+        );
+        // No answer in time.
+        let (url, _server) = serve(vec![None]).await;
+        let e = call_within(Duration::from_millis(200), &url, "/", &json!({}))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("cannot talk to the broker at {url}: no answer in 0.2 s")
+        );
+        // Nobody listening.
+        let addr = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let e = call(&format!("http://{addr}"), "/", &json!({}))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, BrokerError::Unreachable { why, .. } if why.contains("refused")),
+            "{e}"
+        );
+        // An answer that ends early.
+        let cut = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"a\":".to_vec();
+        let (url, _server) = serve(vec![Some(cut)]).await;
+        let e = call(&url, "/", &json!({})).await.unwrap_err();
+        assert!(matches!(e, BrokerError::Unreachable { .. }), "{e}");
+        // Only http://HOST:PORT: https comes later.
+        for bad in ["https://127.0.0.1:1", "http://bad host:1", "http://h:1/x"] {
+            let e = call(bad, "/", &json!({})).await.unwrap_err();
+            assert!(matches!(e, BrokerError::BadUrl(_)), "{bad}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn place_asks_probes_selects_and_reads_the_placement() {
+        let echo = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let echo_addr = echo.local_addr().unwrap();
+        let echoer = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            for _ in 0..PROBES {
+                let (n, from) = echo.recv_from(&mut buf).await.unwrap();
+                echo.send_to(&buf[..n], from).await.unwrap();
+            }
+        });
+        let candidates = json!({
+            "session": "s1",
+            "candidates": [
+                {"edge": "e1", "echo_addr": echo_addr.to_string(),
+                 "coord": {"x": 3.0, "y": 0.0, "height": 1.0}, "coord_error": 0.2},
+                {"edge": "e2"},
+            ],
+        });
+        let placed = json!({
+            "edge": "e1",
+            "quic_addr": "127.0.0.1:4433",
+            "cert_fingerprint": "ab".repeat(32),
+            "token": "0102ff",
+            "whep_url": "/v1/sessions/s1/whep",
+        });
+        let (url, server) = serve(vec![
+            answer("201 Created", &candidates.to_string()),
+            answer("200 OK", &placed.to_string()),
+        ])
+        .await;
+        let req = SessionRequest::new("player-1", 1280, 720, 60);
+        let p = place(&url, &req).await.unwrap();
+        assert_eq!((p.session.as_str(), p.edge.as_str()), ("s1", "e1"));
+        assert_eq!(p.quic_addr, "127.0.0.1:4433".parse().unwrap());
+        assert_eq!(
+            (p.cert_fingerprint, p.token.clone()),
+            ([0xab; 32], vec![1, 2, 0xff])
+        );
+        assert_eq!(p.whep_url, "/v1/sessions/s1/whep");
+        assert!(p.rtt_ms.is_some());
+        assert!(
+            p.player_coord.is_some(),
+            "fitted to the one coordinate measured"
+        );
+        let measured: Vec<(&str, bool)> = p
+            .measured
+            .iter()
+            .map(|(e, r)| (e.as_str(), r.is_some()))
+            .collect();
+        assert!(measured.contains(&("e1", true)) && measured.contains(&("e2", false)));
+        let seen = server.await.unwrap();
+        assert!(
+            seen[0].starts_with("POST /v1/sessions HTTP/1.1"),
+            "{}",
+            seen[0]
+        );
+        assert!(seen[0].contains(r#""player":"player-1""#), "{}", seen[0]);
+        assert!(
+            seen[1].starts_with("POST /v1/sessions/s1/select HTTP/1.1"),
+            "{}",
+            seen[1]
+        );
+        assert!(
+            seen[1].contains(r#""edge":"e1""#) && !seen[1].contains("e2"),
+            "{}",
+            seen[1]
+        );
+        echoer.await.unwrap();
+
+        // A refusal carries the broker's explanation.
+        let (url, _server) = serve(vec![answer(
+            "429 Too Many Requests",
+            r#"{"error":"slow down"}"#,
+        )])
+        .await;
+        let e = place(&url, &req).await.unwrap_err();
+        assert!(
+            matches!(&e, BrokerError::Refused { what: "the session request", status: 429, error } if error == "slow down"),
+            "{e}"
+        );
     }
 }

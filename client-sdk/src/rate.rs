@@ -4,7 +4,11 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::RATE_WINDOW;
+/// The window of the rates in [`Stats`](crate::Stats) whose names end in `_1s`: they count what
+/// happened in the last second before [`Session::stats`](crate::Session::stats) was called,
+/// `(now - 1 s, now]`, so they fall to zero within a second of a stall instead of fading like a
+/// session-long average.
+pub const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 /// The windows behind the `_1s` rates, each [`RATE_WINDOW`] long.
 #[derive(Debug)]

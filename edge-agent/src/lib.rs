@@ -1,31 +1,22 @@
-//! The edgeplay edge agent.
+//! The edgeplay edge agent: serves live game sessions to players and keeps the edge known to
+//! its broker. The media path itself (Vulkan render, NV12 conversion, GStreamer encoding, the
+//! live session runtime) is `edgeplay-media`'s; this crate carries its packets to players and
+//! their inputs back.
 //!
-//! An edge renders each session's game with Vulkan ([`gpu`], [`render`]), converts the picture
-//! to NV12 on the GPU ([`convert`]), encodes it with GStreamer ([`encode`]: NVENC when a real
-//! encoder session opens, x264 otherwise) together with the game's sound as Opus, and hands the
-//! timestamped media to the transports through the live session runtime ([`session`]).
-//! [`pipeline`] is one session's media path; [`stats`] and [`metrics`] measure it.
+//! - [`transport`]: WHEP for browsers ([`transport::webrtc`]), `edgeplay/1` over QUIC for the
+//!   native SDK ([`transport::quic`]), and the join tokens both check ([`transport::token`]);
+//! - [`http`]: health, `/metrics`, the `--dev` session API, WHEP's routes and the web player;
+//! - [`link`]: the link to the home broker (register, heartbeat, relayed WHEP, relinking to
+//!   another broker, the UDP echo, network coordinates);
+//! - [`broker_mode`]: `edge-agent run --broker`, everything above together, and the drain;
+//! - [`metrics`]: the edge's Prometheus registry, which the sessions report into.
 //!
-//! [`agent`] joins a home broker (`edge-agent run --broker`): link, heartbeats, relayed WHEP,
-//! join tokens, UDP echo, drain; [`failover`] picks the broker it dials when its broker dies;
-//! [`coords`] measures its network coordinate against peer edges the broker names.
-//!
-//! `unsafe` lives only in [`gpu`], the one module that talks to Vulkan.
-pub mod agent;
-pub mod convert;
-pub mod coords;
-pub mod encode;
-pub mod failover;
-pub mod gpu;
+//! It is not a renderer or an encoder, and it holds no `unsafe` code: Vulkan and GStreamer stay
+//! behind `edgeplay-media`'s safe API.
+#![forbid(unsafe_code)]
+
+pub mod broker_mode;
 pub mod http;
-pub mod keyframe;
+pub mod link;
 pub mod metrics;
-pub mod pipeline;
-pub mod probe;
-pub mod quic;
-pub mod quic_rate;
-pub mod rate;
-pub mod render;
-pub mod session;
-pub mod stats;
-pub mod webrtc;
+pub mod transport;

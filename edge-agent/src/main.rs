@@ -7,14 +7,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use edgeplay_edge::encode::{self, EncoderChoice, MediaFileWriter};
-use edgeplay_edge::gpu::Gpu;
+use edgeplay_edge::broker_mode::{self, BrokerArgs};
 use edgeplay_edge::http::{self, DevServerConfig};
 use edgeplay_edge::metrics::Metrics;
-use edgeplay_edge::pipeline::{PipelineConfig, SessionPipeline};
-use edgeplay_edge::quic::{DevToken, QuicConfig, QuicEdge};
-use edgeplay_edge::stats::{StageStats, StageTable};
+use edgeplay_edge::transport::quic::{QuicConfig, QuicEdge};
+use edgeplay_edge::transport::token::DevToken;
 use edgeplay_game::game::{Game, GameConfig};
+use edgeplay_media::encode::{self, EncoderChoice, MediaFileWriter};
+use edgeplay_media::gpu::Gpu;
+use edgeplay_media::pipeline::{PipelineConfig, SessionPipeline};
+use edgeplay_media::stats::{StageStats, StageTable};
 use edgeplay_protocol::input::{ScriptedInput, parse_script};
 use tracing::info;
 
@@ -118,7 +120,7 @@ struct RunArgs {
     #[arg(long, default_value = "127.0.0.1:4433", env = "EDGEPLAY_QUIC_LISTEN")]
     quic_listen: std::net::SocketAddr,
     #[command(flatten)]
-    broker: edgeplay_edge::agent::BrokerArgs,
+    broker: BrokerArgs,
 }
 
 fn parse_resolution(s: &str) -> Result<(u32, u32), String> {
@@ -401,7 +403,7 @@ fn run_cmd(args: RunArgs) -> Result<()> {
     if !args.dev {
         let mut quic = QuicConfig::new(args.quic_listen, quic_pipeline);
         quic.max_sessions = args.max_sessions;
-        let edge = edgeplay_edge::agent::Edge {
+        let edge = broker_mode::Edge {
             http: DevServerConfig {
                 dev_token: None,
                 ..dev
@@ -411,7 +413,7 @@ fn run_cmd(args: RunArgs) -> Result<()> {
             metrics,
             quic,
         };
-        return runtime.block_on(edgeplay_edge::agent::serve(args.broker, edge));
+        return runtime.block_on(broker_mode::serve(args.broker, edge));
     }
     runtime.block_on(async {
         let mut quic_cfg = QuicConfig::new(args.quic_listen, quic_pipeline);

@@ -2,18 +2,20 @@
 //!
 //! One [`Metrics`] per process, shared (`Arc`) by every session; the handles inside are atomics,
 //! so updating them on the frame path takes no lock and allocates nothing once a label set exists.
+//! The session runtime reports into it through [`SessionMetrics`]; the transports, the link and
+//! the coordinate measurement update their own metrics directly.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use edgeplay_media::session::SessionMetrics;
+use edgeplay_media::stats::{FrameTimings, Stage};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use crate::stats::{FrameTimings, Stage};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -239,14 +241,14 @@ impl Metrics {
     }
 
     /// Records one frame's stage timings.
-    pub fn record_timings(&self, t: &FrameTimings) {
+    pub(crate) fn record_timings(&self, t: &FrameTimings) {
         for (stage, h) in Stage::ALL.iter().zip(&self.stage_seconds) {
             h.observe(secs(t.get(*stage)));
         }
     }
 
     /// Counts an input dropped for `reason`.
-    pub fn input_dropped(&self, reason: &'static str) {
+    pub(crate) fn input_dropped(&self, reason: &'static str) {
         self.inputs_dropped
             .get_or_create(&vec![("reason", reason.to_owned())])
             .inc();
@@ -264,4 +266,95 @@ impl Metrics {
 
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
+}
+
+impl SessionMetrics for Metrics {
+    fn session_started(&self) {
+        self.sessions_active.inc();
+        self.sessions_started.inc();
+    }
+
+    fn session_ended(&self) {
+        self.sessions_active.dec();
+    }
+
+    fn frame_late(&self) {
+        self.frames_late.inc();
+    }
+
+    fn video_frame(&self, bytes: usize, timings: &FrameTimings) {
+        self.frames.inc();
+        self.video_bytes
+            .inc_by(u64::try_from(bytes).unwrap_or(u64::MAX));
+        self.record_timings(timings);
+    }
+
+    fn keyframe(&self) {
+        self.keyframes.inc();
+    }
+
+    fn keyframe_limited(&self) {
+        self.keyframes_limited.inc();
+    }
+
+    fn intra_refresh_started(&self) {
+        self.intra_refresh_periods.inc();
+    }
+
+    fn bitrate_changed(&self, kbps: u32) {
+        self.video_bitrate_kbps.set(i64::from(kbps));
+        self.video_bitrate_changes.inc();
+    }
+
+    fn audio_packet(&self) {
+        self.audio_packets.inc();
+    }
+
+    fn input_applied(&self) {
+        self.inputs_applied.inc();
+    }
+
+    fn input_dropped(&self, reason: &'static str) {
+        Metrics::input_dropped(self, reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_sessions_report_shows_on_metrics() {
+        let m = Metrics::new();
+        let s: &dyn SessionMetrics = &*m;
+        s.session_started();
+        s.session_started();
+        s.session_ended();
+        s.video_frame(1500, &FrameTimings::default());
+        s.keyframe();
+        s.intra_refresh_started();
+        s.bitrate_changed(2500);
+        s.audio_packet();
+        for _ in 0..4 {
+            s.input_applied();
+        }
+        s.input_dropped("duplicate");
+        let text = m.render();
+        for line in [
+            "edgeplay_edge_sessions_active 1",
+            "edgeplay_edge_sessions_started_total 2",
+            "edgeplay_edge_video_frames_total 1",
+            "edgeplay_edge_video_bytes_total 1500",
+            "edgeplay_edge_keyframes_total 1",
+            "edgeplay_edge_intra_refresh_periods_total 1",
+            "edgeplay_edge_video_bitrate_kbps 2500",
+            "edgeplay_edge_video_bitrate_changes_total 1",
+            "edgeplay_edge_audio_packets_total 1",
+            "edgeplay_edge_inputs_applied_total 4",
+            "edgeplay_edge_inputs_dropped_total{reason=\"duplicate\"} 1",
+            "edgeplay_edge_stage_seconds_count{stage=\"total\"} 1",
+        ] {
+            assert!(text.contains(line), "no `{line}` in:\n{text}");
+        }
+    }
 }

@@ -11,8 +11,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use edgeplay_client::Client;
@@ -25,35 +23,25 @@ use edgeplay_testkit::relay::{RelayConfig, UdpRelay};
 use serde_json::{Value, json};
 
 mod support;
-use support::procs::{Proc, edges, http, json_call, session_body, start_broker, tmp};
+use support::procs::{
+    self, Proc, create_session, edges, http, json_call, select, session_body, start_broker, tmp,
+};
+use support::web::{chromium_and_built_player, run_e2e};
 
+/// An edge of region `name` at `coord` linked to `broker` (with the `echo` flags), draining for
+/// at most 20 s; the process and its id.
 fn start_edge(broker: SocketAddr, name: &str, coord: &str, echo: &[&str]) -> (Proc, String) {
     let dir = tmp(&format!("{name}-{coord}"));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-agent"));
-    cmd.args([
-        "run",
-        "--broker",
-        &format!("http://{broker}"),
-        "--listen",
-        "127.0.0.1:0",
-        "--quic-listen",
-        "127.0.0.1:0",
-        "--max-sessions",
-        "2",
+    let mut extra = vec![
         "--region",
         name,
         "--coord",
         coord,
         "--drain-timeout-secs",
         "20",
-        "--data-dir",
-    ])
-    .arg(&dir)
-    .args(echo);
-    let p = Proc::start(&mut cmd);
-    let id = p.line("edge-agent");
-    let id = id.split_whitespace().next().unwrap().to_owned();
-    (p, id)
+    ];
+    extra.extend_from_slice(echo);
+    procs::start_edge(&format!("http://{broker}"), &dir, &extra)
 }
 
 /// `broker_heartbeats_total` from the broker's metrics.
@@ -136,7 +124,7 @@ fn forged_link(broker: SocketAddr) -> LinkMessage {
         wrong.sign(b"not the challenge")
     };
     let reg = LinkMessage::Register {
-        registration: advert.signed(&key, edgeplay_edge::agent::now_ms()),
+        registration: advert.signed(&key, edgeplay_edge::link::now_ms()),
         edge_nonce: "11".repeat(32),
         proof: to_hex(&proof.to_bytes()),
     };
@@ -263,23 +251,10 @@ fn two_regions_through_the_broker() {
 
     // WHEP through the relay: CORS preflight; a bad token is refused by the edge; the broker's
     // token passes the edge's check (the bad SDP is what it then refuses), and only once.
-    let (st, v) = json_call(
-        baddr,
-        "POST",
-        "/v1/sessions",
-        Some(&session_body("bob", 30.0)),
-    );
-    assert_eq!(st, 201, "{v}");
-    let sid = v["session"].as_str().unwrap().to_owned();
+    let (sid, _) = create_session(baddr, "bob", 30.0);
     let (st, _, _) = http(baddr, "POST", &format!("/v1/sessions/{sid}/whep"), &[], "");
     assert_eq!(st, 409, "an offer before selection");
-    let (st, v) = json_call(
-        baddr,
-        "POST",
-        &format!("/v1/sessions/{sid}/select"),
-        Some(&json!({"measured": [{"edge": near_id, "rtt_ms": 1.0}]})),
-    );
-    assert_eq!(st, 200, "{v}");
+    let v = select(baddr, &sid, &near_id);
     assert_eq!(v["whep_url"], format!("/v1/sessions/{sid}/whep"));
     let token = v["token"].as_str().unwrap().to_owned();
     let whep = format!("/v1/sessions/{sid}/whep");
@@ -303,44 +278,24 @@ fn two_regions_through_the_broker() {
             .any(|(k, v)| k == "access-control-allow-origin" && v == "*")
     );
     let auth = format!("Bearer {token}");
-    let (st, _, body) = http(
-        baddr,
-        "POST",
-        &whep,
-        &[sdp[0], ("Authorization", &auth)],
-        "garbage",
-    );
+    // A malformed offer with this session's join token, to the WHEP relay at `path`.
+    let offer_garbage = |path: &str| {
+        http(
+            baddr,
+            "POST",
+            path,
+            &[sdp[0], ("Authorization", &auth)],
+            "garbage",
+        )
+    };
+    let (st, _, body) = offer_garbage(&whep);
     assert_eq!(st, 400, "the token passed; the offer is refused: {body}");
-    let (st, _, body) = http(
-        baddr,
-        "POST",
-        &whep,
-        &[sdp[0], ("Authorization", &auth)],
-        "garbage",
-    );
+    let (st, _, body) = offer_garbage(&whep);
     assert_eq!(st, 401, "a token is used once: {body}");
     // Another session's relay refuses this session's token before the edge sees it.
-    let (_, v) = json_call(
-        baddr,
-        "POST",
-        "/v1/sessions",
-        Some(&session_body("dave", 30.0)),
-    );
-    let other = v["session"].as_str().unwrap().to_owned();
-    let (st, v) = json_call(
-        baddr,
-        "POST",
-        &format!("/v1/sessions/{other}/select"),
-        Some(&json!({"measured": [{"edge": near_id, "rtt_ms": 1.0}]})),
-    );
-    assert_eq!(st, 200, "{v}");
-    let (st, _, body) = http(
-        baddr,
-        "POST",
-        &format!("/v1/sessions/{other}/whep"),
-        &[sdp[0], ("Authorization", &auth)],
-        "garbage",
-    );
+    let (other, _) = create_session(baddr, "dave", 30.0);
+    select(baddr, &other, &near_id);
+    let (st, _, body) = offer_garbage(&format!("/v1/sessions/{other}/whep"));
     assert_eq!(st, 403, "{body}");
     let (st, _, _) = http(
         baddr,
@@ -367,13 +322,7 @@ fn two_regions_through_the_broker() {
     let _ = far.wait(Duration::from_secs(10));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (st, v) = json_call(
-            baddr,
-            "POST",
-            "/v1/sessions",
-            Some(&session_body("carol", 0.0)),
-        );
-        assert_eq!(st, 201, "{v}");
+        let (_, v) = create_session(baddr, "carol", 0.0);
         let c: Vec<&str> = v["candidates"]
             .as_array()
             .unwrap()
@@ -449,19 +398,7 @@ fn two_regions_through_the_broker() {
 /// signalled through the broker, is placed, and plays through the broker's WHEP relay.
 #[test]
 fn chromium_plays_through_the_broker_with_only_its_url() {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let web = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../client-sdk/web");
-    assert!(
-        std::path::Path::new(&chromium).exists()
-            && web.join("node_modules/playwright-core").exists(),
-        "needs {chromium} and client-sdk/web/node_modules: run `cargo xtask setup`"
-    );
-    let build = Command::new("npm")
-        .args(["run", "--silent", "build"])
-        .current_dir(&web)
-        .status()
-        .expect("npm runs");
-    assert!(build.success(), "npm run build failed in client-sdk/web");
+    let (chromium, _) = chromium_and_built_player();
     let (mut broker, baddr) = start_broker(&tmp("broker-web"), &[]);
     let (mut ea, a_id) = start_edge(baddr, "web", "0,0,1", &[]);
     let (mut eb, b_id) = start_edge(baddr, "web", "5,0,1", &[]);
@@ -470,20 +407,13 @@ fn chromium_plays_through_the_broker_with_only_its_url() {
         assert!(Instant::now() < deadline, "edges did not register");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let started = Instant::now();
-    let out = Command::new("timeout")
-        .args(["120", "node", "tests/e2e-broker.mjs"])
-        .arg(format!("http://{baddr}"))
-        .arg("web")
-        .env("CHROMIUM", &chromium)
-        .current_dir(&web)
-        .output()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!(
-        "e2e via broker ({:.1} s): {stdout}{}",
-        started.elapsed().as_secs_f64(),
-        String::from_utf8_lossy(&out.stderr)
+    let url = format!("http://{baddr}");
+    let (out, stdout) = run_e2e(
+        &chromium,
+        "e2e via broker",
+        120,
+        "tests/e2e-broker.mjs",
+        &[url.as_ref(), "web".as_ref()],
     );
     for (name, e) in [("a", &mut ea), ("b", &mut eb)] {
         let st = e.child.try_wait().expect("edge status");
@@ -534,7 +464,7 @@ fn an_edge_measures_its_coordinate_against_the_peers_the_broker_names() {
         let (echo_addr, relay) = rt.block_on(async {
             let echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
             let addr = echo.local_addr().unwrap();
-            tokio::spawn(edgeplay_edge::agent::serve_echo(echo, stop.clone()));
+            tokio::spawn(edgeplay_edge::link::serve_echo(echo, stop.clone()));
             let relay = UdpRelay::start(
                 addr,
                 RelayConfig {
@@ -548,7 +478,7 @@ fn an_edge_measures_its_coordinate_against_the_peers_the_broker_names() {
         });
         relays.push(relay);
         let key = SigningKey::from_bytes(&[100 + i as u8; 32]);
-        let body = test_ad("lab", at, echo_addr).signed(&key, edgeplay_edge::agent::now_ms());
+        let body = test_ad("lab", at, echo_addr).signed(&key, edgeplay_edge::link::now_ms());
         let (st, v) = json_call(baddr, "POST", "/v1/edges", Some(&body));
         assert_eq!(st, 201, "{v}");
         landmarks.push((at, rtt));

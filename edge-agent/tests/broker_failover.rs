@@ -10,7 +10,6 @@
 //! test`) builds it next to `edge-agent`; alone, run `cargo build -p edgeplay-broker` first.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -23,7 +22,8 @@ use serde_json::{Value, json};
 
 mod support;
 use support::procs::{
-    Proc, edge_record, eventually, json_call, session_body, start_broker, try_http,
+    create_session, edge_record, eventually, json_call, offers, select, session_body, start_broker,
+    start_edge, try_http,
 };
 
 /// How long after the kill the edge must be linked to B (A's lease has a 2 s TTL; the edge
@@ -82,13 +82,7 @@ fn select_then_offer_a_bad_token(
     sid: &str,
     edge: &str,
 ) -> String {
-    let (st, v) = json_call(
-        asked,
-        "POST",
-        &format!("/v1/sessions/{sid}/select"),
-        Some(&json!({"measured": [{"edge": edge, "rtt_ms": 1.0}]})),
-    );
-    assert_eq!(st, 200, "{v}");
+    let v = select(asked, sid, edge);
     let (st, _, body) = try_http(
         relay,
         "POST",
@@ -134,28 +128,12 @@ fn a_killed_brokers_edge_links_to_the_other_and_serves_its_players() {
     };
     let (id_a, id_b) = (id_of(&url_a), id_of(&url_b));
 
-    let edge = Proc::start(
-        Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-            .args([
-                "run",
-                "--broker",
-                &url_a,
-                "--broker-key",
-                &to_hex(key.verifying_key().as_bytes()),
-                "--listen",
-                "127.0.0.1:0",
-                "--quic-listen",
-                "127.0.0.1:0",
-                "--max-sessions",
-                "2",
-                "--coord",
-                "0,0,1",
-                "--data-dir",
-            ])
-            .arg(&dir_e),
+    let broker_key = to_hex(key.verifying_key().as_bytes());
+    let (edge, edge_id) = start_edge(
+        &url_a,
+        &dir_e,
+        &["--broker-key", &broker_key, "--coord", "0,0,1"],
     );
-    let edge_id = edge.line("edge-agent");
-    let edge_id = edge_id.split_whitespace().next().unwrap().to_owned();
     let edge_http: SocketAddr = edge
         .line("http http://")
         .split_whitespace()
@@ -171,28 +149,15 @@ fn a_killed_brokers_edge_links_to_the_other_and_serves_its_players() {
     });
     for on in [addr_a, addr_b] {
         eventually(Duration::from_secs(10), "the edge placeable", || {
-            let (st, v) = json_call(on, "POST", "/v1/sessions", Some(&session_body("p", 0.0)));
-            assert_eq!(st, 201, "{v}");
-            v["candidates"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|c| c["edge"] == json!(edge_id))
-                .then_some(())
+            let (_, v) = create_session(on, "p", 0.0);
+            offers(&v, &edge_id).then_some(())
         });
     }
 
     // A player asking B for a session is sent to A, the broker the edge is linked to, for the
     // probe and for WHEP; A finds B's session through etcd and relays to the edge, which answers
     // for itself (a malformed probe offer: 400; a bad join token: 401).
-    let (st, v) = json_call(
-        addr_b,
-        "POST",
-        "/v1/sessions",
-        Some(&session_body("dee", 0.0)),
-    );
-    assert_eq!(st, 201, "{v}");
-    let sid = v["session"].as_str().unwrap().to_owned();
+    let (sid, v) = create_session(addr_b, "dee", 0.0);
     let cand = v["candidates"]
         .as_array()
         .unwrap()

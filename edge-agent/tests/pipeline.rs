@@ -5,10 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use edgeplay_edge::encode::{decode_annexb_file, decode_annexb_file_scaled};
+use edgeplay_decode::{decode_annexb_file, decode_annexb_file_scaled};
 use edgeplay_game::game::{GameConfig, simulate};
 use edgeplay_game::stamp::read_luma;
 use edgeplay_protocol::input::parse_script;
+
+mod support;
+
+use support::media::{ffprobe, ffprobe_frames_clean};
 
 fn edge_agent() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_edge-agent"));
@@ -26,6 +30,34 @@ fn demo_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/input.jsonl")
 }
 
+/// `edge-agent encode ARGS [--input-script SCRIPT] --out OUT`, which must succeed.
+fn encode_ok(args: &[&str], script: Option<&Path>, out: &Path) -> Output {
+    let mut cmd = edge_agent();
+    cmd.arg("encode").args(args);
+    if let Some(script) = script {
+        cmd.arg("--input-script").arg(script);
+    }
+    run_ok(cmd.arg("--out").arg(out))
+}
+
+/// `edge-agent encode` of the demo script at 720p60, flat out and without sound, for `frames`
+/// frames (with the `extra` flags) into `out`, which must succeed.
+fn encode_demo_720p60(frames: &str, extra: &[&str], out: &Path) -> Output {
+    let mut args = vec![
+        "--resolution",
+        "1280x720",
+        "--fps",
+        "60",
+        "--frames",
+        frames,
+        "--pace",
+        "max",
+        "--no-audio",
+    ];
+    args.extend_from_slice(extra);
+    encode_ok(&args, Some(&demo_script()), out)
+}
+
 fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("edge-agent runs");
     assert!(
@@ -37,55 +69,10 @@ fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
-fn ffprobe_frames(path: &Path) -> u64 {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-count_frames",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=nb_read_frames",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .expect("ffprobe runs (cargo xtask setup installs ffmpeg)");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stderr.trim().is_empty(),
-        "ffprobe reports: {stderr}"
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("ffprobe prints a frame count")
-}
-
 #[test]
 fn encode_600_frames_every_stamp_matches_the_game_without_rendering() {
     let out = scratch("full.h264");
-    let printed = run_ok(
-        edge_agent()
-            .args([
-                "encode",
-                "--resolution",
-                "1280x720",
-                "--fps",
-                "60",
-                "--frames",
-                "600",
-                "--pace",
-                "max",
-                "--no-audio",
-                "--input-script",
-            ])
-            .arg(demo_script())
-            .arg("--out")
-            .arg(&out),
-    );
+    let printed = encode_demo_720p60("600", &[], &out);
     let stdout = String::from_utf8_lossy(&printed.stdout);
     for stage in ["tick", "render", "convert", "readback", "encode", "total"] {
         assert!(
@@ -95,7 +82,7 @@ fn encode_600_frames_every_stamp_matches_the_game_without_rendering() {
     }
     assert!(stdout.contains("p99 ms"), "{stdout}");
 
-    assert_eq!(ffprobe_frames(&out), 600);
+    assert_eq!(ffprobe_frames_clean(&out), 600);
 
     let script_text = std::fs::read_to_string(demo_script()).expect("demo script");
     let script = parse_script(&script_text).expect("demo script parses");
@@ -106,7 +93,7 @@ fn encode_600_frames_every_stamp_matches_the_game_without_rendering() {
     let mut last_seq = 0;
     for (n, f) in frames.iter().enumerate() {
         let stamp = read_luma(
-            &f.luma,
+            &f.luma(),
             f.width as usize,
             f.height as usize,
             f.width as usize,
@@ -131,32 +118,12 @@ fn encode_600_frames_every_stamp_matches_the_game_without_rendering() {
 #[test]
 fn stamps_survive_500_kbits_and_a_half_scale_downscale() {
     let out = scratch("low.h264");
-    run_ok(
-        edge_agent()
-            .args([
-                "encode",
-                "--resolution",
-                "1280x720",
-                "--fps",
-                "60",
-                "--frames",
-                "180",
-                "--pace",
-                "max",
-                "--no-audio",
-                "--bitrate-kbps",
-                "500",
-                "--input-script",
-            ])
-            .arg(demo_script())
-            .arg("--out")
-            .arg(&out),
-    );
+    encode_demo_720p60("180", &["--bitrate-kbps", "500"], &out);
     let frames = decode_annexb_file_scaled(&out, (640, 360)).expect("decode at 0.5x");
     assert_eq!(frames.len(), 180);
     for (n, f) in frames.iter().enumerate() {
         assert_eq!((f.width, f.height), (640, 360));
-        let stamp = read_luma(&f.luma, 640, 360, 640)
+        let stamp = read_luma(&f.luma(), 640, 360, 640)
             .unwrap_or_else(|e| panic!("frame {n} at 500 kbit/s, 0.5x: {e}"));
         assert_eq!(stamp.frame as usize, n);
     }
@@ -165,30 +132,14 @@ fn stamps_survive_500_kbits_and_a_half_scale_downscale() {
 #[test]
 fn mkv_carries_video_and_opus_audio() {
     let out = scratch("av.mkv");
-    run_ok(
-        edge_agent()
-            .args([
-                "encode", "--fps", "30", "--frames", "60", "--pace", "max", "--out",
-            ])
-            .arg(&out),
+    encode_ok(
+        &["--fps", "30", "--frames", "60", "--pace", "max"],
+        None,
+        &out,
     );
-    let probe = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(&out)
-        .output()
-        .expect("ffprobe");
-    let codecs = String::from_utf8_lossy(&probe.stdout);
-    assert!(
-        probe.status.success(),
-        "{}",
-        String::from_utf8_lossy(&probe.stderr)
+    let (codecs, _) = ffprobe(
+        &["-show_entries", "stream=codec_name", "-of", "csv=p=0"],
+        &out,
     );
     assert!(codecs.contains("h264"), "{codecs}");
     assert!(codecs.contains("opus"), "{codecs}");
@@ -197,22 +148,20 @@ fn mkv_carries_video_and_opus_audio() {
 #[test]
 fn several_sessions_side_by_side_report_each_and_the_total() {
     let out = scratch("multi.h264");
-    let printed = run_ok(
-        edge_agent()
-            .args([
-                "encode",
-                "--sessions",
-                "2",
-                "--frames",
-                "45",
-                "--fps",
-                "30",
-                "--pace",
-                "max",
-                "--no-audio",
-                "--out",
-            ])
-            .arg(&out),
+    let printed = encode_ok(
+        &[
+            "--sessions",
+            "2",
+            "--frames",
+            "45",
+            "--fps",
+            "30",
+            "--pace",
+            "max",
+            "--no-audio",
+        ],
+        None,
+        &out,
     );
     let stdout = String::from_utf8_lossy(&printed.stdout);
     assert!(
@@ -221,12 +170,17 @@ fn several_sessions_side_by_side_report_each_and_the_total() {
     );
     assert!(stdout.contains("frames/s sustained"), "{stdout}");
     for i in 0..2 {
-        assert_eq!(ffprobe_frames(&scratch(&format!("multi-s{i}.h264"))), 45);
+        assert_eq!(
+            ffprobe_frames_clean(&scratch(&format!("multi-s{i}.h264"))),
+            45
+        );
     }
 }
 
-/// Bad input ends with one clear line and a non-zero exit, never a panic.
-fn assert_clean_failure(out: &Output, needle: &str) {
+/// Runs `cmd`, which bad input must end with one clear line naming `needle` and a non-zero
+/// exit, never a panic; what it printed.
+fn assert_clean_failure(cmd: &mut Command, needle: &str) -> Output {
+    let out = cmd.output().expect("runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -242,6 +196,7 @@ fn assert_clean_failure(out: &Output, needle: &str) {
         line.contains(needle),
         "error line `{line}` lacks `{needle}`"
     );
+    out
 }
 
 #[test]
@@ -252,32 +207,31 @@ fn malformed_input_script_is_one_clear_line() {
         "{\"tick\": 1, \"seq\": 1, \"event\": {\"type\": \"key\", \"code\": \"ArrowUp\", \"down\": true}}\n{\"tick\": 2, \"seq\": 3}\n",
     )
     .expect("write script");
-    let out = edge_agent()
-        .args(["encode", "--frames", "5", "--input-script"])
-        .arg(&bad)
-        .output()
-        .expect("runs");
-    assert_clean_failure(&out, "line 2");
+    assert_clean_failure(
+        edge_agent()
+            .args(["encode", "--frames", "5", "--input-script"])
+            .arg(&bad),
+        "line 2",
+    );
 }
 
 #[test]
 fn unsupported_resolution_is_one_clear_line() {
-    let out = edge_agent()
-        .args(["encode", "--resolution", "1000x700", "--frames", "5"])
-        .output()
-        .expect("runs");
-    assert_clean_failure(&out, "1280x720");
+    assert_clean_failure(
+        edge_agent().args(["encode", "--resolution", "1000x700", "--frames", "5"]),
+        "1280x720",
+    );
 }
 
 #[test]
 fn no_vulkan_device_is_one_clear_line() {
-    let out = edge_agent()
-        .args(["encode", "--frames", "5", "--no-audio"])
-        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
-        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
-        .output()
-        .expect("runs");
-    assert_clean_failure(&out, "Vulkan");
+    assert_clean_failure(
+        edge_agent()
+            .args(["encode", "--frames", "5", "--no-audio"])
+            .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+            .env("VK_DRIVER_FILES", "/nonexistent/icd.json"),
+        "Vulkan",
+    );
 }
 
 #[test]
@@ -294,13 +248,13 @@ fn missing_gstreamer_plugin_names_the_package() {
                 .expect("symlink");
         }
     }
-    let out = edge_agent()
-        .args(["encode", "--frames", "5", "--encoder", "x264"])
-        .env("GST_PLUGIN_SYSTEM_PATH_1_0", &dir)
-        .env("GST_PLUGIN_PATH_1_0", &dir)
-        .env("GST_REGISTRY_1_0", dir.join("registry.bin"))
-        .output()
-        .expect("runs");
-    assert_clean_failure(&out, "x264enc");
+    let out = assert_clean_failure(
+        edge_agent()
+            .args(["encode", "--frames", "5", "--encoder", "x264"])
+            .env("GST_PLUGIN_SYSTEM_PATH_1_0", &dir)
+            .env("GST_PLUGIN_PATH_1_0", &dir)
+            .env("GST_REGISTRY_1_0", dir.join("registry.bin")),
+        "x264enc",
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("gstreamer1.0-plugins-ugly"));
 }

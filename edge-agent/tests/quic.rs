@@ -1,85 +1,22 @@
 //! The QUIC transport end to end on loopback: the edge's endpoint with real sessions (Vulkan,
 //! GStreamer), the client SDK decoding with GStreamer, and testkit's relay for delay and loss.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgeplay_client::{Client, ClientError};
-use edgeplay_edge::encode::{EncoderChoice, probe};
-use edgeplay_edge::gpu::Gpu;
-use edgeplay_edge::metrics::Metrics;
-use edgeplay_edge::pipeline::PipelineConfig;
-use edgeplay_edge::quic::{DevToken, QuicConfig, QuicEdge};
 use edgeplay_game::game::{GameConfig, simulate};
 use edgeplay_game::stamp::{Stamp, read_luma};
 use edgeplay_protocol::input::{InputEvent, Key, ScriptedInput};
 use edgeplay_protocol::media::close_code;
 use edgeplay_testkit::relay::{RelayConfig, UdpRelay};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
+mod support;
+
+use support::quic::QuicServer;
+
+/// The frame rate of [`support::pipeline_720p30`], which the endpoint serves.
 const FPS: u32 = 30;
 const SEED: u64 = 5;
-
-struct Edge {
-    addr: std::net::SocketAddr,
-    fingerprint: [u8; 32],
-    token: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl Edge {
-    fn start() -> Edge {
-        let pipeline = PipelineConfig {
-            width: 1280,
-            height: 720,
-            fps: FPS,
-            bitrate_kbps: 3000,
-            encoder: probe(EncoderChoice::Auto).expect("an encoder"),
-            keyframe_interval: 0,
-            threads: 0,
-            audio: true,
-        };
-        let mut cfg = QuicConfig::new("127.0.0.1:0".parse().unwrap(), pipeline);
-        cfg.seed = SEED;
-        let token = DevToken::random().unwrap();
-        let edge = QuicEdge::bind(
-            cfg,
-            Arc::new(token.clone()),
-            Gpu::new().expect("a Vulkan device"),
-            Metrics::new(),
-        )
-        .expect("QUIC binds");
-        let (stop, stopped) = oneshot::channel();
-        let addr = edge.local_addr().unwrap();
-        let fingerprint = edge.fingerprint();
-        let task = tokio::spawn(async move {
-            edge.serve(async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-        Edge {
-            addr,
-            fingerprint,
-            token: token.as_str().to_owned(),
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(15), self.task)
-            .await
-            .expect("the edge stops within 15 s")
-            .unwrap();
-    }
-}
 
 fn stamp_of(frame: &edgeplay_client::Frame) -> Stamp {
     let (w, h) = (frame.width as usize, frame.height as usize);
@@ -88,7 +25,7 @@ fn stamp_of(frame: &edgeplay_client::Frame) -> Stamp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loopback_session_decodes_600_frames_in_order() {
-    let edge = Edge::start();
+    let edge = QuicServer::start(Some(SEED));
     let mut session = Client::connect(edge.addr, edge.fingerprint, &edge.token)
         .await
         .expect("the session starts");
@@ -137,7 +74,7 @@ async fn loopback_session_decodes_600_frames_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lossy_relay_keeps_frames_flowing_and_applies_every_input_once() {
-    let edge = Edge::start();
+    let edge = QuicServer::start(Some(SEED));
     let relay = UdpRelay::start(
         edge.addr,
         RelayConfig {
@@ -231,7 +168,7 @@ async fn lossy_relay_keeps_frames_flowing_and_applies_every_input_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_token_wrong_certificate_and_garbage_are_refused() {
-    let edge = Edge::start();
+    let edge = QuicServer::start(Some(SEED));
 
     match Client::connect(edge.addr, edge.fingerprint, "not-the-token").await {
         Err(ClientError::Refused { code, .. }) => {
@@ -266,53 +203,10 @@ async fn bad_token_wrong_certificate_and_garbage_are_refused() {
 /// Opens a raw quinn connection pinned like the SDK's, writes garbage on the control stream and
 /// returns the application close code the edge answers with.
 async fn garbage_close_code(addr: std::net::SocketAddr, fingerprint: [u8; 32]) -> u64 {
-    #[derive(Debug)]
-    struct Pin([u8; 32], rustls::crypto::WebPkiSupportedAlgorithms);
-    impl rustls::client::danger::ServerCertVerifier for Pin {
-        fn verify_server_cert(
-            &self,
-            ee: &rustls::pki_types::CertificateDer<'_>,
-            _: &[rustls::pki_types::CertificateDer<'_>],
-            _: &rustls::pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls::pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            let d = ring::digest::digest(&ring::digest::SHA256, ee.as_ref());
-            assert_eq!(d.as_ref(), self.0);
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Err(rustls::Error::General("TLS 1.2".into()))
-        }
-        fn verify_tls13_signature(
-            &self,
-            m: &[u8],
-            c: &rustls::pki_types::CertificateDer<'_>,
-            d: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(m, c, d, &self.1)
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            self.1.supported_schemes()
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let pin = Arc::new(Pin(fingerprint, provider.signature_verification_algorithms));
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(pin)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"edgeplay/1".to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let (cfg, _mismatch) =
+        edgeplay_quic::pinned_client(fingerprint, edgeplay_protocol::media::ALPN).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    endpoint.set_default_client_config(cfg);
     let conn = endpoint
         .connect(addr, "edgeplay-edge")
         .unwrap()

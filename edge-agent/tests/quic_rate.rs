@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgeplay_client::{Client, Session};
-use edgeplay_edge::gpu::Gpu;
 use edgeplay_edge::metrics::Metrics;
-use edgeplay_edge::quic::{DevToken, QuicConfig, QuicEdge};
 use edgeplay_testkit::relay::{RelayConfig, UdpRelay};
-use tokio::sync::oneshot;
 
 mod support;
+
+use support::quic::QuicServer;
 
 /// The controller's target for `session` as /metrics shows it.
 fn target(metrics: &Metrics, session: &str) -> u32 {
@@ -38,23 +37,10 @@ async fn play(session: &mut Session, metrics: &Metrics, d: Duration) -> (u32, u3
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_drops_under_a_bottleneck_and_recovers() {
-    let pipeline = support::pipeline_720p30();
-    let token = DevToken::random().unwrap();
-    let metrics = Metrics::new();
-    let edge = QuicEdge::bind(
-        QuicConfig::new("127.0.0.1:0".parse().unwrap(), pipeline),
-        Arc::new(token.clone()),
-        Gpu::new().expect("a Vulkan device"),
-        Arc::clone(&metrics),
-    )
-    .expect("QUIC binds");
-    let (addr, fingerprint) = (edge.local_addr().unwrap(), edge.fingerprint());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let served = tokio::spawn(edge.serve(async {
-        let _ = stopped.await;
-    }));
+    let edge = QuicServer::start(None);
+    let metrics = Arc::clone(&edge.metrics);
     let relay = UdpRelay::start(
-        addr,
+        edge.addr,
         RelayConfig {
             delay: Duration::from_millis(10),
             ..RelayConfig::default()
@@ -62,7 +48,7 @@ async fn target_drops_under_a_bottleneck_and_recovers() {
     )
     .await
     .unwrap();
-    let mut session = Client::connect(relay.local_addr(), fingerprint, token.as_str())
+    let mut session = Client::connect(relay.local_addr(), edge.fingerprint, &edge.token)
         .await
         .expect("the session starts");
 
@@ -103,10 +89,5 @@ async fn target_drops_under_a_bottleneck_and_recovers() {
     );
     session.close().await;
     relay.stop().await;
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(15), served)
-        .await
-        .expect("the edge stops")
-        .unwrap()
-        .unwrap();
+    edge.stop().await;
 }

@@ -3,37 +3,23 @@
 //! glass-to-glass and input-to-photon from the frame stamps, and decoded Opus audio whose
 //! timestamps line up with the video frames'.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgeplay_client::{AUDIO_RATE, Client, Degradation, Media, SessionEvent};
-use edgeplay_edge::gpu::Gpu;
-use edgeplay_edge::metrics::Metrics;
-use edgeplay_edge::quic::{DevToken, QuicConfig, QuicEdge};
 use edgeplay_protocol::input::{InputEvent, Key};
 use edgeplay_testkit::relay::{RelayConfig, UdpRelay};
-use tokio::sync::oneshot;
 
 mod support;
 
+use support::quic::QuicServer;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_stats_and_audio_in_sync() {
-    let pipeline = support::pipeline_720p30();
-    let token = DevToken::random().unwrap();
-    let edge = QuicEdge::bind(
-        QuicConfig::new("127.0.0.1:0".parse().unwrap(), pipeline),
-        Arc::new(token.clone()),
-        Gpu::new().expect("a Vulkan device"),
-        Metrics::new(),
-    )
-    .expect("QUIC binds");
-    let (addr, fingerprint) = (edge.local_addr().unwrap(), edge.fingerprint());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let served = tokio::spawn(edge.serve(async {
-        let _ = stopped.await;
-    }));
-    let relay = UdpRelay::start(addr, RelayConfig::default()).await.unwrap();
-    let mut session = Client::connect(relay.local_addr(), fingerprint, token.as_str())
+    let mut edge = QuicServer::start(None);
+    let relay = UdpRelay::start(edge.addr, RelayConfig::default())
+        .await
+        .unwrap();
+    let mut session = Client::connect(relay.local_addr(), edge.fingerprint, &edge.token)
         .await
         .expect("the session starts");
     assert_eq!(
@@ -85,21 +71,15 @@ async fn events_stats_and_audio_in_sync() {
         chunks.len()
     );
     assert!(frames.len() >= 60, "{} frames in 4 s", frames.len());
-    assert!(
-        stats.glass_to_glass_p50 > Duration::ZERO
-            && stats.glass_to_glass_p50 <= stats.glass_to_glass_p95
-            && stats.glass_to_glass_p95 < Duration::from_secs(1),
-        "glass-to-glass {:?} / {:?}",
+    assert_latency(
+        "glass-to-glass",
         stats.glass_to_glass_p50,
-        stats.glass_to_glass_p95
+        stats.glass_to_glass_p95,
     );
-    assert!(
-        stats.input_to_photon_p50 > Duration::ZERO
-            && stats.input_to_photon_p50 <= stats.input_to_photon_p95
-            && stats.input_to_photon_p95 < Duration::from_secs(1),
-        "input-to-photon {:?} / {:?}",
+    assert_latency(
+        "input-to-photon",
         stats.input_to_photon_p50,
-        stats.input_to_photon_p95
+        stats.input_to_photon_p95,
     );
     // The last second's rates: the edge sends 30 fps and the loop above took every frame.
     assert!(
@@ -174,7 +154,7 @@ async fn events_stats_and_audio_in_sync() {
     eprintln!("{degraded:?} then {recovered:?}");
 
     // The edge shuts down: the last event says so.
-    let _ = stop.send(());
+    edge.shut_down();
     let closed = wait_event(&mut session, Duration::from_secs(15), |e| {
         matches!(e, SessionEvent::Closed { .. })
     })
@@ -188,11 +168,15 @@ async fn events_stats_and_audio_in_sync() {
     assert_eq!(session.try_next_event(), None);
     session.close().await;
     relay.stop().await;
-    tokio::time::timeout(Duration::from_secs(15), served)
-        .await
-        .expect("the edge stops")
-        .unwrap()
-        .unwrap();
+    edge.stop().await;
+}
+
+/// A latency measured on a clean loopback path: some, p50 ≤ p95, under a second.
+fn assert_latency(what: &str, p50: Duration, p95: Duration) {
+    assert!(
+        p50 > Duration::ZERO && p50 <= p95 && p95 < Duration::from_secs(1),
+        "{what} {p50:?} / {p95:?}"
+    );
 }
 
 /// Plays on (taking frames and audio) until an event matches, at most `within`.

@@ -5,11 +5,13 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Instant;
+use std::path::Path;
 
+use support::web::{chromium_and_built_player, run_e2e};
 use support::{Edge, header};
+
+/// A WHEP resource of the right form that the edge never created.
+const NO_SUCH_RESOURCE: &str = "/v1/whep/0123456789abcdef0123456789abcdef";
 
 #[test]
 fn whep_signalling_refuses_what_it_must_and_answers_preflight() {
@@ -73,22 +75,18 @@ fn whep_signalling_refuses_what_it_must_and_answers_preflight() {
     // PATCH and DELETE need a live resource and its secret.
     let (status, _, body) = edge.request(
         "DELETE",
-        "/v1/whep/0123456789abcdef0123456789abcdef",
+        NO_SUCH_RESOURCE,
         &[("Authorization", "Bearer nope")],
         b"",
     );
     assert_eq!(status, 404, "{body}");
     let (status, _, _) = edge.request(
         "PATCH",
-        "/v1/whep/0123456789abcdef0123456789abcdef",
+        NO_SUCH_RESOURCE,
         &[("Content-Type", "application/trickle-ice-sdpfrag")],
         b"a=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n",
     );
     assert_eq!(status, 404);
-}
-
-fn web_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../client-sdk/web")
 }
 
 /// Headless Chromium plays the stream: ≥ 100 frames presented, a key press changes the game
@@ -97,38 +95,17 @@ fn web_dir() -> PathBuf {
 /// (and bounded), no error shown; the screenshot is left in target/.
 #[test]
 fn chromium_plays_the_whep_stream_and_a_key_changes_the_game() {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let web = web_dir();
-    // `cargo xtask test` installs both first; a bare `cargo test` without them fails loudly
-    // rather than passing without having played anything.
-    assert!(
-        Path::new(&chromium).exists() && web.join("node_modules/playwright-core").exists(),
-        "needs {chromium} and client-sdk/web/node_modules: run `cargo xtask setup`"
-    );
-    let build = Command::new("npm")
-        .args(["run", "--silent", "build"])
-        .current_dir(&web)
-        .status()
-        .expect("npm runs");
-    assert!(build.success(), "npm run build failed in client-sdk/web");
+    let (chromium, _) = chromium_and_built_player();
     let edge = Edge::start();
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/webrtc-e2e.png");
-    let started = Instant::now();
     // Bounded: the script's own waits add up to about a minute.
-    let out = Command::new("timeout")
-        .args(["180", "node", "tests/e2e.mjs"])
-        .arg(format!("http://{}", edge.addr))
-        .arg(&edge.token)
-        .arg(&shot)
-        .env("CHROMIUM", &chromium)
-        .current_dir(&web)
-        .output()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!(
-        "e2e ({:.1} s): {stdout}{}",
-        started.elapsed().as_secs_f64(),
-        String::from_utf8_lossy(&out.stderr)
+    let url = format!("http://{}", edge.addr);
+    let (out, stdout) = run_e2e(
+        &chromium,
+        "e2e",
+        180,
+        "tests/e2e.mjs",
+        &[url.as_ref(), edge.token.as_ref(), shot.as_ref()],
     );
     assert!(out.status.success(), "browser e2e failed: {stdout}");
     let result: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");

@@ -280,6 +280,19 @@ fn is_keyframe_packet(p: &VideoPacket) -> bool {
     nal_types(&p.payload).iter().any(|&t| t == 5 || t == 7)
 }
 
+/// The first SPS among `packets` (there must be one), printed after `label`.
+fn first_sps(packets: &[VideoPacket], label: &str) -> Vec<u8> {
+    let sps = packets
+        .iter()
+        .find_map(|p| sps(&p.payload))
+        .expect("an SPS in the first keyframe");
+    eprintln!(
+        "{label}SPS: profile_idc {} constraints {:#04x} level_idc {}",
+        sps[1], sps[2], sps[3]
+    );
+    sps
+}
+
 /// Receives video packets until `until` or `deadline`; returns them.
 async fn collect(
     rx: &mut mpsc::UnboundedReceiver<VideoPacket>,
@@ -316,26 +329,27 @@ fn stats(edge: &Edge, location: &str, secret: &str) -> (u16, serde_json::Value) 
     (status, serde_json::from_str(&body).unwrap_or_default())
 }
 
-/// One peer's whole life against one edge (a session costs a render + encode loop, so the
-/// behaviours share it), in order: answer, RTP, SPS, PLI, bitrate, garbage, PATCH, vanish.
-#[test]
-#[allow(clippy::too_many_lines, reason = "one session's life, step by step")]
-fn webrtc_rs_peer_sees_playout_delay_keyframes_on_pli_counted_garbage_and_is_freed_on_vanish() {
-    let edge = Edge::start();
-    // The client's own runtime: shutting it down silences the peer without DTLS close or
-    // DELETE, as a tab killed or a network dropped would.
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// The client's own runtime: shutting it down silences the peer without DTLS close or DELETE,
+/// as a tab killed or a network dropped would.
+fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("client runtime");
-    let mut c = rt.block_on(client());
-    assert!(
-        c.offer.contains(PLAYOUT_DELAY_URI),
-        "client offer: {}",
-        c.offer
-    );
+        .expect("client runtime")
+}
 
+/// The edge's 201 to a WHEP offer: the SDP answer, the headers, the resource and its secret.
+struct Posted {
+    answer: String,
+    headers: Vec<(String, String)>,
+    location: String,
+    secret: String,
+}
+
+/// Posts `offer` to the edge's WHEP endpoint with its dev token; the edge must create the
+/// session.
+fn post_offer(edge: &Edge, offer: &str) -> Posted {
     let auth = format!("Bearer {}", edge.token);
     let (status, headers, answer) = edge.request(
         "POST",
@@ -344,7 +358,7 @@ fn webrtc_rs_peer_sees_playout_delay_keyframes_on_pli_counted_garbage_and_is_fre
             ("Content-Type", "application/sdp"),
             ("Authorization", &auth),
         ],
-        c.offer.as_bytes(),
+        offer.as_bytes(),
     );
     assert_eq!(status, 201, "{answer}");
     let location = support::header(&headers, "location")
@@ -353,12 +367,75 @@ fn webrtc_rs_peer_sees_playout_delay_keyframes_on_pli_counted_garbage_and_is_fre
     let secret = support::header(&headers, "edgeplay-session-secret")
         .expect("secret")
         .to_owned();
+    Posted {
+        answer,
+        headers,
+        location,
+        secret,
+    }
+}
 
-    // 1. The answer registers the extension on the video section.
-    let video_section = answer
+/// The video m-section of an SDP answer.
+fn video_section(answer: &str) -> &str {
+    answer
         .split("m=")
         .find(|s| s.starts_with("video"))
-        .expect("a video m-section in the answer");
+        .expect("a video m-section in the answer")
+}
+
+impl Client {
+    /// Applies the edge's `answer` and waits (at most 20 s) for the peer to connect.
+    async fn connect(&mut self, answer: &str) {
+        self.pc
+            .set_remote_description(
+                RTCSessionDescription::answer(answer.to_owned()).expect("answer"),
+            )
+            .await
+            .expect("remote answer");
+        let connected = tokio::time::timeout(
+            Duration::from_secs(20),
+            self.state
+                .wait_for(|s| *s == RTCPeerConnectionState::Connected),
+        )
+        .await;
+        assert!(matches!(connected, Ok(Ok(_))), "the peer did not connect");
+    }
+}
+
+/// Sends a picture loss indication for the media `ssrc` on `track`'s RTCP.
+async fn send_pli(track: &Arc<dyn TrackRemote>, ssrc: u32) {
+    track
+        .write_rtcp(vec![Box::new(PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc: ssrc,
+        })])
+        .await
+        .expect("PLI");
+}
+
+/// One peer's whole life against one edge (a session costs a render + encode loop, so the
+/// behaviours share it), in order: answer, RTP, SPS, PLI, bitrate, garbage, PATCH, vanish.
+#[test]
+#[allow(clippy::too_many_lines, reason = "one session's life, step by step")]
+fn webrtc_rs_peer_sees_playout_delay_keyframes_on_pli_counted_garbage_and_is_freed_on_vanish() {
+    let edge = Edge::start();
+    let rt = client_runtime();
+    let mut c = rt.block_on(client());
+    assert!(
+        c.offer.contains(PLAYOUT_DELAY_URI),
+        "client offer: {}",
+        c.offer
+    );
+
+    let Posted {
+        answer,
+        headers,
+        location,
+        secret,
+    } = post_offer(&edge, &c.offer);
+
+    // 1. The answer registers the extension on the video section.
+    let video_section = video_section(&answer);
     let ext_id: u8 = video_section
         .lines()
         .find_map(|l| {
@@ -389,18 +466,7 @@ fn webrtc_rs_peer_sees_playout_delay_keyframes_on_pli_counted_garbage_and_is_fre
         "no transport-cc feedback in the answer:\n{video_section}"
     );
 
-    rt.block_on(async {
-        c.pc.set_remote_description(RTCSessionDescription::answer(answer.clone()).expect("answer"))
-            .await
-            .expect("remote answer");
-        let connected = tokio::time::timeout(
-            Duration::from_secs(20),
-            c.state
-                .wait_for(|s| *s == RTCPeerConnectionState::Connected),
-        )
-        .await;
-        assert!(matches!(connected, Ok(Ok(_))), "the peer did not connect");
-    });
+    rt.block_on(c.connect(&answer));
 
     // 2. Every video packet carries the extension, 3 bytes, min = max = 0; the stream opens
     // with a keyframe whose SPS is constrained baseline at the level of 720p60 (3.2).
@@ -426,14 +492,7 @@ fn webrtc_rs_peer_sees_playout_delay_keyframes_on_pli_counted_garbage_and_is_fre
         is_keyframe_packet(&first[0]),
         "the stream opens with a keyframe"
     );
-    let sps = first
-        .iter()
-        .find_map(|p| sps(&p.payload))
-        .expect("an SPS in the first keyframe");
-    eprintln!(
-        "SPS: profile_idc {} constraints {:#04x} level_idc {}",
-        sps[1], sps[2], sps[3]
-    );
+    let sps = first_sps(&first, "");
     assert_eq!(sps[1], 66, "profile_idc: baseline");
     assert_eq!(sps[2] & 0x40, 0x40, "constraint_set1: constrained baseline");
     assert_eq!(sps[3], 32, "level_idc: 3.2 for 720p60");
@@ -454,13 +513,7 @@ fn webrtc_rs_peer_sees_playout_delay_keyframes_on_pli_counted_garbage_and_is_fre
         // Drop what is queued so the keyframe counted is the PLI's.
         while c.video.try_recv().is_ok() {}
         let sent = Instant::now();
-        track
-            .write_rtcp(vec![Box::new(PictureLossIndication {
-                sender_ssrc: 0,
-                media_ssrc: ssrc,
-            })])
-            .await
-            .expect("PLI");
+        send_pli(&track, ssrc).await;
         let got = collect(&mut c.video, Duration::from_secs(5), |got| {
             got.last().is_some_and(is_keyframe_packet)
         })
@@ -476,13 +529,7 @@ fn webrtc_rs_peer_sees_playout_delay_keyframes_on_pli_counted_garbage_and_is_fre
 
         while c.video.try_recv().is_ok() {}
         for _ in 0..20 {
-            track
-                .write_rtcp(vec![Box::new(PictureLossIndication {
-                    sender_ssrc: 0,
-                    media_ssrc: ssrc,
-                })])
-                .await
-                .expect("PLI");
+            send_pli(&track, ssrc).await;
         }
         let window = Duration::from_secs(1);
         let got = collect(&mut c.video, window, |_| false).await;
@@ -780,62 +827,26 @@ fn webrtc_rs_peer_sees_playout_delay_keyframes_on_pli_counted_garbage_and_is_fre
 #[test]
 fn a_client_preferring_high_profile_gets_high_profile() {
     let edge = Edge::start();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("client runtime");
+    let rt = client_runtime();
     let mut c = rt.block_on(client_offering(&["640c1f", "42e01f"]));
-    let auth = format!("Bearer {}", edge.token);
-    let (status, headers, answer) = edge.request(
-        "POST",
-        "/v1/whep",
-        &[
-            ("Content-Type", "application/sdp"),
-            ("Authorization", &auth),
-        ],
-        c.offer.as_bytes(),
-    );
-    assert_eq!(status, 201, "{answer}");
-    let video_section = answer
-        .split("m=")
-        .find(|s| s.starts_with("video"))
-        .expect("a video m-section in the answer");
+    let Posted {
+        answer,
+        location,
+        secret,
+        ..
+    } = post_offer(&edge, &c.offer);
+    let video_section = video_section(&answer);
     assert!(
         video_section.contains("profile-level-id=640c1f") && !video_section.contains("42e01f"),
         "high answered:\n{video_section}"
     );
-    rt.block_on(async {
-        c.pc.set_remote_description(RTCSessionDescription::answer(answer.clone()).expect("answer"))
-            .await
-            .expect("remote answer");
-        let connected = tokio::time::timeout(
-            Duration::from_secs(20),
-            c.state
-                .wait_for(|s| *s == RTCPeerConnectionState::Connected),
-        )
-        .await;
-        assert!(matches!(connected, Ok(Ok(_))), "the peer did not connect");
-    });
+    rt.block_on(c.connect(&answer));
     let got = rt.block_on(collect(&mut c.video, Duration::from_secs(30), |got| {
         got.iter().any(|p| sps(&p.payload).is_some())
     }));
-    let sps = got
-        .iter()
-        .find_map(|p| sps(&p.payload))
-        .expect("an SPS in the first keyframe");
-    eprintln!(
-        "high: SPS profile_idc {} constraints {:#04x} level_idc {}",
-        sps[1], sps[2], sps[3]
-    );
+    let sps = first_sps(&got, "high: ");
     assert_eq!(sps[1], 100, "profile_idc: high");
     assert_eq!(sps[3], 32, "level_idc: 3.2 for 720p60");
-    let location = support::header(&headers, "location")
-        .expect("Location")
-        .to_owned();
-    let secret = support::header(&headers, "edgeplay-session-secret")
-        .expect("secret")
-        .to_owned();
     let (status, _, _) = edge.request(
         "DELETE",
         &location,

@@ -4,8 +4,7 @@
 //! signed message's unsigned part must re-encode without its `signature`.
 #![no_main]
 
-use edgeplay_broker::api::canonical_json;
-use edgeplay_broker::requests;
+use edgeplay_broker::requests::{self, canonical_json};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

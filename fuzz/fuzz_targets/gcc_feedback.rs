@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use edgeplay_protocol::gcc::{Gcc, PacketResult};
+use edgeplay_rate::gcc::{Gcc, PacketResult};
 use libfuzzer_sys::fuzz_target;
 
 const MIN: f64 = 100_000.0;

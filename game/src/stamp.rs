@@ -219,6 +219,21 @@ fn bit(words: &[u32; 8], i: usize) -> bool {
     (words[i / 32] >> (i % 32)) & 1 == 1
 }
 
+/// [`StampError::TooSmall`] unless a `width` x `height` picture holds the stamp's span (its
+/// cells and the one-cell margin left of and above them) at cells of `cell` pixels.
+fn check_span(width: usize, height: usize, cell: usize) -> Result<(), StampError> {
+    let (min_width, min_height) = (SPAN_COLS * cell, SPAN_ROWS * cell);
+    if width < min_width || height < min_height {
+        return Err(StampError::TooSmall {
+            width,
+            height,
+            min_width,
+            min_height,
+        });
+    }
+    Ok(())
+}
+
 /// Checks that `luma` holds a `width`×`height` plane with row pitch `stride`.
 fn check_plane(luma: &[u8], width: usize, height: usize, stride: usize) -> Result<(), StampError> {
     if stride < width {
@@ -262,15 +277,7 @@ pub fn draw_luma(
 ) -> Result<(), StampError> {
     check_plane(luma, width, height, stride)?;
     let cell = STAMP_CELL_PX as usize;
-    let (min_width, min_height) = (SPAN_COLS * cell, SPAN_ROWS * cell);
-    if width < min_width || height < min_height {
-        return Err(StampError::TooSmall {
-            width,
-            height,
-            min_width,
-            min_height,
-        });
-    }
+    check_span(width, height, cell)?;
     let words = stamp.to_bits();
     for row in 0..STAMP_ROWS {
         for y in (row + 1) * cell..(row + 2) * cell {
@@ -410,16 +417,7 @@ pub fn read_luma(
     stride: usize,
 ) -> Result<Stamp, StampError> {
     check_plane(luma, width, height, stride)?;
-    let min_cell = (MIN_CELL / FRAC) as usize;
-    let (min_width, min_height) = (SPAN_COLS * min_cell, SPAN_ROWS * min_cell);
-    if width < min_width || height < min_height {
-        return Err(StampError::TooSmall {
-            width,
-            height,
-            min_width,
-            min_height,
-        });
-    }
+    check_span(width, height, (MIN_CELL / FRAC) as usize)?;
     let scan = std::iter::successors(Some(MIN_CELL), |&c| Some(c + (c / SCAN_STEP_DIV).max(1)))
         .take_while(|&c| c <= MAX_CELL);
     let mut best: Option<Read> = None;

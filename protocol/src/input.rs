@@ -567,6 +567,24 @@ fn json_error(line: usize, e: &serde_json::Error) -> ScriptError {
     }
 }
 
+/// Input events of every kind, with keys from `key`: for the property tests of the formats
+/// that carry them.
+#[cfg(test)]
+pub(crate) fn arb_event_with(
+    key: impl proptest::strategy::Strategy<Value = Key>,
+) -> impl proptest::strategy::Strategy<Value = InputEvent> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (key, any::<bool>()).prop_map(|(code, down)| InputEvent::Key { code, down }),
+        (any::<i32>(), any::<i32>()).prop_map(|(dx, dy)| InputEvent::PointerMove { dx, dy }),
+        (any::<u8>(), any::<bool>()).prop_map(|(button, down)| InputEvent::Button { button, down }),
+        (any::<u8>(), any::<i16>())
+            .prop_map(|(axis, value)| InputEvent::GamepadAxis { axis, value }),
+        (any::<u8>(), any::<bool>())
+            .prop_map(|(button, down)| InputEvent::GamepadButton { button, down }),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -771,17 +789,7 @@ mod tests {
     fn arb_event() -> impl Strategy<Value = InputEvent> {
         let named = proptest::sample::select(NAMED.map(|(k, _)| k).to_vec());
         let other = (0..OTHER_CODES.len() as u16).prop_map(|i| Key::Other(OtherKey(i)));
-        let key = prop_oneof![named, other];
-        prop_oneof![
-            (key, any::<bool>()).prop_map(|(code, down)| InputEvent::Key { code, down }),
-            (any::<i32>(), any::<i32>()).prop_map(|(dx, dy)| InputEvent::PointerMove { dx, dy }),
-            (any::<u8>(), any::<bool>())
-                .prop_map(|(button, down)| InputEvent::Button { button, down }),
-            (any::<u8>(), any::<i16>())
-                .prop_map(|(axis, value)| InputEvent::GamepadAxis { axis, value }),
-            (any::<u8>(), any::<bool>())
-                .prop_map(|(button, down)| InputEvent::GamepadButton { button, down }),
-        ]
+        arb_event_with(prop_oneof![named, other])
     }
 
     proptest! {

@@ -6,14 +6,17 @@
 //!
 //! - [`input`]: input events and the JSON-lines input script format.
 //! - [`media`]: the QUIC media protocol (frame header, control messages, input datagrams).
-//! - [`gcc`]: the WebRTC sender's delay-based congestion controller over transport-cc feedback.
 //! - [`link`]: the edge's persistent, authenticated connection to its broker, and the UDP echo.
 //! - [`web`]: which web player files the edge and the broker serve, and as what.
+//!
+//! It is the wire formats and their decoders (every one fuzzed), not what acts on them: the
+//! congestion controllers that read transport-cc results and [`media::ReceiveReport`]s live in
+//! `edgeplay-rate`, the game and the frame stamp in `edgeplay-game`, the QUIC set-up in
+//! `edgeplay-quic`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod coords;
-pub mod gcc;
 pub mod input;
 pub mod link;
 pub mod media;

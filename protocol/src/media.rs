@@ -210,9 +210,7 @@ impl FrameHeader {
             return Err(invalid(WHAT, format!("unknown flags {flags:#04x}")));
         }
         let codec = Codec::from_byte(r.u8()?)?;
-        if r.u8()? != 0 {
-            return Err(invalid(WHAT, "reserved byte is not zero".into()));
-        }
+        r.reserved()?;
         let header = FrameHeader {
             frame: r.u32()?,
             capture_us: r.u64()?,
@@ -223,13 +221,11 @@ impl FrameHeader {
             payload_len: r.u32()?,
         };
         r.finish()?;
-        if header.payload_len > MAX_FRAME_PAYLOAD {
-            return Err(MediaError::TooLong {
-                what: WHAT,
-                len: header.payload_len as usize,
-                max: MAX_FRAME_PAYLOAD as usize,
-            });
-        }
+        check_len(
+            WHAT,
+            header.payload_len as usize,
+            MAX_FRAME_PAYLOAD as usize,
+        )?;
         Ok(header)
     }
 }
@@ -262,19 +258,11 @@ impl AudioHeader {
         const WHAT: &str = "audio header";
         let mut r = Reader::new(WHAT, bytes);
         r.version()?;
-        if r.u8()? != 0 {
-            return Err(invalid(WHAT, "reserved byte is not zero".into()));
-        }
+        r.reserved()?;
         let payload_len = r.u16()?;
         let pts_us = r.u64()?;
         r.finish()?;
-        if usize::from(payload_len) > MAX_AUDIO_PAYLOAD {
-            return Err(MediaError::TooLong {
-                what: WHAT,
-                len: payload_len.into(),
-                max: MAX_AUDIO_PAYLOAD,
-            });
-        }
+        check_len(WHAT, payload_len.into(), MAX_AUDIO_PAYLOAD)?;
         Ok(AudioHeader {
             pts_us,
             payload_len,
@@ -837,6 +825,14 @@ impl<'a> Reader<'a> {
         Ok(self.array::<1>()?[0])
     }
 
+    /// Reads a reserved byte, which must be zero.
+    fn reserved(&mut self) -> Result<(), MediaError> {
+        match self.u8()? {
+            0 => Ok(()),
+            _ => Err(invalid(self.what, "reserved byte is not zero".into())),
+        }
+    }
+
     fn u16(&mut self) -> Result<u16, MediaError> {
         self.array().map(u16::from_be_bytes)
     }
@@ -890,16 +886,7 @@ mod tests {
     }
 
     fn any_event() -> impl Strategy<Value = InputEvent> {
-        prop_oneof![
-            (any_key(), any::<bool>()).prop_map(|(code, down)| InputEvent::Key { code, down }),
-            (any::<i32>(), any::<i32>()).prop_map(|(dx, dy)| InputEvent::PointerMove { dx, dy }),
-            (any::<u8>(), any::<bool>())
-                .prop_map(|(button, down)| InputEvent::Button { button, down }),
-            (any::<u8>(), any::<i16>())
-                .prop_map(|(axis, value)| InputEvent::GamepadAxis { axis, value }),
-            (any::<u8>(), any::<bool>())
-                .prop_map(|(button, down)| InputEvent::GamepadButton { button, down }),
-        ]
+        crate::input::arb_event_with(any_key())
     }
 
     fn any_run() -> impl Strategy<Value = InputRun> {

@@ -29,12 +29,25 @@ pub fn player_file_ok(name: &str) -> bool {
 /// ```
 #[must_use]
 pub fn player_mime(name: &str) -> &'static str {
-    match name.rsplit('.').next() {
-        Some("html") => "text/html; charset=utf-8",
-        Some("js") => "text/javascript; charset=utf-8",
-        Some("css") => "text/css; charset=utf-8",
-        Some("map" | "json") => "application/json",
-        _ => "application/octet-stream",
+    player_type(name).unwrap_or("application/octet-stream")
+}
+
+/// The content type of the player's own kinds of files (its page, code, styles and source
+/// maps, text with a charset), or `None` for any other extension.
+///
+/// ```
+/// use edgeplay_protocol::web::player_type;
+/// assert_eq!(player_type("player.css"), Some("text/css; charset=utf-8"));
+/// assert_eq!(player_type("logo.png"), None);
+/// ```
+#[must_use]
+pub fn player_type(name: &str) -> Option<&'static str> {
+    match name.rsplit('.').next()? {
+        "html" => Some("text/html; charset=utf-8"),
+        "js" => Some("text/javascript; charset=utf-8"),
+        "css" => Some("text/css; charset=utf-8"),
+        "map" | "json" => Some("application/json"),
+        _ => None,
     }
 }
 
@@ -60,6 +73,7 @@ mod tests {
         ] {
             assert!(!player_file_ok(bad), "{bad}");
         }
+        assert_eq!(player_mime("index.html"), "text/html; charset=utf-8");
         assert_eq!(player_mime("player.js"), "text/javascript; charset=utf-8");
         assert_eq!(player_mime("blob"), "application/octet-stream");
     }

@@ -17,6 +17,27 @@ pub const MAX_OFFER_BYTES: usize = 32 * 1024;
 /// Largest data-channel message accepted.
 pub const MAX_MESSAGE_BYTES: usize = 1024;
 
+/// The CORS headers (name, value) of the WHEP and session responses of the edge and the broker:
+/// a page on any origin may play (the join token, not the origin, is the credential), send the
+/// WHEP methods and headers, and read `Location`, the session secret, the ETag and the ICE
+/// server links. The HTTP servers add them to their responses as they are.
+pub const CORS_HEADERS: [(&str, &str); 5] = [
+    ("access-control-allow-origin", "*"),
+    (
+        "access-control-allow-methods",
+        "POST, PATCH, DELETE, GET, OPTIONS",
+    ),
+    (
+        "access-control-allow-headers",
+        "authorization, content-type, if-match",
+    ),
+    (
+        "access-control-expose-headers",
+        "location, edgeplay-session-secret, etag, link, accept-patch",
+    ),
+    ("access-control-max-age", "600"),
+];
+
 /// Why a request or message was refused.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
@@ -43,6 +64,22 @@ pub enum WireError {
     BadInput(String),
 }
 
+/// Refuses an SDP body (an offer, a trickle-ICE fragment, an RTT probe's offer) larger than
+/// [`MAX_OFFER_BYTES`]; `what` names it in the error.
+///
+/// # Errors
+/// [`WireError::TooLarge`].
+pub fn check_sdp_size(body: &[u8], what: &'static str) -> Result<(), WireError> {
+    if body.len() > MAX_OFFER_BYTES {
+        return Err(WireError::TooLarge {
+            what,
+            len: body.len(),
+            max: MAX_OFFER_BYTES,
+        });
+    }
+    Ok(())
+}
+
 /// Checks that `body` looks like an SDP offer a WebRTC stack can answer, and returns it as text.
 ///
 /// The SDP parser of the WebRTC stack still has the last word; this catches what a client can
@@ -51,13 +88,7 @@ pub enum WireError {
 /// # Errors
 /// [`WireError::TooLarge`] or [`WireError::BadOffer`] with the reason.
 pub fn check_offer(body: &[u8]) -> Result<&str, WireError> {
-    if body.len() > MAX_OFFER_BYTES {
-        return Err(WireError::TooLarge {
-            what: "SDP offer",
-            len: body.len(),
-            max: MAX_OFFER_BYTES,
-        });
-    }
+    check_sdp_size(body, "SDP offer")?;
     let sdp = std::str::from_utf8(body).map_err(|_| WireError::BadOffer("not UTF-8 text"))?;
     if !sdp.starts_with("v=0") {
         return Err(WireError::BadOffer("it does not start with `v=0`"));
@@ -252,13 +283,7 @@ fn ice_chars(s: &str, min: usize, max: usize) -> bool {
 /// ice-chars, a password of 22 to 256), two different ufrags or passwords, one of the pair
 /// without the other, or more than [`MAX_FRAGMENT_CANDIDATES`] candidates.
 pub fn parse_fragment(body: &[u8]) -> Result<SdpFragment, WireError> {
-    if body.len() > MAX_OFFER_BYTES {
-        return Err(WireError::TooLarge {
-            what: "SDP fragment",
-            len: body.len(),
-            max: MAX_OFFER_BYTES,
-        });
-    }
+    check_sdp_size(body, "SDP fragment")?;
     let text = std::str::from_utf8(body).map_err(|_| WireError::BadFragment("not UTF-8 text"))?;
     let mut frag = SdpFragment::default();
     let mut mid = None;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use edgeplay_broker::api::{self, Config, RateLimit};
+use edgeplay_broker::ratelimit::RateLimit;
+use edgeplay_broker::routes;
+use edgeplay_broker::state::Config;
 use edgeplay_broker::store::etcd::{EtcdStore, EtcdUrl};
 use edgeplay_broker::store::{BrokerEntry, RedbStore, Store};
 use edgeplay_broker::tokens::BrokerKey;
@@ -123,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
         url: args.advertise.unwrap_or_else(|| format!("http://{addr}")),
     };
     backend.store().announce(me.clone()).await?;
-    let router = api::app(Config {
+    let router = routes::app(Config {
         store: backend.store(),
         key: key.clone(),
         rate: RateLimit {
@@ -136,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     let router = match &args.player_dir {
-        Some(dir) => router.merge(edgeplay_broker::player::routes(dir.clone())),
+        Some(dir) => router.merge(routes::player::routes(dir.clone())),
         None => router,
     };
     tracing::info!(%addr, id = %me.id, store = %args.store, key = %to_hex(key.public().as_bytes()), "broker listening");
@@ -144,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
     if args.player_dir.is_some() {
         println!("player on {0}/play/?broker={0}", me.url);
     }
-    api::serve(listener, router, api::shutdown_signal()).await?;
+    routes::serve(listener, router, routes::shutdown_signal()).await?;
     // The router (and its clone of the store) is gone once serve returns.
     backend.close().await;
     tracing::info!("broker stopped");

@@ -133,11 +133,18 @@ mod tests {
         ip_per_sec: 2.0,
     };
 
+    /// A clock, a limiter at [`RATE`] that has seen nobody, and the address 10.0.0.1.
+    fn fresh() -> (VirtualClock, Limiter, IpAddr) {
+        (
+            VirtualClock::new(),
+            Limiter::new(RATE),
+            [10, 0, 0, 1].into(),
+        )
+    }
+
     #[test]
     fn varying_the_player_name_does_not_escape_the_address_bucket() {
-        let clock = VirtualClock::new();
-        let mut l = Limiter::new(RATE);
-        let ip: IpAddr = [10, 0, 0, 1].into();
+        let (clock, mut l, ip) = fresh();
         for i in 0..5 {
             assert_eq!(l.check(ip, &format!("p{i}"), clock.now()), Ok(()));
         }
@@ -152,9 +159,7 @@ mod tests {
 
     #[test]
     fn one_player_cannot_use_up_its_address_and_a_refusal_takes_nothing() {
-        let clock = VirtualClock::new();
-        let mut l = Limiter::new(RATE);
-        let ip: IpAddr = [10, 0, 0, 1].into();
+        let (clock, mut l, ip) = fresh();
         for _ in 0..3 {
             assert_eq!(l.check(ip, "bob", clock.now()), Ok(()));
         }

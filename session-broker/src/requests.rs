@@ -3,25 +3,40 @@
 //! target (`fuzz/fuzz_targets/broker_requests.rs`) can drive them without a server.
 //!
 //! Signed edge messages ([`registration`], [`heartbeat`]) are decoded here, not verified: the
-//! caller checks the signature over [`Signed::unsigned`] (see `api::signed_bytes`).
+//! caller checks the signature over [`Signed::unsigned`] (see [`signed_bytes`]), with the
+//! domain prefix of its kind ([`REGISTER_DOMAIN`], [`HEARTBEAT_DOMAIN`]), so that a signature
+//! for one purpose cannot be replayed for another. [`sign_body`] is the edge's side of it.
 
 use axum::Json;
 use edgeplay_protocol::coords::Coord;
-use edgeplay_protocol::token::{EdgeId, MAX_PLAYER_LEN, Signature, from_hex};
+use edgeplay_protocol::token::{EdgeId, MAX_PLAYER_LEN, Signature, from_hex, to_hex};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::{EdgeAd, MAX_BODY, canonical_json, parse_resolution};
+pub use crate::error::DecodeError;
 use crate::placement::GPU_CLASSES;
+use crate::records::{EdgeAd, parse_resolution};
+pub use edgeplay_protocol::link::{canonical_json, signed_bytes};
 
-/// Why a body was refused: the HTTP status (400 or 413) and a sentence naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct DecodeError {
-    /// 400 (malformed) or 413 (too large).
-    pub status: u16,
-    /// What was wrong, naming the field's path, and what to do.
-    pub message: String,
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 16 * 1024;
+/// Domain prefix of registration signatures.
+pub const REGISTER_DOMAIN: &[u8] = edgeplay_protocol::link::REGISTER_DOMAIN;
+/// Domain prefix of heartbeat signatures.
+pub const HEARTBEAT_DOMAIN: &[u8] = b"edgeplay/edge-heartbeat/v1\n";
+
+/// Adds `signature` to `body`, signed with `key` (what an edge agent does).
+pub fn sign_body(
+    domain: &[u8],
+    mut body: Value,
+    key: &edgeplay_protocol::token::SigningKey,
+) -> Value {
+    use ed25519_dalek::Signer;
+    let sig = key.sign(&signed_bytes(domain, &body));
+    if let Value::Object(m) = &mut body {
+        m.insert("signature".into(), Value::String(to_hex(&sig.to_bytes())));
+    }
+    body
 }
 
 fn bad(message: impl Into<String>) -> DecodeError {

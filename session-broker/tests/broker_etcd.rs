@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Broker, edge, edge_id, eventually, http, session_body, start, try_http};
+use common::{
+    Broker, create_session, edge, edge_id, eventually, http, select, session_body, start, try_http,
+};
 use edgeplay_broker::tokens::BrokerKey;
 use edgeplay_protocol::token::{SigningKey, from_hex, verify};
 use edgeplay_testkit::etcd::Etcd;
@@ -97,20 +99,12 @@ fn two_brokers_share_one_registry_and_a_kill_9_loses_no_session() {
     }
 
     // A session created on A is read, and placed, on B; B's token verifies with the shared key.
-    let (st, v) = http(a.addr, "POST", "/v1/sessions", Some(&session_body("zoe")));
-    assert_eq!(st, 201, "{v}");
-    let sid = v["session"].as_str().unwrap().to_owned();
+    let (sid, _) = create_session(a.addr, &session_body("zoe"));
     let (st, v) = http(b.addr, "GET", &format!("/v1/sessions/{sid}"), None);
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["player"], "zoe");
     let sel = json!({"measured": [{"edge": edge_id(&ka), "rtt_ms": 3.0}]});
-    let (st, v) = http(
-        b.addr,
-        "POST",
-        &format!("/v1/sessions/{sid}/select"),
-        Some(&sel),
-    );
-    assert_eq!(st, 200, "{v}");
+    let v = select(b.addr, &sid, &sel);
     let token = from_hex(v["token"].as_str().unwrap()).unwrap();
     verify(&token, &key.public(), common::now_ms(), &edge_id(&ka)).expect("token verifies");
     let (_, v) = http(a.addr, "GET", &format!("/v1/sessions/{sid}"), None);

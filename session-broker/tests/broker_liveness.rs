@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{edge, edge_id, eventually, heartbeat, http, session_body, start};
+use common::{
+    create_session, edge, edge_id, eventually, heartbeat_ok, http, select, session_body, start,
+};
 use edgeplay_protocol::token::SigningKey;
 use serde_json::{Value, json};
 
@@ -35,20 +37,12 @@ fn a_silent_serving_edge_is_marked_dead_and_its_session_for_failover() {
         let (st, v) = http(b.addr, "POST", "/v1/edges", Some(&edge(k, x, 6000)));
         assert_eq!(st, 201, "{v}");
     }
-    let (st, v) = http(b.addr, "POST", "/v1/sessions", Some(&session_body("ann")));
-    assert_eq!(st, 201, "{v}");
-    let sid = v["session"].as_str().unwrap().to_owned();
+    let (sid, _) = create_session(b.addr, &session_body("ann"));
     let sel = json!({"measured": [
         {"edge": edge_id(&silent), "rtt_ms": 2.0},
         {"edge": edge_id(&steady), "rtt_ms": 30.0},
     ]});
-    let (st, v) = http(
-        b.addr,
-        "POST",
-        &format!("/v1/sessions/{sid}/select"),
-        Some(&sel),
-    );
-    assert_eq!(st, 200, "{v}");
+    let v = select(b.addr, &sid, &sel);
     assert_eq!(v["edge"], json!(edge_id(&silent)));
 
     // The steady edge heartbeats every 300 ms (serving) for the whole test.
@@ -58,25 +52,13 @@ fn a_silent_serving_edge_is_marked_dead_and_its_session_for_failover() {
         let (addr, k) = (b.addr, steady.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let (st, v) = http(
-                    addr,
-                    "POST",
-                    &format!("/v1/edges/{}/heartbeat", edge_id(&k)),
-                    Some(&heartbeat(&k, 1)),
-                );
-                assert_eq!(st, 200, "{v}");
+                heartbeat_ok(addr, &k, 1);
                 std::thread::sleep(Duration::from_millis(300));
             }
         })
     };
     // The silent edge says it serves (1 of 2 slots free), then falls silent.
-    let (st, v) = http(
-        b.addr,
-        "POST",
-        &format!("/v1/edges/{}/heartbeat", edge_id(&silent)),
-        Some(&heartbeat(&silent, 1)),
-    );
-    assert_eq!(st, 200, "{v}");
+    heartbeat_ok(b.addr, &silent, 1);
     let last = Instant::now();
     let silent_id = json!(edge_id(&silent));
     eventually(Duration::from_secs(10), "silent edge marked dead", || {
@@ -110,19 +92,12 @@ fn a_silent_serving_edge_is_marked_dead_and_its_session_for_failover() {
     let (_, v) = http(b.addr, "GET", &format!("/v1/sessions/{sid}"), None);
     assert_eq!(v["failover"], true, "{v}");
     // New sessions go only to the live edge.
-    let (st, v) = http(b.addr, "POST", "/v1/sessions", Some(&session_body("bea")));
-    assert_eq!(st, 201, "{v}");
+    let (_, v) = create_session(b.addr, &session_body("bea"));
     assert_eq!(v["candidates"].as_array().unwrap().len(), 1, "{v}");
     assert_eq!(v["candidates"][0]["edge"], json!(edge_id(&steady)));
 
     // A heartbeat brings it back into placement.
-    let (st, v) = http(
-        b.addr,
-        "POST",
-        &format!("/v1/edges/{}/heartbeat", edge_id(&silent)),
-        Some(&heartbeat(&silent, 2)),
-    );
-    assert_eq!(st, 200, "{v}");
+    heartbeat_ok(b.addr, &silent, 2);
     let (_, v) = http(b.addr, "GET", "/v1/edges", None);
     assert_eq!(state_of(&v, &silent_id), "alive");
     let (_, v) = http(b.addr, "POST", "/v1/sessions", Some(&session_body("cy")));

@@ -8,7 +8,7 @@ use edgeplay_protocol::token::{EdgeId, SigningKey, VerifyingKey, from_hex, verif
 use serde_json::json;
 
 mod common;
-use common::{Broker, WAIT, edge, http, now_ms};
+use common::{Broker, WAIT, create_session, edge, http, now_ms, select};
 
 fn sigterm_and_wait(mut b: Broker) {
     let st = Command::new("kill")
@@ -60,29 +60,17 @@ fn place_select_sigterm_restart_keeps_edges_and_sessions() {
         );
         assert_eq!(st, 201, "{v}");
     }
-    let (st, v) = http(
+    let (sid, _) = create_session(
         b.addr,
-        "POST",
-        "/v1/sessions",
-        Some(
-            &json!({"player": "p1", "coord": {"x": 0.0, "y": 0.0, "height": 1.0}, "width": 1280, "height": 720, "fps": 60}),
-        ),
+        &json!({"player": "p1", "coord": {"x": 0.0, "y": 0.0, "height": 1.0}, "width": 1280, "height": 720, "fps": 60}),
     );
-    assert_eq!(st, 201, "{v}");
-    let sid = v["session"].as_str().unwrap().to_owned();
     let ids: Vec<EdgeId> = keys
         .iter()
         .map(|k| EdgeId(k.verifying_key().to_bytes()))
         .collect();
     let sel =
         json!({"measured": [{"edge": ids[0], "rtt_ms": 12.0}, {"edge": ids[1], "rtt_ms": 4.0}]});
-    let (st, v) = http(
-        b.addr,
-        "POST",
-        &format!("/v1/sessions/{sid}/select"),
-        Some(&sel),
-    );
-    assert_eq!(st, 200, "{v}");
+    let v = select(b.addr, &sid, &sel);
     assert_eq!(v["quic_addr"], "127.0.0.1:5001");
     assert_eq!(v["whep_url"], format!("/v1/sessions/{sid}/whep"));
     let token = from_hex(v["token"].as_str().unwrap()).unwrap();

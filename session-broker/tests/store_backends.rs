@@ -116,6 +116,16 @@ async fn behaves(store: &dyn Store) {
     assert_eq!(store.brokers().await.unwrap(), vec![me]);
 }
 
+/// The revision of session record `key`, which must exist.
+async fn revision(store: &dyn Store, key: &str) -> u64 {
+    store
+        .get_versioned(Table::Sessions, key)
+        .await
+        .unwrap()
+        .unwrap()
+        .revision
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_backend() {
     let dir = std::env::temp_dir().join(format!("edgeplay-backend-redb-{}", std::process::id()));
@@ -125,22 +135,12 @@ async fn redb_backend() {
     store.close().await;
     // Revisions survive a reopen: a later write gets a higher one.
     let store = RedbStore::open(&dir).unwrap();
-    let before = store
-        .get_versioned(Table::Sessions, "s1")
-        .await
-        .unwrap()
-        .unwrap()
-        .revision;
+    let before = revision(&store, "s1").await;
     store
         .put(Table::Sessions, "s9".into(), vec![])
         .await
         .unwrap();
-    let after = store
-        .get_versioned(Table::Sessions, "s9")
-        .await
-        .unwrap()
-        .unwrap()
-        .revision;
+    let after = revision(&store, "s9").await;
     assert!(after > before, "{after} ≤ {before} after reopen");
     store.close().await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -12,10 +12,13 @@
 //! goes out on the first free connection of the same pool. Its latency runs from that intended
 //! time to the end of its response, so time spent queued (a busy pool, a slow broker) counts: no
 //! coordinated omission. Service time (actual write → response) is kept beside it for contrast.
-//! The generator is a tokio runtime in this process, on the cores the broker (and etcd) use.
+//! The generator is a tokio runtime in this process, on the cores the broker (and etcd) use; its
+//! HTTP/1.1 client is hyper-util's legacy client, whose pool is filled with `--connections`
+//! keep-alive connections before each phase starts. Setup, the edges' heartbeats and the
+//! metrics reads use the same client, one connection per call, on runtimes of their own.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,12 +27,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
-use edgeplay_broker::api::{HEARTBEAT_DOMAIN, REGISTER_DOMAIN, sign_body};
+use bytes::Bytes;
+use edgeplay_broker::requests::{HEARTBEAT_DOMAIN, REGISTER_DOMAIN, sign_body};
 use edgeplay_game::hash::SplitMix64;
 use edgeplay_protocol::token::{EdgeId, SigningKey};
 use edgeplay_testkit::etcd::Etcd;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, header};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 
 /// After a phase's last due time, how long late requests may still be sent and answered.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -189,25 +196,91 @@ fn start(bin: &Path, dir: &Path, store: &str) -> Result<Broker> {
     Ok(broker)
 }
 
-/// One blocking HTTP/1.0 exchange (the server closes, so no chunking): status and body.
-fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .with_context(|| format!("connect to {addr}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)
-        .with_context(|| format!("read {method} {path}"))?;
-    let status = resp.get(9..12).and_then(|s| s.parse().ok());
-    let (_, body) = resp.split_once("\r\n\r\n").unwrap_or_default();
-    Ok((
-        status.ok_or_else(|| anyhow!("bad response to {method} {path}: {resp:?}"))?,
-        body.into(),
-    ))
+/// The HTTP/1.1 client of every call: hyper-util's legacy client, Nagle off as before.
+type Http = Client<HttpConnector, Full<Bytes>>;
+
+/// A client that keeps up to `idle` connections open between requests (0: one per call).
+fn client(idle: usize) -> Http {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(idle)
+        .pool_idle_timeout(None)
+        .build(connector)
+}
+
+/// A `method` request for `path` on `addr`, with a JSON body unless `body` is empty.
+fn request_to(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    body: String,
+) -> Result<Request<Full<Bytes>>> {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    if !body.is_empty() {
+        b = b.header(header::CONTENT_TYPE, "application/json");
+    }
+    Ok(b.body(Full::new(Bytes::from(body)))?)
+}
+
+/// Sends `req` and reads the whole response: its status and body.
+async fn exchange(http: &Http, req: Request<Full<Bytes>>) -> Result<(u16, Bytes)> {
+    let resp = http.request(req).await.map_err(|e| anyhow!(chain(&e)))?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+/// An error with its causes (hyper's own says only which step failed).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out += &format!(": {c}");
+        cause = c.source();
+    }
+    out
+}
+
+/// Blocking calls for setup, heartbeats and metrics: the same client on a runtime of their
+/// own (not the load generator's), a connection per call as before.
+struct Blocking {
+    rt: tokio::runtime::Runtime,
+    http: Http,
+}
+
+impl Blocking {
+    fn new() -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("start tokio for the blocking client")?;
+        Ok(Blocking {
+            rt,
+            http: client(0),
+        })
+    }
+
+    /// One exchange: status and body.
+    fn call(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> Result<(u16, String)> {
+        let method = Method::from_bytes(method.as_bytes())?;
+        let req = request_to(addr, method, path, body.to_owned())?;
+        let (status, body) = self.rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), exchange(&self.http, req))
+                .await
+                .map_err(|_| anyhow!("no answer within 10 s"))?
+        })?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
 }
 
 fn now_ms() -> u64 {
@@ -217,7 +290,7 @@ fn now_ms() -> u64 {
 }
 
 /// Registers `n` signed edges; their keys, for their heartbeats.
-fn register_edges(addr: SocketAddr, n: usize) -> Result<Vec<SigningKey>> {
+fn register_edges(http: &Blocking, addr: SocketAddr, n: usize) -> Result<Vec<SigningKey>> {
     let mut keys = Vec::with_capacity(n);
     let mut rng = SplitMix64(7);
     for i in 0..n {
@@ -237,7 +310,7 @@ fn register_edges(addr: SocketAddr, n: usize) -> Result<Vec<SigningKey>> {
             "issued_unix_ms": now_ms(),
         });
         let body = sign_body(REGISTER_DOMAIN, body, &key).to_string();
-        let (st, text) = call(addr, "POST", "/v1/edges", &body)?;
+        let (st, text) = http.call(addr, "POST", "/v1/edges", &body)?;
         if st != 201 {
             bail!("edge registration answered {st}: {text}");
         }
@@ -266,6 +339,13 @@ impl Heartbeats {
         let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let (st, se, fa) = (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&failed));
         let thread = std::thread::spawn(move || {
+            let http = match Blocking::new() {
+                Ok(h) => h,
+                Err(e) => {
+                    eprintln!("no heartbeats: {e:#}");
+                    return;
+                }
+            };
             let gap = HEARTBEAT_EVERY / u32::try_from(keys.len().max(1)).unwrap_or(u32::MAX);
             let mut due = Instant::now();
             'beats: loop {
@@ -278,7 +358,7 @@ impl Heartbeats {
                         "free_slots": 1000, "draining": false, "issued_unix_ms": now_ms(),
                     });
                     let body = sign_body(HEARTBEAT_DOMAIN, body, key).to_string();
-                    match call(addr, "POST", &format!("/v1/edges/{id}/heartbeat"), &body) {
+                    match http.call(addr, "POST", &format!("/v1/edges/{id}/heartbeat"), &body) {
                         Ok((200, _)) => se.fetch_add(1, Ordering::Relaxed),
                         _ => fa.fetch_add(1, Ordering::Relaxed),
                     };
@@ -339,8 +419,8 @@ fn dir_size(dir: &Path) -> u64 {
 }
 
 /// The first sample of an unlabelled metric in a Prometheus text page.
-fn metric(addr: SocketAddr, name: &str) -> Option<u64> {
-    let (_, page) = call(addr, "GET", "/metrics", "").ok()?;
+fn metric(http: &Blocking, addr: SocketAddr, name: &str) -> Option<u64> {
+    let (_, page) = http.call(addr, "GET", "/metrics", "").ok()?;
     let value = page.lines().find_map(|l| {
         let mut parts = l.split_whitespace();
         if parts.next() == Some(name) {
@@ -359,7 +439,7 @@ enum Store {
 
 /// The store's size in bytes (redb: its data dir; etcd: its db size), the sessions the broker
 /// has created and its resident memory in bytes, at one moment.
-fn growth(broker: &Broker, store: &Store) -> [Option<u64>; 3] {
+fn growth(http: &Blocking, broker: &Broker, store: &Store) -> [Option<u64>; 3] {
     let status = std::fs::read_to_string(format!("/proc/{}/status", broker.child.id()));
     let rss = status.ok().and_then(|s| {
         let kib = s
@@ -369,9 +449,13 @@ fn growth(broker: &Broker, store: &Store) -> [Option<u64>; 3] {
     });
     let bytes = match store {
         Store::Redb(dir) => Some(dir_size(dir)),
-        Store::Etcd(addr) => metric(*addr, "etcd_mvcc_db_total_size_in_bytes"),
+        Store::Etcd(addr) => metric(http, *addr, "etcd_mvcc_db_total_size_in_bytes"),
     };
-    [bytes, metric(broker.addr, "broker_sessions_total"), rss]
+    [
+        bytes,
+        metric(http, broker.addr, "broker_sessions_total"),
+        rss,
+    ]
 }
 
 fn print_growth(b: [Option<u64>; 3], a: [Option<u64>; 3]) {
@@ -437,104 +521,20 @@ impl Tally {
     }
 }
 
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-async fn connect(addr: SocketAddr) -> io::Result<Conn> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    Ok(Conn {
-        stream,
-        buf: Vec::with_capacity(16 * 1024),
-    })
-}
-
-fn request(plan: &Plan, i: u64) -> Vec<u8> {
+fn request(plan: &Plan, i: u64) -> Result<Request<Full<Bytes>>> {
     let mut rng = SplitMix64((plan.seed << 40) ^ i);
     let (x, y, tag) = (rng.range(-100, 100), rng.range(-100, 100), &plan.tag);
     let body = format!(
         r#"{{"player":"bench-{tag}-{i}","coord":{{"x":{x},"y":{y},"height":1.0}},"width":1280,"height":720,"fps":60}}"#
     );
-    format!(
-        "POST /v1/sessions HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        plan.addr,
-        body.len()
-    )
-    .into_bytes()
+    request_to(plan.addr, Method::POST, "/v1/sessions", body)
 }
 
-fn invalid(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
-}
-
-/// Reads more of the response into the connection's buffer.
-async fn fill(c: &mut Conn, want: usize) -> io::Result<()> {
-    c.buf.reserve(want);
-    match c.stream.read_buf(&mut c.buf).await? {
-        0 => Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the broker closed the connection",
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// Reads one response (status line, headers, Content-Length body): its status and whether the
-/// server closes the connection after it.
-async fn read_response(c: &mut Conn) -> io::Result<(u16, bool)> {
-    let head_end = loop {
-        if let Some(p) = c.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p + 4;
-        }
-        fill(c, 8 * 1024).await?;
-    };
-    let head = std::str::from_utf8(&c.buf[..head_end]).map_err(|_| invalid("non-UTF-8 head"))?;
-    let mut lines = head.lines();
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1)?.parse().ok())
-        .ok_or_else(|| invalid("bad status line"))?;
-    let (mut len, mut close) = (None, false);
-    for (k, v) in lines.filter_map(|l| l.split_once(':')) {
-        let v = v.trim();
-        if k.eq_ignore_ascii_case("content-length") {
-            len = Some(v.parse().map_err(|_| invalid("bad Content-Length"))?);
-        } else if k.eq_ignore_ascii_case("connection") {
-            close = v.eq_ignore_ascii_case("close");
-        } else if k.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(invalid("chunked responses are not supported"));
-        }
-    }
-    let len = match (len, status) {
-        (Some(n), _) => n,
-        (None, 204 | 304) => 0,
-        (None, _) => return Err(invalid("response without Content-Length")),
-    };
-    while c.buf.len() < head_end + len {
-        fill(c, head_end + len - c.buf.len()).await?;
-    }
-    c.buf.drain(..head_end + len);
-    Ok((status, close))
-}
-
-/// Sends one request on the connection (opening it if needed): status and the write time.
-async fn exchange(
-    slot: &mut Option<Conn>,
-    addr: SocketAddr,
-    req: &[u8],
-) -> io::Result<(u16, Instant)> {
-    let c = match slot {
-        Some(c) => c,
-        None => slot.insert(connect(addr).await?),
-    };
+/// Sends one request on a pooled connection: status and the time it was handed to the client
+/// (an idle keep-alive connection is taken at once).
+async fn send(http: &Http, req: Request<Full<Bytes>>) -> Result<(u16, Instant)> {
     let wrote = Instant::now();
-    c.stream.write_all(req).await?;
-    let (status, close) = read_response(c).await?;
-    if close {
-        *slot = None;
-    }
+    let (status, _) = exchange(http, req).await?;
     Ok((status, wrote))
 }
 
@@ -542,11 +542,10 @@ fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
-/// One connection of the pool: takes the next request of the schedule, waits for its due time
-/// (open loop) and sends it; a late request goes out at once.
-async fn worker(plan: Arc<Plan>, conn: Conn) -> Tally {
+/// One of the pool's `--connections` senders: takes the next request of the schedule, waits for
+/// its due time (open loop) and sends it on a free connection; a late request goes out at once.
+async fn worker(plan: Arc<Plan>, http: Http) -> Tally {
     let mut t = Tally::default();
-    let mut slot = Some(conn);
     loop {
         let i = plan.next.fetch_add(1, Ordering::Relaxed);
         let due = match plan.rate {
@@ -564,40 +563,59 @@ async fn worker(plan: Arc<Plan>, conn: Conn) -> Tally {
             break;
         }
         t.sent += 1;
-        let req = request(&plan, i);
+        let req = match request(&plan, i) {
+            Ok(r) => r,
+            Err(e) => {
+                t.errors += 1;
+                t.first_error.get_or_insert(e.to_string());
+                continue;
+            }
+        };
         let deadline = (Instant::now() + REQUEST_TIMEOUT).min(plan.cutoff);
-        let error =
-            match tokio::time::timeout_at(deadline.into(), exchange(&mut slot, plan.addr, &req))
-                .await
-            {
-                Ok(Ok((status, wrote))) => {
-                    let done = Instant::now();
-                    let window = ((due - plan.start).as_secs() / WINDOW_SECS) as usize;
-                    let (latency_us, service_us) = (micros(done - due), micros(done - wrote));
-                    t.samples.push(Sample {
-                        window,
-                        latency_us,
-                        service_us,
-                    });
-                    *t.statuses.entry(status).or_default() += 1;
-                    t.last_done = t.last_done.max(Some(done));
-                    continue;
-                }
-                Err(_) if deadline == plan.cutoff => {
-                    t.cut_off += 1;
-                    slot = None;
-                    continue;
-                }
-                Err(_) => format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
-                Ok(Err(e)) => e.to_string(),
-            };
+        let error = match tokio::time::timeout_at(deadline.into(), send(&http, req)).await {
+            Ok(Ok((status, wrote))) => {
+                let done = Instant::now();
+                let window = ((due - plan.start).as_secs() / WINDOW_SECS) as usize;
+                let (latency_us, service_us) = (micros(done - due), micros(done - wrote));
+                t.samples.push(Sample {
+                    window,
+                    latency_us,
+                    service_us,
+                });
+                *t.statuses.entry(status).or_default() += 1;
+                t.last_done = t.last_done.max(Some(done));
+                continue;
+            }
+            Err(_) if deadline == plan.cutoff => {
+                t.cut_off += 1;
+                continue;
+            }
+            Err(_) => format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
+            Ok(Err(e)) => e.to_string(),
+        };
         t.errors += 1;
         t.first_error.get_or_insert(error);
-        slot = None;
-        // Do not spin on a broker that refuses connections.
+        // The client drops a connection that failed; do not spin on a broker that refuses connections.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     t
+}
+
+/// Opens `conns` keep-alive connections before a phase (as many `GET /healthz` at once), so
+/// that connecting is not timed.
+async fn fill_pool(http: &Http, addr: SocketAddr, conns: usize) -> Result<()> {
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..conns {
+        let (http, req) = (
+            http.clone(),
+            request_to(addr, Method::GET, "/healthz", String::new())?,
+        );
+        calls.spawn(async move { exchange(&http, req).await });
+    }
+    while let Some(r) = calls.join_next().await {
+        r??;
+    }
+    Ok(())
 }
 
 /// Runs one phase: closed loop for `secs` when `rate` is `None`, else open loop at `rate`/s.
@@ -609,14 +627,10 @@ async fn run_phase(
     secs: u64,
     rate: Option<f64>,
 ) -> Result<(Tally, Arc<Plan>)> {
-    let mut pool = Vec::with_capacity(conns);
-    for _ in 0..conns {
-        pool.push(
-            connect(addr)
-                .await
-                .with_context(|| format!("connect to the broker at {addr}"))?,
-        );
-    }
+    let http = client(conns);
+    fill_pool(&http, addr, conns)
+        .await
+        .with_context(|| format!("connect to the broker at {addr}"))?;
     let start = Instant::now();
     let end = start + Duration::from_secs(secs);
     let plan = Arc::new(Plan {
@@ -630,9 +644,8 @@ async fn run_phase(
         scheduled: rate.map_or(0, |r| (r * secs as f64) as u64),
         next: AtomicU64::new(0),
     });
-    let tasks: Vec<_> = pool
-        .into_iter()
-        .map(|c| tokio::spawn(worker(plan.clone(), c)))
+    let tasks: Vec<_> = (0..conns)
+        .map(|_| tokio::spawn(worker(plan.clone(), http.clone())))
         .collect();
     let mut tally = Tally::default();
     for task in tasks {
@@ -807,7 +820,8 @@ fn bench_store(
         None => ("redb".to_owned(), Store::Redb(dir.clone())),
     };
     let mut broker = start(bin, &dir, &url)?;
-    let keys = register_edges(broker.addr, a.edges).context("register the edges")?;
+    let http = Blocking::new()?;
+    let keys = register_edges(&http, broker.addr, a.edges).context("register the edges")?;
     let heartbeats = Heartbeats::start(broker.addr, keys);
     let mut capacity = 0.0;
     let phases = std::iter::once(None).chain(a.rates.iter().copied().map(Some));
@@ -827,11 +841,11 @@ fn bench_store(
                 )
             }
         };
-        let (l0, g0) = (load(load_avg()), growth(&broker, &store));
+        let (l0, g0) = (load(load_avg()), growth(&http, &broker, &store));
         let tag = format!("{name}-{n}");
         let phase = run_phase(broker.addr, tag, n as u64, a.connections, secs, rate);
         let (tally, plan) = rt.block_on(phase)?;
-        let (l1, g1) = (load(load_avg()), growth(&broker, &store));
+        let (l1, g1) = (load(load_avg()), growth(&http, &broker, &store));
         if let Ok(Some(status)) = broker.child.try_wait() {
             bail!("the {name} broker exited ({status}) during the phase {offered}");
         }

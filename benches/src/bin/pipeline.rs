@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use edgeplay_benches::{load_average, machine, spread};
-use edgeplay_edge::encode::{self, EncoderChoice, EncoderKind};
-use edgeplay_edge::gpu::Gpu;
-use edgeplay_edge::pipeline::{PipelineConfig, SessionPipeline};
-use edgeplay_edge::stats::{Stage, StageStats, Summary, Window, ms};
 use edgeplay_game::game::{Game, GameConfig};
 use edgeplay_game::stamp::Stamp;
+use edgeplay_media::encode::{self, EncoderChoice, EncoderKind};
+use edgeplay_media::gpu::Gpu;
+use edgeplay_media::pipeline::{PipelineConfig, SessionPipeline};
+use edgeplay_media::stats::{Stage, StageStats, Summary, Window, ms};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
@@ -355,31 +355,27 @@ fn main() -> Result<()> {
     let b = base.summary();
     let rounds: Vec<Duration> = base_rounds.iter().map(|w| w.summary().p50).collect();
     line("baseline x264 (push→AU)", &b, &rounds);
-    let enc = our_stats.summary(Stage::Encode);
-    let total = our_stats.summary(Stage::Total);
     let ratio = |x: Duration, y: Duration| x.as_secs_f64() / y.as_secs_f64().max(1e-9);
-    let round_ratios = |stage: Stage| {
+    // One stage of ours against the baseline: the ratios of the whole run's percentiles, and
+    // the spread of the per-round p50 ratios.
+    let ratios = |label: &str, stage: Stage| {
+        let ours = our_stats.summary(stage);
         let r: Vec<f64> = our_rounds
             .iter()
             .zip(&base_rounds)
             .map(|(o, b)| ratio(o.summary(stage).p50, b.summary().p50))
             .collect();
-        spread(&r, 3)
+        println!(
+            "{label:<26}p50 {:.3}  p95 {:.3}  p99 {:.3}   (per-round p50 ratios {})",
+            ratio(ours.p50, b.p50),
+            ratio(ours.p95, b.p95),
+            ratio(ours.p99, b.p99),
+            spread(&r, 3)
+        );
     };
-    println!(
-        "\nencode stage / baseline:  p50 {:.3}  p95 {:.3}  p99 {:.3}   (per-round p50 ratios {})",
-        ratio(enc.p50, b.p50),
-        ratio(enc.p95, b.p95),
-        ratio(enc.p99, b.p99),
-        round_ratios(Stage::Encode)
-    );
-    println!(
-        "total / baseline:         p50 {:.3}  p95 {:.3}  p99 {:.3}   (per-round p50 ratios {})",
-        ratio(total.p50, b.p50),
-        ratio(total.p95, b.p95),
-        ratio(total.p99, b.p99),
-        round_ratios(Stage::Total)
-    );
+    println!();
+    ratios("encode stage / baseline:", Stage::Encode);
+    ratios("total / baseline:", Stage::Total);
     let frames = f64::from(a.rounds * a.frames_per_round);
     println!(
         "fps held:                 edgeplay {:.1}  baseline {:.1}  (of {})",

@@ -29,7 +29,7 @@
 //! its liveness sweep); then `--threads` threads place requests back to back (or paced to
 //! `--rate` placements/s in all) through [`Broker::candidates`] and [`Broker::pick`] (the locked
 //! parts of `POST /v1/sessions` and of its `select`: the same functions, the same registry
-//! mutex) while heartbeats for every edge go through [`Broker::heartbeat`] (`api::apply_heartbeat`, what the edge link calls for each
+//! mutex) while heartbeats for every edge go through [`Broker::heartbeat`] (`Service::apply_heartbeat`, what the edge link calls for each
 //! heartbeat) on a fixed open-loop schedule: serving edges (`--serving` %) every 500 ms, idle
 //! ones every 15 s. Windows with 1 thread and with `--threads` threads alternate, `--reps` of
 //! each; the same windows run first with no heartbeats yet, as the baseline (they cannot be
@@ -44,9 +44,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use edgeplay_benches::{load_average, machine};
-use edgeplay_broker::api::{Broker, Config, EdgeAd, EdgeRecord, RateLimit};
 use edgeplay_broker::liveness::{EdgeState, IDLE_INTERVAL, Liveness, MISSES, SERVING_INTERVAL};
 use edgeplay_broker::placement::{EdgeSpec, Index, IndexConfig, Request};
+use edgeplay_broker::ratelimit::RateLimit;
+use edgeplay_broker::records::{EdgeAd, EdgeRecord};
+use edgeplay_broker::registry::Broker;
+use edgeplay_broker::state::Config;
 use edgeplay_broker::store::{BrokerEntry, RedbStore, Store, Table};
 use edgeplay_broker::tokens::BrokerKey;
 use edgeplay_game::hash::SplitMix64;
@@ -1313,7 +1316,7 @@ fn part2(world: &World, players: &[Player], args: &Args) -> Result<()> {
          included; the store write, rate limit and HTTP of those requests are not in it.\n\
          heartbeats: {serving} serving edges ({} %) every {} ms + {idle} idle every {} s \
          = {:.0} heartbeats/s offered, open loop: {tasks} tokio tasks on a {cores}-worker runtime \
-         call `Broker::heartbeat` (= `api::apply_heartbeat`, what the edge link calls for each \
+         call `Broker::heartbeat` (= `Service::apply_heartbeat`, what the edge link calls for each \
          heartbeat: registry lock, record, liveness, index upsert) on a fixed schedule, late \
          heartbeats applied late, none skipped. Coordinate reports (sent only when an edge's \
          coordinate moved) are not in the mix.\n\

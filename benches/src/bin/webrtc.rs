@@ -8,7 +8,7 @@
 //! the page measured from the frame stamps.
 //!
 //! Both senders play a fresh session runtime (same game, renderer, x264 settings):
-//! - **edge**: `edgeplay_edge::webrtc::Whep`, as `edge-agent run --dev` serves it;
+//! - **edge**: `edgeplay_edge::transport::webrtc::Whep`, as `edge-agent run --dev` serves it;
 //! - **webrtcbin**: the session's encoded H.264 access units and Opus packets pushed into
 //!   `appsrc ! rtph264pay ! webrtcbin` (and `appsrc ! rtpopuspay ! webrtcbin`) as they leave
 //!   the encoder; the page's inputs arrive on webrtcbin's own data channels and go to the same
@@ -35,10 +35,10 @@ use axum::routing::post;
 use edgeplay_benches::chromium::{self, PageFigures};
 use edgeplay_benches::whep::{self, HttpError, WhepBench, answered, failed};
 use edgeplay_benches::{load_average, machine, spread, summary};
-use edgeplay_edge::encode::{self, EncoderChoice, H264Profile};
-use edgeplay_edge::gpu::Gpu;
-use edgeplay_edge::session::{Control, MediaPacket, SessionHandle};
-use edgeplay_edge::stats::ms;
+use edgeplay_media::encode::{self, EncoderChoice, H264Profile};
+use edgeplay_media::gpu::Gpu;
+use edgeplay_media::session::{Control, MediaPacket, SessionHandle};
+use edgeplay_media::stats::ms;
 use edgeplay_protocol::whep::InputMessage;
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -478,17 +478,7 @@ async fn run(a: Args) -> Result<()> {
 
 /// The nearest-rank percentile `p` of sorted `v` (NaN when empty).
 fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss,
-        reason = "a rank within a short sample list"
-    )]
-    let rank = ((p / 100.0 * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
+    edgeplay_media::stats::nearest_rank(sorted, p / 100.0).unwrap_or(f64::NAN)
 }
 
 /// The median of `v` (NaN when empty).

@@ -8,11 +8,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use edgeplay_edge::encode::{EncoderChoice, probe};
-use edgeplay_edge::gpu::Gpu;
 use edgeplay_edge::metrics::Metrics;
-use edgeplay_edge::pipeline::PipelineConfig;
-use edgeplay_edge::quic::{DevToken, QuicConfig, QuicEdge};
+use edgeplay_edge::transport::quic::{QuicConfig, QuicEdge};
+use edgeplay_edge::transport::token::DevToken;
+use edgeplay_media::encode::{EncoderChoice, probe};
+use edgeplay_media::gpu::Gpu;
+use edgeplay_media::pipeline::PipelineConfig;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

@@ -1,10 +1,17 @@
 //! Shared by the edge's integration tests: `edge-agent run --dev` as a child process on
 //! loopback and a plain HTTP/1.1 client for it, the broker/edge process helpers ([`procs`]),
-//! and the pipeline the in-process session and QUIC tests serve.
+//! the QUIC endpoint in the test's runtime ([`quic`]), and the media crate's test support
+//! ([`media`]: the pipeline the in-process session and QUIC tests serve, ffprobe).
 
 #![allow(dead_code, reason = "each test binary uses a part of the helper")]
 
+#[path = "../../../media/tests/support/mod.rs"]
+pub mod media;
 pub mod procs;
+pub mod quic;
+pub mod web;
+
+pub use media::pipeline_720p30;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -78,14 +85,7 @@ impl Edge {
         let mut s = TcpStream::connect(self.addr).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(30)))
             .expect("timeout");
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
+        let head = request_head(method, path, "x", headers, body.len());
         s.write_all(head.as_bytes()).expect("write");
         // A server that refuses a large body early may reset the connection mid-write.
         let _ = s.write_all(body);
@@ -157,18 +157,21 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .map(|(_, v)| v.as_str())
 }
 
-/// The pipeline the in-process session and QUIC tests serve: 720p30, 3 Mbit/s, the encoder
-/// the probe picks, with sound.
-pub fn pipeline_720p30() -> edgeplay_edge::pipeline::PipelineConfig {
-    edgeplay_edge::pipeline::PipelineConfig {
-        width: 1280,
-        height: 720,
-        fps: 30,
-        bitrate_kbps: 3000,
-        encoder: edgeplay_edge::encode::probe(edgeplay_edge::encode::EncoderChoice::Auto)
-            .expect("an encoder"),
-        keyframe_interval: 0,
-        threads: 0,
-        audio: true,
+/// The head of a one-shot HTTP/1.1 request (`Connection: close`) with `headers` and a body of
+/// `body_len` bytes, up to and including the blank line.
+pub fn request_head(
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+    body_len: usize,
+) -> String {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {body_len}\r\n"
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
     }
+    head.push_str("\r\n");
+    head
 }

@@ -111,6 +111,23 @@ pub fn start_broker(dir: &Path, extra: &[&str]) -> (Proc, SocketAddr) {
     (p, addr)
 }
 
+/// `edge-agent run --broker URL` with its HTTP and QUIC on free loopback ports, at most two
+/// sessions, data in `dir` and the `extra` flags: the process and the edge's id (the first word
+/// of its `edge-agent …` line).
+pub fn start_edge(broker_url: &str, dir: &Path, extra: &[&str]) -> (Proc, String) {
+    let p = Proc::start(
+        Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+            .args(["run", "--broker", broker_url])
+            .args(["--listen", "127.0.0.1:0", "--quic-listen", "127.0.0.1:0"])
+            .args(["--max-sessions", "2", "--data-dir"])
+            .arg(dir)
+            .args(extra),
+    );
+    let id = p.line("edge-agent");
+    let id = id.split_whitespace().next().unwrap().to_owned();
+    (p, id)
+}
+
 /// An empty temporary directory named after the test and this process.
 pub fn tmp(name: &str) -> PathBuf {
     // Under the target dir (`cargo clean` removes it), not the machine's /tmp.
@@ -133,14 +150,7 @@ pub fn try_http(
 ) -> std::io::Result<Reply> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
+    let mut req = super::request_head(method, path, &addr.to_string(), headers, body.len());
     req.push_str(body);
     s.write_all(req.as_bytes())?;
     let mut buf = Vec::new();
@@ -182,6 +192,41 @@ pub fn json_call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value
 pub fn session_body(player: &str, x: f64) -> Value {
     json!({"player": player, "width": 1280, "height": 720, "fps": 60,
            "coord": {"x": x, "y": 0.0, "height": 1.0}})
+}
+
+/// `POST /v1/sessions` of [`session_body`]`(player, x)` on `broker`, which must answer 201:
+/// the session id and the answer.
+pub fn create_session(broker: SocketAddr, player: &str, x: f64) -> (String, Value) {
+    let (st, v) = json_call(
+        broker,
+        "POST",
+        "/v1/sessions",
+        Some(&session_body(player, x)),
+    );
+    assert_eq!(st, 201, "{v}");
+    (v["session"].as_str().unwrap().to_owned(), v)
+}
+
+/// Selects `edge`, measured at 1 ms, for session `sid` on `broker`, which must answer 200; the
+/// answer.
+pub fn select(broker: SocketAddr, sid: &str, edge: &str) -> Value {
+    let (st, v) = json_call(
+        broker,
+        "POST",
+        &format!("/v1/sessions/{sid}/select"),
+        Some(&json!({"measured": [{"edge": edge, "rtt_ms": 1.0}]})),
+    );
+    assert_eq!(st, 200, "{v}");
+    v
+}
+
+/// Whether a session's answer `v` offers `edge` among its candidates.
+pub fn offers(v: &Value, edge: &str) -> bool {
+    v["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["edge"] == json!(edge))
 }
 
 /// The edges `broker` lists in `GET /v1/edges`.

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use edgeplay_broker::api::{HEARTBEAT_DOMAIN, REGISTER_DOMAIN, sign_body};
+use edgeplay_broker::requests::{HEARTBEAT_DOMAIN, REGISTER_DOMAIN, sign_body};
 use edgeplay_protocol::token::{EdgeId, SigningKey};
 use serde_json::{Value, json};
 
@@ -115,6 +115,37 @@ fn dechunk(mut s: &str) -> String {
         s = &rest[n + 2..];
     }
     out
+}
+
+/// `POST /v1/sessions` with `body`: asserts a 201; the session id and the whole answer.
+pub fn create_session(addr: SocketAddr, body: &Value) -> (String, Value) {
+    let (st, v) = http(addr, "POST", "/v1/sessions", Some(body));
+    assert_eq!(st, 201, "{v}");
+    let sid = v["session"].as_str().unwrap().to_owned();
+    (sid, v)
+}
+
+/// `POST /v1/sessions/{sid}/select` with the measurements `sel`: asserts a 200; the answer.
+pub fn select(addr: SocketAddr, sid: &str, sel: &Value) -> Value {
+    let (st, v) = http(
+        addr,
+        "POST",
+        &format!("/v1/sessions/{sid}/select"),
+        Some(sel),
+    );
+    assert_eq!(st, 200, "{v}");
+    v
+}
+
+/// A signed heartbeat of `key`'s edge with `free_slots`: asserts a 200.
+pub fn heartbeat_ok(addr: SocketAddr, key: &SigningKey, free_slots: u32) {
+    let (st, v) = http(
+        addr,
+        "POST",
+        &format!("/v1/edges/{}/heartbeat", edge_id(key)),
+        Some(&heartbeat(key, free_slots)),
+    );
+    assert_eq!(st, 200, "{v}");
 }
 
 pub fn now_ms() -> u64 {
