@@ -1,7 +1,7 @@
 //! The QUIC transport's application-level rate controller: what bitrate the encoder should aim
 //! for, from per-frame send and receive times. Sans-IO: every input carries `now`, the output is
 //! polled, nothing here touches a socket or a clock. The edge runs one per QUIC session
-//! (`edgeplay_edge::transport::quic`, which re-exports this module as `quic::rate`).
+//! (`edgeplay_edge::transport::quic`).
 //!
 //! quinn's BBR paces the packets; this controller sets the *encoder's* target so the frames BBR
 //! has to carry fit the path. Its inputs:

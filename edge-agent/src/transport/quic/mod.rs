@@ -36,8 +36,6 @@
 //! # Ok(()) }
 //! ```
 
-pub mod rate;
-
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -60,8 +58,8 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, trace, warn};
 
 use crate::metrics::Metrics;
-use crate::transport::quic::rate::{FrameRateController, PathSample, RateConfig};
 use crate::transport::token::{DevToken, TokenCheck};
+use edgeplay_rate::frame::{FrameRateController, PathSample, RateConfig};
 
 /// How long a client has to send its hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
