@@ -10,7 +10,7 @@ use gstreamer::prelude::*;
 use gstreamer_video as gst_video;
 
 use crate::DecodeError;
-use crate::pipe::{AppPipe, element};
+use crate::pipe::{AppPipe, element, running_time};
 
 /// The software decoder (FFmpeg's, from gstreamer1.0-libav), used when no hardware one works.
 pub const SOFTWARE_DECODER: &str = "avdec_h264";
@@ -388,18 +388,6 @@ fn picture(sample: &gst::Sample, format: PixelFormat) -> Result<Picture, DecodeE
         data: out,
         pts,
     })
-}
-
-/// A buffer's PTS as running time: what the caller pushed, even where an element shifted
-/// timestamps and segment together.
-fn running_time(sample: &gst::Sample, pts: Option<gst::ClockTime>) -> Option<Duration> {
-    let pts = pts?;
-    let rt = sample
-        .segment()
-        .and_then(|s| s.downcast_ref::<gst::ClockTime>())
-        .and_then(|s| s.to_running_time(pts))
-        .unwrap_or(pts);
-    Some(rt.into())
 }
 
 /// (offset, stride) of planes 0 and 1 in GStreamer's default layout.

@@ -177,8 +177,36 @@ fn add_and_link(
     gst::Element::link_many(chain).map_err(|e| error(&e))
 }
 
-/// Nanosecond `ClockTime` from a `Duration`, saturating below `ClockTime::NONE`'s all-ones.
-pub(crate) fn clock_time(d: Duration) -> gst::ClockTime {
+/// Nanosecond `ClockTime` from a `Duration`, saturating at `ClockTime::MAX` (~584 years; the
+/// all-ones value means "none" to GStreamer). Shared with the edge's encoders.
+#[must_use]
+pub fn clock_time(d: Duration) -> gst::ClockTime {
     let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
     gst::ClockTime::from_nseconds(ns.min(gst::ClockTime::MAX.nseconds()))
+}
+
+/// A buffer's PTS as running time: what the caller pushed. Elements may shift timestamps and
+/// segment together (x264enc adds 1000 hours to keep DTS positive); running time undoes it.
+/// Shared with the edge's encoders.
+#[must_use]
+pub fn running_time(sample: &gst::Sample, pts: Option<gst::ClockTime>) -> Option<Duration> {
+    let pts = pts?;
+    let rt = sample
+        .segment()
+        .and_then(|s| s.downcast_ref::<gst::ClockTime>())
+        .and_then(|s| s.to_running_time(pts))
+        .unwrap_or(pts);
+    Some(rt.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_time_round_trips_and_saturates() {
+        let d = Duration::from_nanos(16_666_667);
+        assert_eq!(Duration::from(clock_time(d)), d);
+        assert_eq!(clock_time(Duration::MAX), gst::ClockTime::MAX);
+    }
 }

@@ -52,6 +52,8 @@ use std::time::{Duration, Instant};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
+// The GStreamer time conversions the decoder uses too, re-exported for the encoders.
+pub(crate) use edgeplay_decode::pipe::{clock_time, running_time};
 
 pub use audio::{AUDIO_CHANNELS, AUDIO_FRAME, AUDIO_SAMPLE_RATE, AudioEncoder, EncodedAudio};
 pub use video::{EncodedFrame, EncoderStats, H264Profile, VideoConfig, VideoEncoder, h264_level};
@@ -410,25 +412,6 @@ fn build_error(element: &str, e: &dyn fmt::Display) -> EncodeError {
     }
 }
 
-/// Nanosecond `ClockTime` from a `Duration`, saturating at `ClockTime::MAX` (~584 years; the
-/// all-ones value means "none" to GStreamer).
-fn clock_time(d: Duration) -> gst::ClockTime {
-    let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-    gst::ClockTime::from_nseconds(ns.min(gst::ClockTime::MAX.nseconds()))
-}
-
-/// A buffer's PTS as running time: what the caller pushed. Encoders may shift timestamps and
-/// segments together (x264enc adds 1000 hours to keep DTS positive); running time undoes it.
-fn running_time(sample: &gst::Sample, pts: Option<gst::ClockTime>) -> Option<Duration> {
-    let pts = pts?;
-    let rt = sample
-        .segment()
-        .and_then(|s| s.downcast_ref::<gst::ClockTime>())
-        .and_then(|s| s.to_running_time(pts))
-        .unwrap_or(pts);
-    Some(rt.into())
-}
-
 /// Turns a bus error message into [`EncodeError::Pipeline`].
 fn pipeline_error(err: &gst::message::Error) -> EncodeError {
     EncodeError::Pipeline {
@@ -525,12 +508,5 @@ mod tests {
         assert_eq!(nv.to_string(), "nvenc (nvh264enc)");
         assert_eq!(EncoderKind::X264.to_string(), "x264 (x264enc)");
         assert_eq!(EncoderKind::X264.element(), "x264enc");
-    }
-
-    #[test]
-    fn clock_time_round_trips_and_saturates() {
-        let d = Duration::from_nanos(16_666_667);
-        assert_eq!(Duration::from(clock_time(d)), d);
-        assert_eq!(clock_time(Duration::MAX), gst::ClockTime::MAX);
     }
 }
