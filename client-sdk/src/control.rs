@@ -66,8 +66,8 @@ pub(crate) async fn write_control(
     drop(conn);
 }
 
-/// Reads the edge's control messages: input acknowledgements go to the input machine; a
-/// malformed message closes the connection.
+/// Reads the edge's control messages: input acknowledgements go to the input machine; the
+/// edge's goodbye, or a malformed message, closes the connection.
 pub(crate) async fn read_control(
     mut reader: ControlReader,
     shared: Arc<Shared>,
@@ -77,6 +77,12 @@ pub(crate) async fn read_control(
         match reader.next().await {
             Ok(Some(ControlMessage::InputAck { applied, committed })) => {
                 shared.inputs().handle_ack(applied, committed);
+            }
+            Ok(Some(ControlMessage::Goodbye { code, reason })) => {
+                debug!(code, %reason, "the edge ends the session");
+                shared.set_goodbye(format!("{} ({reason})", close_code::describe(code.into())));
+                conn.close(VarInt::from_u32(code), reason.as_bytes());
+                break;
             }
             Ok(Some(ControlMessage::Failover(n))) => {
                 warn!(edge = %n.edge, "the edge announced a failover; reconnecting is not implemented yet");

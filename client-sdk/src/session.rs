@@ -489,7 +489,9 @@ async fn watch_health(
                         close_code::describe(c.error_code.into_inner()),
                         String::from_utf8_lossy(&c.reason)
                     ),
-                    quinn::ConnectionError::LocallyClosed => "closed by this client".to_owned(),
+                    quinn::ConnectionError::LocallyClosed => shared
+                        .goodbye()
+                        .unwrap_or_else(|| "closed by this client".to_owned()),
                     other => other.to_string(),
                 };
                 let _ = events.try_send(SessionEvent::Closed { reason });

@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     pub(crate) inputs_changed: Notify,
     latency: Mutex<Latency>,
     rates: Mutex<Rates>,
+    /// Why the edge ended the session, from its goodbye.
+    goodbye: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -40,6 +42,19 @@ impl Shared {
 
     pub(crate) fn latency(&self) -> MutexGuard<'_, Latency> {
         self.latency.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps why the edge ended the session, for the [`crate::SessionEvent::Closed`] event.
+    pub(crate) fn set_goodbye(&self, reason: String) {
+        *self.goodbye.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
+    }
+
+    /// Why the edge ended the session, if it said goodbye.
+    pub(crate) fn goodbye(&self) -> Option<String> {
+        self.goodbye
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn rates(&self) -> MutexGuard<'_, Rates> {

@@ -569,6 +569,16 @@ pub enum ControlMessage {
     },
     /// Edge to client: the session moves to another edge.
     Failover(FailoverNotice),
+    /// Edge to client, last: the edge ends the session (a [`close_code`] and why). The client
+    /// closes the connection with that code; the edge closes it itself if the client does not
+    /// in time. Sent on the control stream rather than relying on the CONNECTION_CLOSE alone,
+    /// which a congested connection can fail to send.
+    Goodbye {
+        /// A [`close_code`].
+        code: u32,
+        /// Why, for logs and the player.
+        reason: String,
+    },
 }
 
 mod tag {
@@ -580,6 +590,7 @@ mod tag {
     pub const WELCOME: u8 = 0x81;
     pub const INPUT_ACK: u8 = 0x82;
     pub const FAILOVER: u8 = 0x83;
+    pub const GOODBYE: u8 = 0x84;
 }
 
 impl ControlMessage {
@@ -648,6 +659,12 @@ impl ControlMessage {
                 put_bytes16(&mut body, n.edge.as_bytes());
                 body.extend_from_slice(&n.cert_fingerprint);
                 put_bytes16(&mut body, &n.token);
+            }
+            ControlMessage::Goodbye { code, reason } => {
+                check_len(WHAT, reason.len(), MAX_STRING_LEN)?;
+                body.push(tag::GOODBYE);
+                body.extend_from_slice(&code.to_be_bytes());
+                put_bytes16(&mut body, reason.as_bytes());
             }
         }
         check_len(WHAT, body.len(), MAX_CONTROL_LEN)?;
@@ -749,6 +766,10 @@ impl ControlMessage {
                     token,
                 })
             }
+            tag::GOODBYE => ControlMessage::Goodbye {
+                code: r.u32()?,
+                reason: r.string16()?,
+            },
             t => return Err(invalid(WHAT, format!("unknown message type {t:#04x}"))),
         };
         r.finish()?;
@@ -934,6 +955,8 @@ mod tests {
                 applied: a.max(b),
                 committed: a.min(b)
             }),
+            (any::<u32>(), "\\PC{0,60}")
+                .prop_map(|(code, reason)| ControlMessage::Goodbye { code, reason }),
             (
                 "[a-z0-9.:]{0,40}",
                 any::<[u8; 32]>(),

@@ -8,7 +8,9 @@
 //! frame's stream is reset only once a later IDR is queued, since P-frames reference their
 //! elders. Opus audio goes in datagrams. Inputs arrive in datagrams (each repeating every
 //! unacknowledged input) and on the control stream; they are handed to the session strictly in
-//! sequence, once each, and acknowledged on the control stream.
+//! sequence, once each, and acknowledged on the control stream. The edge ends a live session
+//! (shutting down, or the session over) with a goodbye on the control stream and closes the
+//! connection once the client has, or after [`GOODBYE_WAIT`].
 //!
 //! Rate: BBR paces the packets; the encoder's target comes from a [`FrameRateController`] per
 //! session, fed with each frame as it is handed to QUIC, the client's receive reports from the
@@ -194,6 +196,7 @@ impl QuicEdge {
     /// None today; the signature leaves room for accept-loop failures.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), QuicError> {
         let mut conns = JoinSet::new();
+        let (stopping_tx, stopping) = watch::channel(false);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -201,9 +204,10 @@ impl QuicEdge {
                 incoming = self.endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
                     let ctx = Arc::clone(&self.ctx);
+                    let stopping = stopping.clone();
                     conns.spawn(async move {
                         match incoming.await {
-                            Ok(conn) => serve_connection(ctx, conn).await,
+                            Ok(conn) => serve_connection(ctx, conn, stopping).await,
                             Err(e) => debug!(error = %e, "QUIC handshake failed"),
                         }
                     });
@@ -212,15 +216,15 @@ impl QuicEdge {
             }
         }
         info!("QUIC endpoint shutting down");
+        // Live sessions say goodbye first (within GOODBYE_WAIT); whatever is left is closed.
+        stopping_tx.send_replace(true);
+        let drain = async { while conns.join_next().await.is_some() {} };
+        let drained = tokio::time::timeout(Duration::from_secs(5), drain).await;
         self.endpoint.close(
             VarInt::from_u32(close_code::SHUTDOWN),
             b"edge shutting down",
         );
-        let drain = async { while conns.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(5), drain)
-            .await
-            .is_err()
-        {
+        if drained.is_err() {
             conns.shutdown().await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
@@ -230,6 +234,44 @@ impl QuicEdge {
 
 fn close(conn: &quinn::Connection, code: u32, reason: &str) {
     conn.close(VarInt::from_u32(code), reason.as_bytes());
+}
+
+/// Resolves once the endpoint is stopping (or gone).
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|s| *s).await;
+}
+
+/// How long the edge waits for the client to close after its [`ControlMessage::Goodbye`].
+pub const GOODBYE_WAIT: Duration = Duration::from_secs(2);
+
+/// Ends a live session from the edge's side: a goodbye on the control stream (which outranks
+/// every frame stream and is retransmitted like any stream data), then the connection's close
+/// once the client closed it or [`GOODBYE_WAIT`] passed. A CONNECTION_CLOSE alone can be held
+/// back for good by a full congestion window (the closing side no longer reads the peer's
+/// acknowledgements), leaving the player to time out.
+async fn goodbye(
+    conn: &quinn::Connection,
+    ctl_send: &mut quinn::SendStream,
+    code: u32,
+    reason: &str,
+) {
+    let mut out = Vec::new();
+    let msg = ControlMessage::Goodbye {
+        code,
+        reason: reason.to_owned(),
+    };
+    if msg.encode(&mut out).is_ok() {
+        let said = async {
+            if ctl_send.write_all(&out).await.is_ok() {
+                let _ = ctl_send.finish();
+                conn.closed().await;
+            }
+        };
+        if tokio::time::timeout(GOODBYE_WAIT, said).await.is_err() {
+            debug!("the client did not close after the goodbye in time");
+        }
+    }
+    close(conn, code, reason);
 }
 
 /// Reads framed control messages from a stream.
@@ -267,7 +309,7 @@ impl ControlReader {
     }
 }
 
-async fn serve_connection(ctx: Arc<Ctx>, conn: quinn::Connection) {
+async fn serve_connection(ctx: Arc<Ctx>, conn: quinn::Connection, stopping: watch::Receiver<bool>) {
     let remote = conn.remote_address();
     let Ok(Ok((mut ctl_send, recv))) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await
     else {
@@ -352,9 +394,14 @@ async fn serve_connection(ctx: Arc<Ctx>, conn: quinn::Connection) {
     let mut out = Vec::new();
     if welcome.encode(&mut out).is_ok() && ctl_send.write_all(&out).await.is_ok() {
         info!(parent: &span, "QUIC session started");
-        run_session(&conn, &handle, &mut reader, &mut ctl_send, &ctx)
+        let end = run_session(&conn, &handle, &mut reader, &mut ctl_send, &ctx, stopping)
             .instrument(span.clone())
             .await;
+        if let Some((code, reason)) = end {
+            goodbye(&conn, &mut ctl_send, code, reason)
+                .instrument(span.clone())
+                .await;
+        }
     }
     let _ = ctl_send.finish();
     let summary = tokio::task::spawn_blocking(move || handle.end()).await;
@@ -394,13 +441,16 @@ impl InputSequencer {
 /// How often the rate controller samples quinn's path and decides.
 const RATE_TICK: Duration = Duration::from_millis(50);
 
+/// Serves a live session until it ends; `Some((close code, reason))` when the edge ends it
+/// and owes the client a [`goodbye`] (the client left, or the connection broke, otherwise).
 async fn run_session(
     conn: &quinn::Connection,
     handle: &SessionHandle,
     reader: &mut ControlReader,
     ctl_send: &mut quinn::SendStream,
     ctx: &Ctx,
-) {
+    mut stopping: watch::Receiver<bool>,
+) -> Option<(u32, &'static str)> {
     let mut rate = FrameRateController::new(ctx.cfg.rate, Instant::now());
     let mut rate_tick = tokio::time::interval(RATE_TICK);
     rate_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -419,8 +469,13 @@ async fn run_session(
     let mut frames: JoinSet<()> = JoinSet::new();
     let mut skip_to_keyframe = false;
     let mut out = Vec::with_capacity(64);
+    let mut end = None;
     loop {
         tokio::select! {
+            () = stopped(&mut stopping) => {
+                end = Some((close_code::SHUTDOWN, "edge shutting down"));
+                break;
+            }
             msg = reader.next() => match msg {
                 Read::Msg(ControlMessage::Inputs(run)) => {
                     if inputs.offer(&run, handle).is_err() { break; }
@@ -494,7 +549,7 @@ async fn run_session(
                     let _ = handle.send(Control::RequestKeyframe);
                 }
                 Err(broadcast::error::RecvError::Closed) => {
-                    close(conn, close_code::UNAVAILABLE, "the session ended");
+                    end = Some((close_code::UNAVAILABLE, "the session ended"));
                     break;
                 }
             },
@@ -519,6 +574,7 @@ async fn run_session(
     }
     ctx.metrics.quic_target_kbps.remove(&target_gauge);
     frames.shutdown().await;
+    end
 }
 
 /// Sends one frame on its own stream; resets it if a later keyframe is queued before the peer
