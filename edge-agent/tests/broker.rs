@@ -242,8 +242,23 @@ fn two_regions_through_the_broker() {
         session.close().await;
     });
 
-    // Both idle now: after the load change is reported, no more than that in 3 s.
-    std::thread::sleep(Duration::from_secs(2));
+    // Both idle now: once the session's end is reported (the edge's 500 ms heartbeats stop: a
+    // second without one, within 20 s, however long the session takes to wind down), no more
+    // than one heartbeat in 3 s.
+    let quiet_by = Instant::now() + Duration::from_secs(20);
+    let mut last = heartbeats(baddr);
+    loop {
+        std::thread::sleep(Duration::from_millis(1200));
+        let now = heartbeats(baddr);
+        if now == last {
+            break;
+        }
+        assert!(
+            Instant::now() < quiet_by,
+            "the edges still heartbeat every 500 ms 20 s after the session closed"
+        );
+        last = now;
+    }
     let before = heartbeats(baddr);
     std::thread::sleep(Duration::from_secs(3));
     let idle = heartbeats(baddr) - before;

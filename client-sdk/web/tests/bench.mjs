@@ -7,10 +7,7 @@
 // track arrives.
 // Usage: node tests/bench.mjs <player page URL> <seconds to measure> [hits, default 10; 0: none]
 //        [audio jitterBufferTarget, ms]
-import { chromium } from "playwright-core";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { collectLogs, fail, launchChromium, sleep, weaveUntil } from "./harness.mjs";
 
 const [url, secondsArg, hitsArg, audioTargetArg] = process.argv.slice(2);
 const seconds = Number(secondsArg);
@@ -19,23 +16,8 @@ if (!url || !(seconds > 0)) {
   console.error("usage: node tests/bench.mjs <player page URL> <seconds>");
   process.exit(2);
 }
-const fail = (msg, extra = {}) => {
-  console.log(JSON.stringify({ ok: false, error: msg, ...extra }));
-  process.exit(1);
-};
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-const userDataDir = mkdtempSync(join(tmpdir(), "edgeplay-bench-"));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  headless: true,
-  viewport: { width: 1280, height: 720 },
-  args: [
-    "--autoplay-policy=no-user-gesture-required",
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const context = await launchChromium();
 const page = context.pages()[0] ?? (await context.newPage());
 if (audioTargetArg !== undefined) {
   // Before the player's script: every peer connection sets the hint on its audio receivers.
@@ -51,9 +33,7 @@ if (audioTargetArg !== undefined) {
     };
   }, Number(audioTargetArg));
 }
-const logs = [];
-page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
-page.on("pageerror", (e) => logs.push(`pageerror: ${e}`));
+const logs = collectLogs(page);
 const stats = () => page.evaluate(() => window.edgeplay?.player?.stats() ?? null);
 try {
   await page.goto(url, { waitUntil: "domcontentloaded" });
@@ -91,21 +71,14 @@ try {
   const audioBufferMs = [];
   if (hits > 0) {
     const before = (await stats()).avSyncMs.length;
-    await page.keyboard.down("ArrowUp");
-    const t2 = Date.now();
-    let turn = 0;
-    while (Date.now() - t2 < 45000) {
-      const s = await stats();
-      if (s.jitterBufferMs.audio !== null) audioBufferMs.push(s.jitterBufferMs.audio);
-      if (s.avSyncMs.length - before >= hits) break;
-      const key = turn++ % 2 === 0 ? "ArrowLeft" : "ArrowRight";
-      await page.keyboard.down(key);
-      await sleep(250 + (turn % 3) * 150);
-      await page.keyboard.up(key);
-      await sleep(400);
-    }
-    await page.keyboard.up("ArrowUp");
-    const s = await stats();
+    const s = await weaveUntil(
+      page,
+      stats,
+      (x) => x.avSyncMs.length - before >= hits,
+      (x) => {
+        if (x.jitterBufferMs.audio !== null) audioBufferMs.push(x.jitterBufferMs.audio);
+      },
+    );
     if (s.error) fail(`player shows an error: ${s.error}`, { logs });
     // The page keeps its latest 200; fewer than 200 are taken here.
     av = s.avSyncMs.slice(Math.min(before, s.avSyncMs.length));
@@ -124,5 +97,4 @@ try {
   fail(`${e}`, { logs });
 } finally {
   await context.close();
-  rmSync(userDataDir, { recursive: true, force: true });
 }

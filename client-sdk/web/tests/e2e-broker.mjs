@@ -6,23 +6,17 @@
 // Usage: node tests/e2e-broker.mjs <broker URL> [region]
 // SCREENSHOT=path.png saves what the page shows once frames play.
 // Prints one JSON line; exits non-zero on a failed check.
-import { chromium } from "playwright-core";
 import { createServer } from "node:http";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
+import { collectLogs, fail, launchChromium, sleep } from "./harness.mjs";
 
 const [broker, region] = process.argv.slice(2);
 if (!broker) {
   console.error("usage: node tests/e2e-broker.mjs <broker URL>");
   process.exit(2);
 }
-const fail = (msg, extra = {}) => {
-  console.log(JSON.stringify({ ok: false, error: msg, ...extra }));
-  process.exit(1);
-};
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const dist = join(dirname(fileURLToPath(import.meta.url)), "..", "dist");
 const types = { html: "text/html", js: "text/javascript", map: "application/json" };
@@ -39,23 +33,9 @@ const server = createServer((req, res) => {
 await new Promise((r) => server.listen(0, "127.0.0.1", r));
 const page_url = `http://127.0.0.1:${server.address().port}/play/?broker=${encodeURIComponent(broker)}${region ? `&region=${encodeURIComponent(region)}` : ""}`;
 
-const userDataDir = mkdtempSync(join(tmpdir(), "edgeplay-chromium-"));
-// A fresh profile per run, gone afterwards whichever way the run ends.
-process.on("exit", () => rmSync(userDataDir, { recursive: true, force: true }));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  headless: true,
-  viewport: { width: 1280, height: 720 },
-  args: [
-    "--autoplay-policy=no-user-gesture-required",
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const context = await launchChromium();
 const page = context.pages()[0] ?? (await context.newPage());
-const logs = [];
-page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
-page.on("pageerror", (e) => logs.push(`pageerror: ${e}`));
+const logs = collectLogs(page);
 try {
   await page.goto(page_url);
   let s = null;

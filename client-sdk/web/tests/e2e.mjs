@@ -1,36 +1,15 @@
 // End-to-end: headless Chromium plays a running edge's WHEP stream through /play.
 // Usage: node tests/e2e.mjs <edge base URL> <dev token> <screenshot path>
 // Prints one JSON line with the measurements; exits non-zero on a failed check.
-import { chromium } from "playwright-core";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { collectLogs, fail, launchChromium, sleep, weaveUntil } from "./harness.mjs";
 
 const [base, token, shot] = process.argv.slice(2);
 if (!base || !token || !shot) {
   console.error("usage: node tests/e2e.mjs <edge base URL> <dev token> <screenshot path>");
   process.exit(2);
 }
-const fail = (msg, extra = {}) => {
-  console.log(JSON.stringify({ ok: false, error: msg, ...extra }));
-  process.exit(1);
-};
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-const userDataDir = mkdtempSync(join(tmpdir(), "edgeplay-chromium-"));
-// A fresh profile per run, gone afterwards whichever way the run ends.
-process.on("exit", () => rmSync(userDataDir, { recursive: true, force: true }));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  headless: true,
-  viewport: { width: 1280, height: 720 },
-  hasTouch: true,
-  args: [
-    "--autoplay-policy=no-user-gesture-required",
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-});
+const context = await launchChromium({ hasTouch: true });
 // A gamepad the test holds (the page polls navigator.getGamepads as with a real one).
 await context.addInitScript(() => {
   const pad = {
@@ -42,9 +21,7 @@ await context.addInitScript(() => {
   Object.defineProperty(Navigator.prototype, "getGamepads", { value: () => [pad, null, null, null], configurable: true });
 });
 const page = context.pages()[0] ?? (await context.newPage());
-const logs = [];
-page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
-page.on("pageerror", (e) => logs.push(`pageerror: ${e}`));
+const logs = collectLogs(page);
 const stats = () => page.evaluate(() => window.edgeplay?.player?.stats() ?? null);
 try {
   await page.goto(`${base}/play?avsync=1#token=${token}`);
@@ -125,26 +102,19 @@ try {
   // Audio–video sync: fly around (thrust, weaving) until ten hits have a tone and a flash
   // (45 s at most; fewer than three fails).
   await page.focus(".edgeplay-root");
-  await page.keyboard.down("ArrowUp");
-  const t2 = Date.now();
-  let turn = 0;
   // The audio jitter buffer over the measurement (getStats, half-second means).
   const buffered = [];
   const targets = [];
   const playoutBefore = s.audioPlayout;
-  while (Date.now() - t2 < 45000) {
-    s = await stats();
-    if (s.jitterBufferMs.audio !== null) buffered.push(s.jitterBufferMs.audio);
-    if (s.audioJitterTargetMs) targets.push(s.audioJitterTargetMs.target);
-    if (s.avSyncMs.length >= 10) break;
-    const key = turn++ % 2 === 0 ? "ArrowLeft" : "ArrowRight";
-    await page.keyboard.down(key);
-    await sleep(250 + (turn % 3) * 150);
-    await page.keyboard.up(key);
-    await sleep(400);
-  }
-  await page.keyboard.up("ArrowUp");
-  s = await stats();
+  s = await weaveUntil(
+    page,
+    stats,
+    (x) => x.avSyncMs.length >= 10,
+    (x) => {
+      if (x.jitterBufferMs.audio !== null) buffered.push(x.jitterBufferMs.audio);
+      if (x.audioJitterTargetMs) targets.push(x.audioJitterTargetMs.target);
+    },
+  );
   const avSync = s.avSyncMs;
   if (avSync.length < 3) fail(`only ${avSync.length} hits matched tone to flash in 45 s (onsets ${JSON.stringify(s.avSyncOnsets)})`, { stats: s, logs });
   // The median over the hits: one hit can land on a late audio packet or a frame boundary.
