@@ -31,7 +31,7 @@ typedef enum EpStatus {
   EP_STATUS_CLOSED = -3,
   // The edge could not be reached, or the connection failed.
   EP_STATUS_CONNECTION = -4,
-  // The edge refused the session (a bad or used token, no capacity).
+  // The edge refused the session (a bad or used token).
   EP_STATUS_REFUSED = -5,
   // The edge's certificate is not the pinned one.
   EP_STATUS_CERTIFICATE_MISMATCH = -6,
@@ -39,6 +39,9 @@ typedef enum EpStatus {
   EP_STATUS_PROTOCOL = -7,
   // The H.264 decoder could not start (a GStreamer plugin is missing).
   EP_STATUS_DECODER = -8,
+  // The edge is full (every session slot taken): try again in a few seconds, or ask the
+  // broker for another edge. The join token was not used up.
+  EP_STATUS_EDGE_FULL = -9,
   // A bug in the SDK: a call panicked. The session should be closed.
   EP_STATUS_PANIC = -100,
 } EpStatus;

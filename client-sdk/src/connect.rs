@@ -50,7 +50,8 @@ impl Client {
     /// its DER), and joins with `token`.
     ///
     /// # Errors
-    /// [`ClientError::CertificateMismatch`], [`ClientError::Refused`] (bad token: code
+    /// [`ClientError::CertificateMismatch`], [`ClientError::EdgeFull`] (every session slot of
+    /// the edge is taken), [`ClientError::Refused`] (bad token: code
     /// [`close_code::BAD_TOKEN`]), [`ClientError::Connection`], [`ClientError::Protocol`],
     /// [`ClientError::Decoder`], [`ClientError::Setup`].
     ///
@@ -156,6 +157,13 @@ impl Client {
 /// The error for a connection the edge closed, with its code when it gave one.
 fn closed(conn: &quinn::Connection, fallback: &dyn std::fmt::Display) -> ClientError {
     match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(c))
+            if c.error_code.into_inner() == u64::from(close_code::EDGE_FULL) =>
+        {
+            ClientError::EdgeFull {
+                reason: String::from_utf8_lossy(&c.reason).into_owned(),
+            }
+        }
         Some(quinn::ConnectionError::ApplicationClosed(c)) => {
             let code = c.error_code.into_inner();
             ClientError::Refused {

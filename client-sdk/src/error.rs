@@ -7,6 +7,7 @@
 /// use edgeplay_client::{Client, ClientError};
 /// match Client::connect("127.0.0.1:4433".parse().unwrap(), fp, "token").await {
 ///     Ok(session) => session.close().await,
+///     Err(ClientError::EdgeFull { .. }) => eprintln!("full: retry later or ask for another edge"),
 ///     Err(ClientError::Refused { code, meaning, .. }) => eprintln!("refused ({code:#x}): {meaning}"),
 ///     Err(e) => eprintln!("{e}"),
 /// }
@@ -26,6 +27,14 @@ pub enum ClientError {
          edge, or the fingerprint is stale; get a fresh one from the broker (or `run --dev`)"
     )]
     CertificateMismatch,
+    /// Every session slot of the edge is taken (close code
+    /// [`EDGE_FULL`](edgeplay_protocol::media::close_code::EDGE_FULL)): nothing started, and the
+    /// join token was not used up. Retry in a few seconds, or ask the broker for another edge.
+    #[error("the edge is full: try again later or another edge ({reason})")]
+    EdgeFull {
+        /// The edge's reason (its capacity, when to retry).
+        reason: String,
+    },
     /// The edge closed the connection with an application code.
     #[error("the edge refused the session (code {code:#x}: {meaning}): {reason}")]
     Refused {

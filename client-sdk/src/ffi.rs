@@ -69,7 +69,7 @@ pub enum EpStatus {
     Closed = -3,
     /// The edge could not be reached, or the connection failed.
     Connection = -4,
-    /// The edge refused the session (a bad or used token, no capacity).
+    /// The edge refused the session (a bad or used token).
     Refused = -5,
     /// The edge's certificate is not the pinned one.
     CertificateMismatch = -6,
@@ -77,6 +77,9 @@ pub enum EpStatus {
     Protocol = -7,
     /// The H.264 decoder could not start (a GStreamer plugin is missing).
     Decoder = -8,
+    /// The edge is full (every session slot taken): try again in a few seconds, or ask the
+    /// broker for another edge. The join token was not used up.
+    EdgeFull = -9,
     /// A bug in the SDK: a call panicked. The session should be closed.
     Panic = -100,
 }
@@ -394,6 +397,7 @@ fn status_of(e: &ClientError) -> EpStatus {
         ClientError::BadFingerprint(_) => EpStatus::InvalidArgument,
         ClientError::CertificateMismatch => EpStatus::CertificateMismatch,
         ClientError::Refused { .. } => EpStatus::Refused,
+        ClientError::EdgeFull { .. } => EpStatus::EdgeFull,
         ClientError::Protocol(_) => EpStatus::Protocol,
         ClientError::Decoder(_) => EpStatus::Decoder,
         ClientError::Closed => EpStatus::Closed,

@@ -1,12 +1,15 @@
 //! `edge-agent run --broker URL`: the edge serving a broker's players. It binds QUIC, the UDP
 //! echo and its HTTP side (health, metrics), keeps the [`link`](crate::link) to the broker up
-//! with the load every transport reports, and on SIGTERM drains: tells the broker, waits
-//! (bounded) for its sessions to end, exits.
+//! with the edge's load, and on SIGTERM drains: tells the broker, waits (bounded) for its
+//! sessions to end, exits. The load is the count of the edge's one
+//! [`Admission`](crate::admission::Admission), which WHEP and QUIC joins both take their slot
+//! from: the heartbeat goes out as soon as a slot is taken or given back, so the broker stops
+//! placing on a full edge until one frees.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use edgeplay_media::gpu::Gpu;
@@ -18,6 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
+use crate::admission::Admission;
 use crate::http::{DevServerConfig, EdgeHttp, shutdown_signal};
 use crate::link::coords::Coords;
 use crate::link::identity::{BrokerTokens, load_or_create_key};
@@ -87,13 +91,14 @@ fn parse_coord(s: &str) -> Result<Coord, String> {
 /// The parts of a running edge the broker mode drives.
 #[derive(Debug)]
 pub struct Edge {
-    /// Settings of the HTTP side (listen address, encoder, capacity).
+    /// Settings of the HTTP side (listen address, encoder, capacity: its `max_sessions` is the
+    /// edge's, over every transport).
     pub http: DevServerConfig,
     /// The GPU.
     pub gpu: Gpu,
-    /// Metrics (its `sessions_active` is the load reported).
+    /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// QUIC settings.
+    /// QUIC settings (its `max_sessions` is not used: QUIC shares the edge's admission).
     pub quic: QuicConfig,
     /// GPU model advertised.
     pub gpu_name: String,
@@ -113,11 +118,14 @@ pub async fn serve(args: BrokerArgs, edge: Edge) -> anyhow::Result<()> {
     let id = EdgeId(key.verifying_key().to_bytes());
     let broker = broker_key(&url, args.broker_key.as_deref(), &args.data_dir).await?;
     let tokens = Arc::new(BrokerTokens::new(broker, id));
-    let quic = QuicEdge::bind(
+    // One count of sessions for both transports: what the edge admits and what it reports.
+    let admission = Admission::new(edge.http.max_sessions, &edge.metrics);
+    let quic = QuicEdge::bind_shared(
         edge.quic.clone(),
         tokens.clone(),
         edge.gpu.clone(),
         Arc::clone(&edge.metrics),
+        admission.clone(),
     )?;
     let quic_addr = args.advertise_quic.unwrap_or(quic.local_addr()?);
     let echo = UdpSocket::bind(args.echo_listen).await.with_context(|| {
@@ -136,7 +144,7 @@ pub async fn serve(args: BrokerArgs, edge: Edge) -> anyhow::Result<()> {
             )
         })?;
     let http_addr = listener.local_addr()?;
-    let capacity = u32::try_from(edge.http.max_sessions).unwrap_or(u32::MAX);
+    let capacity = u32::try_from(admission.max()).unwrap_or(u32::MAX);
     let advert = EdgeAd {
         id,
         region: args.region.clone(),
@@ -158,6 +166,7 @@ pub async fn serve(args: BrokerArgs, edge: Edge) -> anyhow::Result<()> {
         edge.gpu.clone(),
         Arc::clone(&edge.metrics),
         tokens,
+        admission.clone(),
     );
     println!("edge-agent {id} serving broker {url}");
     println!(
@@ -168,10 +177,19 @@ pub async fn serve(args: BrokerArgs, edge: Edge) -> anyhow::Result<()> {
     println!("  http http://{http_addr} (/healthz, /metrics)");
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut used = admission.watch();
     let (load_tx, load_rx) = watch::channel(Load {
-        sessions: 0,
+        sessions: *used.borrow_and_update(),
         draining: false,
     });
+    // The load follows the slots taken, at once.
+    let report = |load_tx: &watch::Sender<Load>, n: u32| {
+        load_tx.send_if_modified(|l| {
+            let changed = l.sessions != n;
+            l.sessions = n;
+            changed
+        });
+    };
     let metrics = Arc::clone(&edge.metrics);
     let status = Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
@@ -230,23 +248,14 @@ pub async fn serve(args: BrokerArgs, edge: Edge) -> anyhow::Result<()> {
         load_rx,
         stop_rx.clone(),
     ));
-    // Load: the sessions of every transport, polled at the busy heartbeat rate.
-    let sessions = || u32::try_from(edge.metrics.sessions_active.get().max(0)).unwrap_or(0);
-    let mut poll = tokio::time::interval(Duration::from_millis(HEARTBEAT_BUSY_MS / 2));
     let signal = shutdown_signal();
     tokio::pin!(signal);
     let mut link = link;
     loop {
         tokio::select! {
             () = &mut signal => break,
-            _ = poll.tick() => {
-                load_tx.send_if_modified(|l| {
-                    let n = sessions();
-                    let changed = l.sessions != n;
-                    l.sessions = n;
-                    changed
-                });
-            }
+            // The admission lives as long as this function: the watch never closes here.
+            Ok(()) = used.changed() => report(&load_tx, *used.borrow_and_update()),
             r = &mut link => {
                 let _ = stop_tx.send(true);
                 return match r {
@@ -258,18 +267,17 @@ pub async fn serve(args: BrokerArgs, edge: Edge) -> anyhow::Result<()> {
     }
     info!("draining: the broker places no new sessions here; waiting for sessions to end");
     load_tx.send_modify(|l| l.draining = true);
-    let deadline = Instant::now() + Duration::from_secs(args.drain_timeout_secs);
-    while Instant::now() < deadline {
-        let n = sessions();
-        load_tx.send_if_modified(|l| {
-            let changed = l.sessions != n;
-            l.sessions = n;
-            changed
-        });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.drain_timeout_secs);
+    loop {
+        let n = *used.borrow_and_update();
+        report(&load_tx, n);
         if n == 0 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(HEARTBEAT_BUSY_MS)).await;
+        tokio::select! {
+            Ok(()) = used.changed() => {}
+            () = tokio::time::sleep_until(deadline) => break,
+        }
     }
     // One more heartbeat period so that the broker hears the final state.
     tokio::time::sleep(Duration::from_millis(HEARTBEAT_BUSY_MS)).await;

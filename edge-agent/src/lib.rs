@@ -3,6 +3,7 @@
 //! live session runtime) is `edgeplay-media`'s; this crate carries its packets to players and
 //! their inputs back.
 //!
+//! - [`admission`]: the edge's session slots, one count for every transport;
 //! - [`transport`]: WHEP for browsers ([`transport::webrtc`]), `edgeplay/1` over QUIC for the
 //!   native SDK ([`transport::quic`]), and the join tokens both check ([`transport::token`]);
 //! - [`http`]: health, `/metrics`, the `--dev` session API, WHEP's routes and the web player;
@@ -15,6 +16,7 @@
 //! behind `edgeplay-media`'s safe API.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod broker_mode;
 pub mod http;
 pub mod link;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use edgeplay_edge::admission::Admission;
 use edgeplay_edge::broker_mode::{self, BrokerArgs};
 use edgeplay_edge::http::{self, DevServerConfig};
 use edgeplay_edge::metrics::Metrics;
@@ -112,7 +113,9 @@ struct RunArgs {
     /// HTTP listen address (/healthz, /metrics and the session API).
     #[arg(long, default_value = "127.0.0.1:8080", env = "EDGEPLAY_LISTEN")]
     listen: std::net::SocketAddr,
-    /// Most sessions served at once.
+    /// Most sessions served at once, WHEP and QUIC together (the capacity told to the broker);
+    /// joins beyond it are refused at once (503 + Retry-After, or the QUIC close code
+    /// EDGE_FULL).
     #[arg(long, default_value_t = 4)]
     max_sessions: usize,
     /// QUIC (edgeplay/1) listen address for the native SDK; if it is taken, the edge serves
@@ -368,6 +371,9 @@ fn run_cmd(args: RunArgs) -> Result<()> {
     if args.dev && args.broker.broker.is_some() {
         bail!("`--dev` and `--broker` exclude each other: drop one");
     }
+    if args.max_sessions == 0 {
+        bail!("`--max-sessions 0` would refuse every player: give at least 1");
+    }
     let encoder = encode::probe(args.media.encoder).context("video encoder")?;
     let gpu = Gpu::new().context("Vulkan")?;
     let metrics = Metrics::new();
@@ -401,8 +407,8 @@ fn run_cmd(args: RunArgs) -> Result<()> {
         audio: true,
     };
     if !args.dev {
-        let mut quic = QuicConfig::new(args.quic_listen, quic_pipeline);
-        quic.max_sessions = args.max_sessions;
+        // QUIC takes its slots from the edge's one admission (of --max-sessions), built there.
+        let quic = QuicConfig::new(args.quic_listen, quic_pipeline);
         let edge = broker_mode::Edge {
             http: DevServerConfig {
                 dev_token: None,
@@ -416,13 +422,16 @@ fn run_cmd(args: RunArgs) -> Result<()> {
         return runtime.block_on(broker_mode::serve(args.broker, edge));
     }
     runtime.block_on(async {
-        let mut quic_cfg = QuicConfig::new(args.quic_listen, quic_pipeline);
-        quic_cfg.max_sessions = args.max_sessions;
-        let quic = match QuicEdge::bind(
+        // One admission for WHEP, dev sessions and QUIC: the edge never runs more than
+        // --max-sessions, whatever mix of joins arrives at once.
+        let admission = Admission::new(args.max_sessions, &metrics);
+        let quic_cfg = QuicConfig::new(args.quic_listen, quic_pipeline);
+        let quic = match QuicEdge::bind_shared(
             quic_cfg,
             Arc::new(token.clone()),
             gpu.clone(),
             Arc::clone(&metrics),
+            admission.clone(),
         ) {
             Ok(q) => {
                 println!(
@@ -439,7 +448,7 @@ fn run_cmd(args: RunArgs) -> Result<()> {
             }
         };
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(());
-        let http = http::serve_dev(dev, gpu, Arc::clone(&metrics), async move {
+        let http = http::serve_dev(dev, gpu, Arc::clone(&metrics), admission, async move {
             http::shutdown_signal().await;
             drop(stop_tx);
         });

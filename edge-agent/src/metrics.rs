@@ -46,6 +46,13 @@ pub struct Metrics {
     pub sessions_active: Gauge,
     /// Sessions started since the process began.
     pub sessions_started: Counter,
+    /// Sessions the edge admits at once (`--max-sessions`), all transports together.
+    pub session_slots: Gauge,
+    /// Session slots taken now ([`crate::admission`]): sessions starting, live or ending, all
+    /// transports; the count the edge's heartbeats report to the broker.
+    pub session_slots_used: Gauge,
+    /// Joins refused because every slot was taken, by transport (`whep`, `quic`, `dev`).
+    pub sessions_refused: Family<Labels, Counter>,
     /// 1 for the encoder in use, labelled by its name.
     pub encoder_info: Family<Labels, Gauge>,
     /// Inputs applied to a game.
@@ -85,6 +92,24 @@ impl Metrics {
         let audio_packets = Counter::default();
         let sessions_active = Gauge::default();
         let sessions_started = Counter::default();
+        let session_slots = Gauge::default();
+        let session_slots_used = Gauge::default();
+        let sessions_refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "session_slots",
+            "Sessions this edge admits at once (--max-sessions), all transports together",
+            session_slots.clone(),
+        );
+        registry.register(
+            "session_slots_used",
+            "Session slots taken now (sessions starting, live or ending; what heartbeats report)",
+            session_slots_used.clone(),
+        );
+        registry.register(
+            "sessions_refused",
+            "Joins refused because every session slot was taken, by transport",
+            sessions_refused.clone(),
+        );
         let encoder_info = Family::<Labels, Gauge>::default();
         let inputs_applied = Counter::default();
         let inputs_dropped = Family::<Labels, Counter>::default();
@@ -219,6 +244,9 @@ impl Metrics {
             audio_packets,
             sessions_active,
             sessions_started,
+            session_slots,
+            session_slots_used,
+            sessions_refused,
             encoder_info,
             inputs_applied,
             inputs_dropped,

@@ -62,10 +62,15 @@ pub mod close_code {
     pub const PROTOCOL_VIOLATION: u32 = 0x11;
     /// No hello arrived in time.
     pub const HELLO_TIMEOUT: u32 = 0x12;
-    /// The edge cannot host the session now (full, or the session failed).
+    /// The edge cannot host the session now (it failed to start, or it ended); a full edge
+    /// says [`EDGE_FULL`] instead.
     pub const UNAVAILABLE: u32 = 0x13;
     /// The edge is shutting down.
     pub const SHUTDOWN: u32 = 0x14;
+    /// Every session slot of the edge is taken (its `max_sessions`, over all transports): the
+    /// join was refused before any session started. Retry in a few seconds, or ask the broker
+    /// for another edge.
+    pub const EDGE_FULL: u32 = 0x15;
 
     /// What a close code means, for error messages.
     #[must_use]
@@ -77,6 +82,7 @@ pub mod close_code {
             0x12 => "no hello in time: send the hello with the join token first",
             0x13 => "the edge cannot host a session now: try another edge",
             0x14 => "the edge is shutting down: reconnect through the broker",
+            0x15 => "the edge is full: try again later or another edge",
             _ => "unknown close code",
         }
     }
@@ -1073,5 +1079,28 @@ mod tests {
             Datagram::decode(&d),
             Err(MediaError::Truncated { .. })
         ));
+    }
+
+    #[test]
+    fn close_codes_are_distinct_and_each_says_what_to_do() {
+        use close_code::*;
+        let codes = [
+            DONE,
+            BAD_TOKEN,
+            PROTOCOL_VIOLATION,
+            HELLO_TIMEOUT,
+            UNAVAILABLE,
+            SHUTDOWN,
+            EDGE_FULL,
+        ];
+        let mut texts: Vec<&str> = codes.iter().map(|&c| describe(c.into())).collect();
+        assert!(texts.iter().all(|t| *t != describe(0xffff)), "{texts:?}");
+        texts.sort_unstable();
+        texts.dedup();
+        assert_eq!(texts.len(), codes.len(), "one meaning per code");
+        assert_eq!(
+            describe(EDGE_FULL.into()),
+            "the edge is full: try again later or another edge"
+        );
     }
 }

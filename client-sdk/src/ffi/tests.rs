@@ -168,3 +168,22 @@ fn a_panic_becomes_a_status_and_a_message() {
     assert_eq!(got, EpStatus::Panic);
     assert!(last_error().contains("the SDK panicked (boom)"));
 }
+
+#[test]
+fn a_full_edge_has_its_own_status() {
+    let full = ClientError::EdgeFull {
+        reason: "this edge is full".into(),
+    };
+    let (status, message) = client_failure(&full);
+    assert_eq!(status, EpStatus::EdgeFull);
+    assert!(
+        message.contains("try again later or another edge"),
+        "{message}"
+    );
+    let refused = ClientError::Refused {
+        code: 0x10,
+        meaning: "bad token",
+        reason: String::new(),
+    };
+    assert_eq!(status_of(&refused), EpStatus::Refused);
+}

@@ -19,6 +19,10 @@
 //! - `PATCH /v1/whep/{id}` (trickle ICE fragment), `DELETE`, and `GET` (counters), each with
 //!   `Authorization: Bearer <session secret>`;
 //! - `GET /play`: the web player (client-sdk/web, built by `cargo xtask setup`; served by `player`).
+//!
+//! Dev sessions and WHEP offers take their session slot from the edge's one
+//! [`Admission`](crate::admission::Admission), shared with QUIC, before the session starts; a
+//! full edge answers `503` with `Retry-After` at once.
 
 mod player;
 
@@ -49,6 +53,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
+use crate::admission::{Admission, RETRY_AFTER_SECS, Slot};
 use crate::metrics::Metrics;
 use crate::transport::token::TokenCheck;
 use crate::transport::webrtc::{Patched, WebRtcError, Whep};
@@ -61,7 +66,8 @@ pub(crate) const MAX_BODY: usize = 64 * 1024;
 pub struct DevServerConfig {
     /// Listen address (loopback in `--dev`).
     pub listen: SocketAddr,
-    /// Most sessions at once; more get 503.
+    /// Most sessions at once, all transports together; more get 503. The edge's
+    /// [`Admission`] is built with it (and the broker told it as the edge's capacity).
     pub max_sessions: usize,
     /// The encoder the probe chose.
     pub encoder: EncoderKind,
@@ -76,20 +82,39 @@ struct AppState {
     cfg: DevServerConfig,
     gpu: Gpu,
     metrics: Arc<Metrics>,
-    sessions: Mutex<HashMap<String, SessionHandle>>,
+    sessions: Mutex<HashMap<String, DevSession>>,
     whep: Arc<Whep>,
     /// The broker's join tokens, checked instead of the dev token when the edge serves a broker.
     tokens: Option<Arc<dyn TokenCheck>>,
+    /// The edge's session slots, shared with its other transports.
+    admission: Admission,
+}
+
+/// A dev session and its slot, given back once the session has ended.
+#[derive(Debug)]
+struct DevSession {
+    handle: SessionHandle,
+    slot: Slot,
+}
+
+impl DevSession {
+    /// Ends the session (blocking: it joins the session's thread), then gives its slot back.
+    fn end(self) -> Result<edgeplay_media::session::SessionSummary, SessionError> {
+        let ended = self.handle.end();
+        drop(self.slot);
+        ended
+    }
 }
 
 impl AppState {
     /// No sessions yet, WHEP on the listen address's interface, join tokens checked by
-    /// `tokens` (`None`: the dev token only).
+    /// `tokens` (`None`: the dev token only), session slots from `admission`.
     fn new(
         cfg: DevServerConfig,
         gpu: Gpu,
         metrics: Arc<Metrics>,
         tokens: Option<Arc<dyn TokenCheck>>,
+        admission: Admission,
     ) -> Arc<Self> {
         Arc::new(AppState {
             whep: Whep::new(cfg.listen.ip()),
@@ -98,11 +123,24 @@ impl AppState {
             metrics,
             sessions: Mutex::new(HashMap::new()),
             tokens,
+            admission,
         })
     }
 
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionHandle>> {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, DevSession>> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Ends every dev session, off the runtime (shutdown).
+    async fn end_dev_sessions(&self) {
+        let sessions: Vec<DevSession> = self.sessions().drain().map(|(_, d)| d).collect();
+        info!(sessions = sessions.len(), "shutting down: ending sessions");
+        let _ = tokio::task::spawn_blocking(move || {
+            for d in sessions {
+                let _ = d.end();
+            }
+        })
+        .await;
     }
 }
 
@@ -112,7 +150,13 @@ pub(crate) struct AppError(StatusCode, String);
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+        let mut resp = (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response();
+        // A 503 here means every session slot is taken: say when to try again.
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        resp
     }
 }
 
@@ -133,9 +177,10 @@ fn not_found(id: &str) -> AppError {
     )
 }
 
-/// The router of the dev server.
+/// The router of the dev server, with session slots of its own (`cfg.max_sessions`).
 pub fn app(cfg: DevServerConfig, gpu: Gpu, metrics: Arc<Metrics>) -> Router {
-    let state = AppState::new(cfg, gpu, metrics, None);
+    let admission = Admission::new(cfg.max_sessions, &metrics);
+    let state = AppState::new(cfg, gpu, metrics, None, admission);
     router(state)
 }
 
@@ -229,10 +274,10 @@ async fn create_session(
     pipeline
         .validate()
         .map_err(|e| AppError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let id = admit(&s)?;
+    let (id, slot) = admit(&s, "dev")?;
     let cfg = SessionConfig::new(id.clone(), pipeline, req.seed.unwrap_or(1));
     let handle = start_session(&s, cfg).await?;
-    s.sessions().insert(id.clone(), handle);
+    s.sessions().insert(id.clone(), DevSession { handle, slot });
     info!(%id, width, height, "dev session created");
     Ok((
         StatusCode::CREATED,
@@ -285,7 +330,7 @@ async fn video_stream(
 ) -> Result<Response, AppError> {
     let rx = {
         let sessions = s.sessions();
-        let handle = sessions.get(&id).ok_or_else(|| not_found(&id))?;
+        let handle = &sessions.get(&id).ok_or_else(|| not_found(&id))?.handle;
         let rx = handle.subscribe();
         // A viewer that joins mid-stream needs an IDR to start decoding.
         let _ = handle.send(Control::RequestKeyframe);
@@ -341,7 +386,7 @@ async fn send_input(
         ));
     }
     let sessions = s.sessions();
-    let handle = sessions.get(&id).ok_or_else(|| not_found(&id))?;
+    let handle = &sessions.get(&id).ok_or_else(|| not_found(&id))?.handle;
     handle
         .send(Control::Input {
             seq: req.seq,
@@ -363,7 +408,7 @@ async fn session_stats(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     let sessions = s.sessions();
-    let handle = sessions.get(&id).ok_or_else(|| not_found(&id))?;
+    let handle = &sessions.get(&id).ok_or_else(|| not_found(&id))?.handle;
     let stats = handle.stats();
     let ack = *handle.acks().borrow();
     let mut latency = serde_json::Map::new();
@@ -389,8 +434,8 @@ async fn delete_session(
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    let handle = s.sessions().remove(&id).ok_or_else(|| not_found(&id))?;
-    let summary = tokio::task::spawn_blocking(move || handle.end()).await;
+    let session = s.sessions().remove(&id).ok_or_else(|| not_found(&id))?;
+    let summary = tokio::task::spawn_blocking(move || session.end()).await;
     match summary {
         Ok(Ok(summary)) => info!(%id, frames = summary.frames, "dev session ended"),
         Ok(Err(e)) => warn!(%id, error = %e, "dev session had failed"),
@@ -464,25 +509,41 @@ async fn whep_offer(
     })
 }
 
+/// Whether the offer carries a join token this edge accepts; `use_up`: and uses it up (the
+/// broker's tokens are single-use), else only verifies it.
+fn join_token_ok(s: &AppState, headers: &HeaderMap, use_up: bool) -> bool {
+    match (&s.cfg.dev_token, bearer(headers)) {
+        (_, Some(got)) if s.tokens.is_some() => s.tokens.as_ref().is_some_and(|t| {
+            let got = got.as_bytes();
+            if use_up { t.check(got) } else { t.verify(got) }.is_ok()
+        }),
+        // Constant time: the token is a secret (a wrong length is refused outright).
+        (Some(want), Some(got)) => bool::from(want.as_bytes().ct_eq(got.as_bytes())),
+        _ => false,
+    }
+}
+
+fn no_join_token() -> AppError {
+    AppError(
+        StatusCode::UNAUTHORIZED,
+        "a valid join token is required: send `Authorization: Bearer <token>` with the token `edge-agent run --dev` printed".into(),
+    )
+}
+
 async fn whep_offer_inner(
     s: &Arc<AppState>,
     headers: &HeaderMap,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, AppError> {
-    let token_ok = match (&s.cfg.dev_token, bearer(headers)) {
-        (_, Some(got)) if s.tokens.is_some() => s
-            .tokens
-            .as_ref()
-            .is_some_and(|t| t.check(got.as_bytes()).is_ok()),
-        // Constant time: the token is a secret (a wrong length is refused outright).
-        (Some(want), Some(got)) => bool::from(want.as_bytes().ct_eq(got.as_bytes())),
-        _ => false,
-    };
-    if !token_ok {
-        return Err(AppError(
-            StatusCode::UNAUTHORIZED,
-            "a valid join token is required: send `Authorization: Bearer <token>` with the token `edge-agent run --dev` printed".into(),
-        ));
+    if !join_token_ok(s, headers, false) {
+        return Err(no_join_token());
+    }
+    // A slot before the token is used up: a player refused because the edge is full keeps its
+    // token to retry with. Past this point a POST uses the token, whatever becomes of it. The
+    // slot goes to the peer, which holds it until its session has ended.
+    let (id, slot) = admit(s, "whep")?;
+    if !join_token_ok(s, headers, true) {
+        return Err(no_join_token());
     }
     let body = body.map_err(|r| AppError(r.status(), r.body_text()))?;
     let is_sdp = headers
@@ -497,7 +558,6 @@ async fn whep_offer_inner(
     }
     // Refuse a bad offer before paying for a session.
     edgeplay_protocol::whep::check_offer(&body).map_err(|e| whep_error(&e.into()))?;
-    let id = admit(s)?;
     let pipeline = pipeline(s, (1280, 720), 60, 6000);
     let pipeline_kbps = pipeline.bitrate_kbps;
     // The profile is the client's to choose (its first sendable H.264), and the encoder is
@@ -509,7 +569,7 @@ async fn whep_offer_inner(
     let handle = start_session(s, cfg).await?;
     let answer = s
         .whep
-        .offer(&body, handle, pipeline_kbps, profile)
+        .offer_holding(&body, handle, slot, pipeline_kbps, profile)
         .await
         .map_err(|e| whep_error(&e))?;
     info!(session = %id, peer = %&answer.id[..8], "WHEP session created");
@@ -593,7 +653,8 @@ async fn whep_stats(
 }
 
 /// Serves the dev API on `cfg.listen` until `shutdown` resolves, then ends every session and
-/// waits for open requests to finish.
+/// waits for open requests to finish. Sessions take their slots from `admission`, the edge's
+/// one (shared with its QUIC endpoint).
 ///
 /// # Errors
 /// The address cannot be bound or the server fails.
@@ -601,6 +662,7 @@ pub async fn serve_dev(
     cfg: DevServerConfig,
     gpu: Gpu,
     metrics: Arc<Metrics>,
+    admission: Admission,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -615,7 +677,7 @@ pub async fn serve_dev(
             )
         })?;
     let addr = listener.local_addr()?;
-    let state = AppState::new(cfg, gpu, metrics, None);
+    let state = AppState::new(cfg, gpu, metrics, None, admission);
     println!("edge-agent --dev serving on http://{addr}");
     if let Some(token) = &state.cfg.dev_token {
         println!("  WHEP endpoint:    http://{addr}/v1/whep");
@@ -630,14 +692,7 @@ pub async fn serve_dev(
         .with_graceful_shutdown(async move {
             shutdown.await;
             drain.whep.stop_all();
-            let handles: Vec<SessionHandle> = drain.sessions().drain().map(|(_, h)| h).collect();
-            info!(sessions = handles.len(), "shutting down: ending sessions");
-            let _ = tokio::task::spawn_blocking(move || {
-                for h in handles {
-                    let _ = h.end();
-                }
-            })
-            .await;
+            drain.end_dev_sessions().await;
         })
         .await
 }
@@ -664,23 +719,20 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Admits one more session (dev or WHEP) while the edge serves fewer than its maximum: its id.
-fn admit(s: &AppState) -> Result<String, AppError> {
-    if s.sessions().len() + s.whep.len() >= s.cfg.max_sessions {
-        return Err(AppError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "this edge serves at most {} sessions and all are in use: end one or retry later",
-                s.cfg.max_sessions
-            ),
-        ));
-    }
-    random_id().map_err(|e| {
+/// Admits one more session arriving over `transport` (dev or WHEP) while a slot of the edge
+/// is free: its id and its slot. A full edge answers 503 (with `Retry-After`) at once.
+fn admit(s: &AppState, transport: &'static str) -> Result<(String, Slot), AppError> {
+    let slot = s
+        .admission
+        .try_admit(transport)
+        .map_err(|full| AppError(StatusCode::SERVICE_UNAVAILABLE, full.to_string()))?;
+    let id = random_id().map_err(|e| {
         AppError(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot draw a session id: {e}"),
         )
-    })
+    })?;
+    Ok((id, slot))
 }
 
 /// 128 random bits from the OS, hex: unguessable session ids.
@@ -700,16 +752,18 @@ pub(crate) struct EdgeHttp {
 }
 
 impl EdgeHttp {
-    /// State for `cfg`, join tokens checked by `tokens`.
+    /// State for `cfg`, join tokens checked by `tokens`, session slots from `admission` (the
+    /// edge's one, shared with QUIC).
     #[must_use]
     pub(crate) fn new(
         cfg: DevServerConfig,
         gpu: Gpu,
         metrics: Arc<Metrics>,
         tokens: Arc<dyn TokenCheck>,
+        admission: Admission,
     ) -> Self {
         Self {
-            state: AppState::new(cfg, gpu, metrics, Some(tokens)),
+            state: AppState::new(cfg, gpu, metrics, Some(tokens), admission),
         }
     }
 
@@ -721,12 +775,6 @@ impl EdgeHttp {
     /// Ends every WebRTC peer and dev session (at shutdown, after draining).
     pub(crate) async fn end_all(&self) {
         self.state.whep.stop_all();
-        let handles: Vec<SessionHandle> = self.state.sessions().drain().map(|(_, h)| h).collect();
-        let _ = tokio::task::spawn_blocking(move || {
-            for h in handles {
-                let _ = h.end();
-            }
-        })
-        .await;
+        self.state.end_dev_sessions().await;
     }
 }

@@ -77,8 +77,9 @@ impl BrokerTokens {
     }
 }
 
-impl TokenCheck for BrokerTokens {
-    fn check(&self, token: &[u8]) -> Result<(), TokenRefused> {
+impl BrokerTokens {
+    /// The token signed by the broker for this edge and unexpired at `now`.
+    fn verified(&self, token: &[u8], now: u64) -> Result<token::JoinToken, TokenRefused> {
         // WHEP carries the token as hex in `Authorization`; QUIC as raw bytes. A raw token starts
         // with "EPJT", which is not hex, so the two cannot be confused.
         let decoded;
@@ -91,14 +92,23 @@ impl TokenCheck for BrokerTokens {
         } else {
             token
         };
+        token::verify(raw, &self.broker, now, &self.edge).map_err(|e| TokenRefused(e.to_string()))
+    }
+}
+
+impl TokenCheck for BrokerTokens {
+    fn check(&self, token: &[u8]) -> Result<(), TokenRefused> {
         let now = now_ms();
-        let t = token::verify(raw, &self.broker, now, &self.edge)
-            .map_err(|e| TokenRefused(e.to_string()))?;
+        let t = self.verified(token, now)?;
         self.guard
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .admit(&t, now)
             .map_err(|e| TokenRefused(e.to_string()))
+    }
+
+    fn verify(&self, token: &[u8]) -> Result<(), TokenRefused> {
+        self.verified(token, now_ms()).map(|_| ())
     }
 }
 
@@ -127,12 +137,17 @@ mod tests {
         };
         let check = BrokerTokens::new(broker.verifying_key(), edge);
         let raw = mint(1);
+        // Verifying (a join refused because the edge is full) does not use the token up.
+        check.verify(&raw).unwrap();
+        check.verify(&raw).unwrap();
         check.check(&raw).unwrap();
         assert!(check.check(&raw).is_err(), "a token is used once");
         let hex = to_hex(&mint(2));
         check.check(hex.as_bytes()).unwrap();
         let other = BrokerTokens::new(broker.verifying_key(), EdgeId([4; 32]));
         assert!(other.check(&mint(3)).is_err(), "bound to one edge");
+        assert!(other.verify(&mint(3)).is_err(), "bound to one edge");
         assert!(check.check(b"not a token").is_err());
+        assert!(check.verify(b"not a token").is_err());
     }
 }

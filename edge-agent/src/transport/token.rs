@@ -18,12 +18,24 @@ pub struct TokenRefused(pub String);
 pub struct NoRandomness;
 
 /// Checks join tokens. The dev edge uses [`DevToken`]; the broker's Ed25519 tokens plug in here.
+///
+/// A join runs [`verify`](Self::verify) first, then takes a session slot
+/// ([`crate::admission`]), then [`check`](Self::check): a valid token refused only because the
+/// edge is full is not used up, so the player may retry with it.
 pub trait TokenCheck: Send + Sync + fmt::Debug {
-    /// Accepts or refuses the token bytes a client sent.
+    /// Accepts or refuses the token bytes a client sent, and uses the token up when tokens are
+    /// single-use.
     ///
     /// # Errors
     /// [`TokenRefused`] with what is wrong.
     fn check(&self, token: &[u8]) -> Result<(), TokenRefused>;
+
+    /// Whether [`check`](Self::check) would accept the token, without using it up (a token
+    /// used already may still pass here; `check` refuses it).
+    ///
+    /// # Errors
+    /// [`TokenRefused`] with what is wrong.
+    fn verify(&self, token: &[u8]) -> Result<(), TokenRefused>;
 }
 
 /// A random 128-bit secret minted by `run --dev`, written as 32 hex digits.
@@ -58,7 +70,12 @@ impl DevToken {
 }
 
 impl TokenCheck for DevToken {
+    /// The dev token is used any number of times: checking is verifying.
     fn check(&self, token: &[u8]) -> Result<(), TokenRefused> {
+        self.verify(token)
+    }
+
+    fn verify(&self, token: &[u8]) -> Result<(), TokenRefused> {
         // Constant time: the token is a secret (a wrong length is refused outright).
         if bool::from(self.0.as_bytes().ct_eq(token)) {
             Ok(())

@@ -18,6 +18,21 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
+/// `edge-agent run --dev` serving at most `max_sessions`, HTTP and QUIC on free loopback ports.
+pub fn dev_edge_command(max_sessions: impl ToString) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_edge-agent"));
+    c.args([
+        "run",
+        "--dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--quic-listen",
+        "127.0.0.1:0",
+    ])
+    .args(["--max-sessions", &max_sessions.to_string()]);
+    c
+}
+
 pub struct Edge {
     child: Child,
     pub addr: SocketAddr,
@@ -33,18 +48,7 @@ impl Edge {
 
     /// An edge serving at most `max_sessions`, HTTP and QUIC on free loopback ports.
     pub fn start_with(max_sessions: u32) -> Self {
-        let max_sessions = max_sessions.to_string();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-            .args([
-                "run",
-                "--dev",
-                "--listen",
-                "127.0.0.1:0",
-                "--quic-listen",
-                "127.0.0.1:0",
-                "--max-sessions",
-                &max_sessions,
-            ])
+        let mut child = dev_edge_command(max_sessions)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -253,3 +253,12 @@ pub fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The broker's placement-signing public key, from `GET /v1/broker/key`.
+pub fn broker_key(broker: SocketAddr) -> [u8; 32] {
+    let (_, k) = json_call(broker, "GET", "/v1/broker/key", None);
+    edgeplay_protocol::token::from_hex(k["public_key"].as_str().expect("a public_key"))
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes")
+}

@@ -22,7 +22,9 @@
 //! edgeplay-play --broker http://127.0.0.1:8090 --region eu-west
 //! ```
 //!
-//! It exits non-zero with one line saying what went wrong and what to do.
+//! It exits non-zero with one line saying what went wrong and what to do: 75 (`EX_TEMPFAIL`)
+//! when the edge is full (every session slot taken: try again later or another edge), 1 for
+//! anything else.
 
 mod image;
 mod window;
@@ -36,8 +38,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use edgeplay_client::broker::SessionRequest;
-use edgeplay_client::{Client, Frame, Session, parse_fingerprint};
+use edgeplay_client::broker::{BrokerError, SessionRequest};
+use edgeplay_client::{Client, ClientError, Frame, Session, parse_fingerprint};
 use edgeplay_game::stamp::{Stamp, read_luma};
 use edgeplay_protocol::input::{ScriptedInput, parse_script};
 
@@ -97,11 +99,32 @@ fn main() -> ExitCode {
         .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if edge_full(&e) => {
+            eprintln!("edgeplay-play: edge full: {e:#}");
+            ExitCode::from(EXIT_EDGE_FULL)
+        }
         Err(e) => {
             eprintln!("edgeplay-play: error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The exit status when the edge is full: sysexits' `EX_TEMPFAIL`, so that a script can tell
+/// "retry later" from a real failure.
+const EXIT_EDGE_FULL: u8 = 75;
+
+/// Whether `e` is the edge refusing the join because every session slot is taken.
+fn edge_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<ClientError>(),
+            Some(ClientError::EdgeFull { .. })
+        ) || matches!(
+            c.downcast_ref::<BrokerError>(),
+            Some(BrokerError::Connect(ClientError::EdgeFull { .. }))
+        )
+    })
 }
 
 fn run(cli: Cli) -> Result<()> {

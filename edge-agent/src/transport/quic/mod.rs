@@ -2,7 +2,9 @@
 //!
 //! Protocol (see [`edgeplay_protocol::media`]): the client opens the control stream and sends a
 //! hello with its join token first; a missing or refused token closes the connection with
-//! [`close_code::BAD_TOKEN`], garbage with [`close_code::PROTOCOL_VIOLATION`]. Then every video
+//! [`close_code::BAD_TOKEN`], garbage with [`close_code::PROTOCOL_VIOLATION`], and a join that
+//! finds every session slot of the edge taken ([`crate::admission`], shared with WHEP) with
+//! [`close_code::EDGE_FULL`] before any session starts. Then every video
 //! access unit goes on its own unidirectional stream (frame header, then the access unit), older
 //! frames at higher priority, so a lost packet stalls one frame and not the ones behind it. A
 //! frame's stream is reset only once a later IDR is queued, since P-frames reference their
@@ -55,10 +57,11 @@ use edgeplay_protocol::media::{
     self, AudioHeader, Codec, ControlMessage, Datagram, FrameHeader, RESET_SUPERSEDED, close_code,
 };
 use quinn::VarInt;
-use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, trace, warn};
 
+use crate::admission::Admission;
 use crate::metrics::Metrics;
 use crate::transport::token::{DevToken, TokenCheck};
 use edgeplay_rate::frame::{FrameRateController, PathSample, RateConfig};
@@ -93,7 +96,9 @@ pub struct QuicConfig {
     pub pipeline: PipelineConfig,
     /// Game seed of each session.
     pub seed: u64,
-    /// Most sessions at once; more are closed with [`close_code::UNAVAILABLE`].
+    /// Most sessions at once when the endpoint admits on its own ([`QuicEdge::bind`]); more
+    /// are closed with [`close_code::EDGE_FULL`]. An endpoint given the edge's shared admission
+    /// ([`QuicEdge::bind_shared`]) counts against that one instead.
     pub max_sessions: usize,
     /// The application rate controller of each session ([`rate`]); starts at the
     /// pipeline's bitrate.
@@ -120,7 +125,7 @@ struct Ctx {
     tokens: Arc<dyn TokenCheck>,
     gpu: Gpu,
     metrics: Arc<Metrics>,
-    slots: Semaphore,
+    admission: Admission,
 }
 
 /// A bound QUIC endpoint, ready to [`serve`](Self::serve).
@@ -132,7 +137,9 @@ pub struct QuicEdge {
 }
 
 impl QuicEdge {
-    /// Makes a self-signed certificate and binds the endpoint (inside a tokio runtime).
+    /// Makes a self-signed certificate and binds the endpoint (inside a tokio runtime), with
+    /// an admission of its own of `cfg.max_sessions` slots: for an endpoint that is the edge's
+    /// only transport.
     ///
     /// # Errors
     /// [`QuicError::Tls`], [`QuicError::Bind`].
@@ -141,6 +148,22 @@ impl QuicEdge {
         tokens: Arc<dyn TokenCheck>,
         gpu: Gpu,
         metrics: Arc<Metrics>,
+    ) -> Result<Self, QuicError> {
+        let admission = Admission::new(cfg.max_sessions, &metrics);
+        Self::bind_shared(cfg, tokens, gpu, metrics, admission)
+    }
+
+    /// [`Self::bind`] with the edge's admission, shared with its other transports: QUIC
+    /// sessions take their slots there (`cfg.max_sessions` is not used).
+    ///
+    /// # Errors
+    /// [`QuicError::Tls`], [`QuicError::Bind`].
+    pub fn bind_shared(
+        cfg: QuicConfig,
+        tokens: Arc<dyn TokenCheck>,
+        gpu: Gpu,
+        metrics: Arc<Metrics>,
+        admission: Admission,
     ) -> Result<Self, QuicError> {
         let edgeplay_quic::SelfSigned {
             server: server_cfg,
@@ -152,7 +175,6 @@ impl QuicEdge {
                 addr: cfg.listen,
                 source,
             })?;
-        let slots = Semaphore::new(cfg.max_sessions);
         Ok(Self {
             endpoint,
             fingerprint,
@@ -161,7 +183,7 @@ impl QuicEdge {
                 tokens,
                 gpu,
                 metrics,
-                slots,
+                admission,
             }),
         })
     }
@@ -346,15 +368,29 @@ async fn serve_connection(ctx: Arc<Ctx>, conn: quinn::Connection, stopping: watc
             return;
         }
     };
-    if let Err(e) = ctx.tokens.check(&token) {
+    // The token is verified, then a slot taken, then the token used up: a player refused
+    // because the edge is full keeps a token it may retry with.
+    let refused = |e: &dyn std::fmt::Display| {
         warn!(%remote, "{e}");
         close(&conn, close_code::BAD_TOKEN, &e.to_string());
-        return;
-    }
-    let Ok(_slot) = ctx.slots.try_acquire() else {
-        close(&conn, close_code::UNAVAILABLE, "this edge is full");
-        return;
     };
+    // Held until the session has ended, below.
+    let _slot = match ctx
+        .tokens
+        .verify(&token)
+        .map(|()| ctx.admission.try_admit("quic"))
+    {
+        Ok(Ok(slot)) => slot,
+        Ok(Err(full)) => {
+            debug!(%remote, "{full}");
+            close(&conn, close_code::EDGE_FULL, &full.to_string());
+            return;
+        }
+        Err(e) => return refused(&e),
+    };
+    if let Err(e) = ctx.tokens.check(&token) {
+        return refused(&e);
+    }
     let id = match DevToken::random() {
         Ok(t) => t.as_str()[..12].to_owned(),
         Err(_) => format!("q{}", conn.stable_id()),

@@ -39,6 +39,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{Instrument, debug, info, info_span};
 use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit, RTCSessionDescription};
 
+use crate::admission::Slot;
 use crate::transport::webrtc::negotiate::negotiate;
 use crate::transport::webrtc::peer::run_peer;
 use crate::transport::webrtc::rate::Estimate;
@@ -221,7 +222,9 @@ impl Whep {
     }
 
     /// Answers `offer` with a peer that plays `session` (encoding at `session_kbps`, the ceiling
-    /// of its congestion controller); the peer ends the session when it ends.
+    /// of its congestion controller); the peer ends the session when it ends. The session holds
+    /// no slot of the edge's [`Admission`](crate::admission::Admission): for callers that
+    /// count sessions themselves; the edge's routes use [`Self::offer_holding`].
     ///
     /// # Errors
     /// The offer is malformed or cannot be answered.
@@ -232,13 +235,56 @@ impl Whep {
         session_kbps: u32,
         profile: H264Profile,
     ) -> Result<Answer, WebRtcError> {
-        let sdp = edgeplay_protocol::whep::check_offer(offer)?.to_owned();
-        let id = random_hex().map_err(internal)?;
-        let secret = random_hex().map_err(internal)?;
-        let span = info_span!("whep", session = %session.id(), peer = %&id[..8]);
-        let (pc, wiring) = negotiate(self.local_ip, sdp, session_kbps, profile)
-            .instrument(span.clone())
-            .await?;
+        self.answer(offer, session, None, session_kbps, profile)
+            .await
+    }
+
+    /// [`Self::offer`] for a session admitted with `slot`: the peer holds the slot until the
+    /// session has ended and the peer is gone (or gives it back at once if the offer fails).
+    ///
+    /// # Errors
+    /// The offer is malformed or cannot be answered.
+    pub async fn offer_holding(
+        self: &Arc<Self>,
+        offer: &[u8],
+        session: SessionHandle,
+        slot: Slot,
+        session_kbps: u32,
+        profile: H264Profile,
+    ) -> Result<Answer, WebRtcError> {
+        self.answer(offer, session, Some(slot), session_kbps, profile)
+            .await
+    }
+
+    async fn answer(
+        self: &Arc<Self>,
+        offer: &[u8],
+        session: SessionHandle,
+        slot: Option<Slot>,
+        session_kbps: u32,
+        profile: H264Profile,
+    ) -> Result<Answer, WebRtcError> {
+        let prepared = async {
+            let sdp = edgeplay_protocol::whep::check_offer(offer)?.to_owned();
+            let id = random_hex().map_err(internal)?;
+            let secret = random_hex().map_err(internal)?;
+            let span = info_span!("whep", session = %session.id(), peer = %&id[..8]);
+            let (pc, wiring) = negotiate(self.local_ip, sdp, session_kbps, profile)
+                .instrument(span.clone())
+                .await?;
+            Ok::<_, WebRtcError>((id, secret, span, pc, wiring))
+        };
+        let (id, secret, span, pc, wiring) = match prepared.await {
+            Ok(p) => p,
+            Err(e) => {
+                // No peer will play it: the session ends, and only then its slot goes back.
+                tokio::task::spawn_blocking(move || {
+                    let _ = session.end();
+                    drop(slot);
+                });
+                return Err(e);
+            }
+        };
         let counters = PeerCounters::default();
         counters
             .encoder_kbps
@@ -260,6 +306,7 @@ impl Whep {
             async move {
                 run_peer(&peer, session, wiring, session_kbps).await;
                 end_peer(&whep, &key, &peer).await;
+                drop(slot);
             }
             .instrument(span),
         );
