@@ -24,7 +24,8 @@ use serde_json::{Value, json};
 
 mod support;
 use support::procs::{
-    self, Proc, create_session, edges, http, json_call, select, session_body, start_broker, tmp,
+    self, Proc, broker_key, create_session, edges, http, json_call, select, session_body,
+    start_broker, tmp,
 };
 use support::web::{chromium_and_built_player, run_e2e};
 
@@ -176,11 +177,7 @@ fn two_regions_through_the_broker() {
     }
 
     // The SDK names only the broker; coordinates favour the far edge, probes the near one.
-    let (_, k) = json_call(baddr, "GET", "/v1/broker/key", None);
-    let key: [u8; 32] = edgeplay_protocol::token::from_hex(k["public_key"].as_str().unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap();
+    let key = broker_key(baddr);
     let req = SessionRequest {
         coord: Some((0.0, 0.0, 1.0)),
         broker_key: Some(key),

@@ -16,7 +16,8 @@
 //!    [`welcome_bytes`] (edge nonce, challenge, edge id), or [`LinkMessage::Refused`].
 //!
 //! Then the edge sends [`LinkMessage::Heartbeat`]s (every 500 ms while it serves sessions,
-//! every 15 s when idle) and the broker relays player HTTP requests (WHEP) as
+//! every 15 s when idle: [`heartbeat_interval_ms`]; a broker drops a link on which nothing came
+//! from the edge for three of them) and the broker relays player HTTP requests (WHEP) as
 //! [`LinkMessage::Request`], each answered by a [`LinkMessage::Response`] with the same id.
 //! The broker also sends [`LinkMessage::Brokers`], the brokers that share its registry, right
 //! after the welcome, whenever that list changes and at least every [`BROKERS_EVERY_MS`]: the
@@ -57,6 +58,19 @@ pub const PLACEMENT_DOMAIN: &[u8] = b"edgeplay/broker-placement/v1\n";
 pub const HEARTBEAT_BUSY_MS: u64 = 500;
 /// Interval of heartbeats while an edge is idle.
 pub const HEARTBEAT_IDLE_MS: u64 = 15_000;
+
+/// The interval (ms) until an edge's next heartbeat, from what its last one said: it keeps to
+/// [`HEARTBEAT_BUSY_MS`] while it serves sessions or drains, else to [`HEARTBEAT_IDLE_MS`].
+/// The edge schedules its heartbeats with it and the broker bounds the link's silence with it,
+/// so every [`LinkMessage::Heartbeat`] carries its own interval without a field for it.
+#[must_use]
+pub fn heartbeat_interval_ms(sessions: u32, draining: bool) -> u64 {
+    if sessions > 0 || draining {
+        HEARTBEAT_BUSY_MS
+    } else {
+        HEARTBEAT_IDLE_MS
+    }
+}
 /// First bytes of a UDP echo probe; the edge answers only datagrams that start with them.
 pub const ECHO_MAGIC: &[u8; 4] = b"EPEC";
 /// Largest echo probe the edge answers (so the echo cannot amplify).

@@ -6,8 +6,15 @@
 //!
 //! The protocol and its framing are sans-IO in [`edgeplay_protocol::link`], the registry's
 //! changes are [`crate::service`]'s; this module is the tokio glue. An edge whose link drops
-//! (process killed, network gone, or no message for [`LINK_IDLE_TIMEOUT`]) leaves the placement
-//! index at once, and comes back when it links again; requests waiting on it fail with 502.
+//! (process killed, network gone) leaves the placement index at once, and comes back when it
+//! links again; requests waiting on it fail with 502.
+//!
+//! A link on which nothing came from the edge for three of the edge's current heartbeat
+//! intervals ([`LinkWatch`]: 1.5 s while it serves, 45 s idle) is silent: the broker drops it
+//! and marks the edge dead, as if it had missed its heartbeats. That catches an edge that is
+//! frozen (stopped, swapping, hung) while its kernel keeps the TCP connection open. Only frames
+//! from the edge move that deadline; what the broker sends (keepalives, peers, relayed
+//! requests) does not, and a write the edge does not take by the deadline counts as silence.
 //!
 //! Every link also carries the list of live brokers ([`LinkMessage::Brokers`]: after the
 //! welcome, when the sweep sees the list change, and every [`BROKERS_EVERY_MS`] as a
@@ -17,8 +24,7 @@ use std::time::Duration;
 
 use edgeplay_protocol::coords::INITIAL_ERROR;
 use edgeplay_protocol::link::{
-    BROKERS_EVERY_MS, BrokerRef, FrameReader, HEARTBEAT_IDLE_MS, LinkMessage, encode_frame,
-    proof_bytes, welcome_bytes,
+    BROKERS_EVERY_MS, BrokerRef, FrameReader, LinkMessage, encode_frame, proof_bytes, welcome_bytes,
 };
 use edgeplay_protocol::token::{EdgeId, Signature, from_hex, to_hex};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -26,13 +32,38 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::links::Relayed;
+use crate::liveness::{LinkWatch, MISSES};
 use crate::state::AppState;
 use crate::store::BrokerEntry;
 
 /// How long an edge has to answer the hello.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A link with no message for this long (three idle heartbeats) is dropped.
-pub const LINK_IDLE_TIMEOUT: Duration = Duration::from_millis(3 * HEARTBEAT_IDLE_MS);
+
+/// Why a welcomed link ended.
+enum Ended {
+    /// Nothing from the edge for three of its heartbeat intervals, or it took nothing from the
+    /// broker for as long: the edge is marked dead.
+    Silent(String),
+    /// Closed, broken, replaced or misused: the edge only leaves placement until it relinks.
+    Closed(String),
+}
+
+/// [`write_msg`], given up at `deadline`, the link's silence deadline: an edge that takes no
+/// message until then is as good as silent (a frozen edge's socket fills up; without the bound
+/// the write would hold the loop, and the deadline with it, for as long as TCP waits).
+async fn write_by<W: AsyncWrite + Unpin>(
+    deadline: tokio::time::Instant,
+    wr: &mut W,
+    m: &LinkMessage,
+) -> Result<(), Ended> {
+    match tokio::time::timeout_at(deadline, write_msg(wr, m)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Ended::Closed(e)),
+        Err(_) => Err(Ended::Silent(
+            "the edge took no message from the broker until its silence deadline".to_owned(),
+        )),
+    }
+}
 
 /// Reads until one whole message, `None` on a clean close.
 async fn read_msg<R: AsyncRead + Unpin>(
@@ -197,42 +228,58 @@ pub(crate) async fn run<T: AsyncRead + AsyncWrite + Send + Unpin>(s: &AppState, 
         peers_every,
     );
     peers_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let why = loop {
+    // The silence deadline: one timer for the link's life, moved only by frames from the edge.
+    let mut watch = LinkWatch::new(std::time::Instant::now());
+    let silence = tokio::time::sleep_until(watch.deadline().into());
+    tokio::pin!(silence);
+    let ended = loop {
+        let deadline = tokio::time::Instant::from_std(watch.deadline());
         tokio::select! {
+            () = &mut silence => {
+                let every = watch.interval();
+                break Ended::Silent(format!(
+                    "nothing from the edge for {} ms ({MISSES} of its {} ms heartbeat intervals)",
+                    (every * MISSES).as_millis(),
+                    every.as_millis()
+                ));
+            }
             // The list changed, or it is time to show the edge that this broker is alive.
             r = brokers.changed() => {
                 if r.is_ok()
-                    && let Err(e) = write_msg(&mut wr, &brokers_msg(&brokers)).await
+                    && let Err(e) = write_by(deadline, &mut wr, &brokers_msg(&brokers)).await
                 {
                     break e;
                 }
                 keepalive.reset();
             }
             _ = keepalive.tick() => {
-                if let Err(e) = write_msg(&mut wr, &brokers_msg(&brokers)).await {
+                if let Err(e) = write_by(deadline, &mut wr, &brokers_msg(&brokers)).await {
                     break e;
                 }
             }
             _ = peers_tick.tick() => {
                 let peers = s.service.peers_for(&edge);
                 if !peers.is_empty()
-                    && let Err(e) = write_msg(&mut wr, &LinkMessage::Peers { peers }).await
+                    && let Err(e) = write_by(deadline, &mut wr, &LinkMessage::Peers { peers }).await
                 {
                     break e;
                 }
             }
-            m = tokio::time::timeout(LINK_IDLE_TIMEOUT, read_msg(&mut rd, &mut frames, &mut buf)) => {
+            // Cancel-safe: a read that loses the race leaves its bytes in the socket, and
+            // `frames` keeps what was read already.
+            m = read_msg(&mut rd, &mut frames, &mut buf) => {
+                let now = std::time::Instant::now();
                 match m {
-                    Err(_) => break format!("no message for {} s", LINK_IDLE_TIMEOUT.as_secs()),
-                    Ok(Ok(None)) => break "the edge closed the link".to_owned(),
-                    Ok(Err(e)) => {
+                    Ok(None) => break Ended::Closed("the edge closed the link".to_owned()),
+                    Err(e) => {
                         s.links.link_errors.inc();
-                        break e;
+                        break Ended::Closed(e);
                     }
-                    Ok(Ok(Some(LinkMessage::Heartbeat { free_slots, draining, sessions, coord, coord_error }))) => {
+                    Ok(Some(LinkMessage::Heartbeat { free_slots, draining, sessions, coord, coord_error })) => {
+                        watch.handle_heartbeat(now, sessions, draining);
                         debug!(%edge, free_slots, draining, sessions, ?coord, "heartbeat");
                         if let Err(e) = s.service.apply_heartbeat(edge, free_slots, draining).await {
-                            break e.to_string();
+                            break Ended::Closed(e.to_string());
                         }
                         if let Some(c) = coord {
                             let err = coord_error.unwrap_or(INITIAL_ERROR);
@@ -242,29 +289,48 @@ pub(crate) async fn run<T: AsyncRead + AsyncWrite + Send + Unpin>(s: &AppState, 
                             }
                         }
                     }
-                    Ok(Ok(Some(LinkMessage::Response { id, status, headers, body }))) => {
+                    Ok(Some(LinkMessage::Response { id, status, headers, body })) => {
+                        watch.handle_frame(now);
                         link.answer(id, Relayed { status, headers, body });
                         s.service.edge_heard(edge).await;
                     }
-                    Ok(Ok(Some(other))) => {
+                    Ok(Some(other)) => {
                         s.links.link_errors.inc();
-                        break format!("unexpected `{}` from an edge", kind(&other));
+                        break Ended::Closed(format!("unexpected `{}` from an edge", kind(&other)));
                     }
                 }
+                silence.as_mut().reset(watch.deadline().into());
             }
             out = rx.recv() => {
-                let Some(out) = out else { break "replaced by a newer link".to_owned() };
-                if let Err(e) = write_msg(&mut wr, &out).await {
+                let Some(out) = out else {
+                    break Ended::Closed("replaced by a newer link".to_owned());
+                };
+                if let Err(e) = write_by(deadline, &mut wr, &out).await {
                     break e;
                 }
             }
         }
     };
+    // Close the connection first: a frozen edge finds it closed when it wakes, and relinks.
+    drop((rd, wr));
     // Waiting relays fail now rather than at their timeout.
-    if s.links.detach(&edge, &link) {
-        s.service.edge_gone(&edge);
+    let ours = s.links.detach(&edge, &link);
+    match ended {
+        Ended::Silent(why) => {
+            s.links.link_timeouts.inc();
+            warn!(%edge, reason = %why, "edge link silent: dropped");
+            if ours {
+                s.service.edge_silent(edge).await;
+                s.service.edge_gone(&edge);
+            }
+        }
+        Ended::Closed(why) => {
+            if ours {
+                s.service.edge_gone(&edge);
+            }
+            info!(%edge, reason = %why, "edge link closed");
+        }
     }
-    info!(%edge, reason = %why, "edge link closed");
 }
 
 fn kind(m: &LinkMessage) -> &'static str {

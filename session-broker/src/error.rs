@@ -8,6 +8,10 @@
 //! - [`RelayError`]: a request the `links` could not take to an edge and back.
 //! - [`BrokerError`]: what an operation of the registry `service` (or the WHEP relay over it)
 //!   refuses or fails with.
+//!
+//! The statuses (docs/broker.md, "Status map"): 400 a request that can never be served (it
+//! names the field), 422 a valid request that no registered edge could ever meet (it names what
+//! to relax), 503 with `Retry-After` a valid request that nothing can take now.
 
 use edgeplay_protocol::coords::Coord;
 use edgeplay_protocol::token::{EdgeId, SessionId};
@@ -93,11 +97,15 @@ pub enum BrokerError {
         /// Its burst.
         burst: f64,
     },
-    /// Placement refused: no location in the request, or no measured candidate fits.
+    /// Placement refused: no location in the request, a region no edge is in, no edge that
+    /// could ever meet the request, or no measured candidate that fits.
     #[error(transparent)]
     Placement(#[from] PlacementError),
-    /// No edge can take the request now.
-    #[error("no edge meets the request: relax the resolution, GPU class or price, or retry later")]
+    /// No edge can take the request now, though one could once it has a free slot (a request
+    /// no edge could ever meet is [`PlacementError::Unmet`] instead).
+    #[error(
+        "no edge can take the request now: every edge that could serve it is full, draining or down (or none is registered): retry after the Retry-After seconds"
+    )]
     NoEdge,
     /// The edge picked for a session left the registry meanwhile.
     #[error("the chosen edge left: ask for a new session")]
@@ -123,6 +131,17 @@ pub enum BrokerError {
         "session {0} changed while it was being placed (another broker or request placed it): GET it and retry"
     )]
     SessionChanged(SessionId),
+    /// The session already has its edge: `/select` places a session once (moving it to another
+    /// edge is the failover's own path).
+    #[error(
+        "session {session} is already placed on edge {edge}; a session is placed once: join with the token its first selection gave, or ask for a new session with POST /v1/sessions"
+    )]
+    AlreadyPlaced {
+        /// The session.
+        session: SessionId,
+        /// The edge it was placed on.
+        edge: EdgeId,
+    },
     /// A record could not be encoded.
     #[error("{0}")]
     Encode(String),

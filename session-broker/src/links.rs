@@ -63,6 +63,7 @@ pub struct Links {
     relayed: Counter,
     relay_timeouts: Counter,
     pub(crate) link_errors: Counter,
+    pub(crate) link_timeouts: Counter,
     pub(crate) coords_refused: Counter,
     /// The live brokers as the sweep last listed them; every link passes changes on.
     brokers: watch::Sender<Vec<BrokerEntry>>,
@@ -89,6 +90,11 @@ impl Links {
             "broker_link_errors",
             "Links closed on malformed or oversized frames",
             self.link_errors.clone(),
+        );
+        r.register(
+            "broker_link_timeouts",
+            "Links dropped because nothing came from the edge for three of its heartbeat intervals (the edge is marked dead)",
+            self.link_timeouts.clone(),
         );
         r.register(
             "broker_coords_refused",

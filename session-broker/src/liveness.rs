@@ -9,10 +9,17 @@
 //! receives, and [`Liveness::poll_dead`] whenever [`Liveness::poll_timeout`] passes. Only the home
 //! broker (the one receiving the heartbeats) tracks an edge; other brokers learn its state from
 //! the store, where it is written only when it changes.
+//!
+//! An edge's link has its own bound, [`LinkWatch`]: the link is silent once nothing came from
+//! the edge for [`MISSES`] of the heartbeat intervals its last heartbeat implies
+//! ([`edgeplay_protocol::link::heartbeat_interval_ms`]), and the broker then drops the link and
+//! declares the edge dead ([`Liveness::declare_dead`]), so that a frozen edge whose kernel still
+//! keeps the TCP connection open does not stay linked.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use edgeplay_protocol::link::{HEARTBEAT_IDLE_MS, heartbeat_interval_ms};
 use edgeplay_protocol::token::EdgeId;
 use serde::{Deserialize, Serialize};
 
@@ -102,6 +109,19 @@ impl Liveness {
         }
     }
 
+    /// `edge`'s link fell silent ([`LinkWatch`]): it is dead now, without waiting for its
+    /// heartbeat deadline here. Whether that is news (it was tracked and alive); a dead edge is
+    /// reported once, by this or by [`Liveness::poll_dead`], until it heartbeats again.
+    pub fn declare_dead(&mut self, edge: &EdgeId) -> bool {
+        match self.edges.get_mut(edge) {
+            Some(e) if e.state == EdgeState::Alive => {
+                e.state = EdgeState::Dead;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Stops tracking `edge` (it left, or another broker is now its home).
     pub fn forget(&mut self, edge: &EdgeId) {
         self.edges.remove(edge);
@@ -143,10 +163,132 @@ impl Liveness {
     }
 }
 
+/// How long an edge's link may stay silent: [`MISSES`] of the edge's current heartbeat
+/// interval after the last frame from the edge (sans-IO, `now` in).
+///
+/// The interval is the one the edge's last heartbeat implies
+/// ([`edgeplay_protocol::link::heartbeat_interval_ms`] of its `sessions` and `draining`: 500 ms
+/// while it serves or drains, 15 s idle), the very rule the edge schedules its heartbeats by;
+/// before the first heartbeat it is the idle one. Every frame from the edge (a heartbeat, an
+/// answer to a relayed request) moves the deadline; what the broker sends moves nothing.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use edgeplay_broker::liveness::LinkWatch;
+///
+/// let t0 = Instant::now();
+/// let mut w = LinkWatch::new(t0);
+/// w.handle_heartbeat(t0, 1, false); // serving: a heartbeat every 500 ms
+/// assert_eq!(w.deadline(), t0 + Duration::from_millis(1500));
+/// assert!(!w.is_silent(t0 + Duration::from_millis(1500)));
+/// assert!(w.is_silent(t0 + Duration::from_millis(1501)));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct LinkWatch {
+    last: Instant,
+    interval: Duration,
+}
+
+impl LinkWatch {
+    /// A link welcomed at `now`: no heartbeat yet, so the idle interval.
+    pub fn new(now: Instant) -> Self {
+        Self {
+            last: now,
+            interval: Duration::from_millis(HEARTBEAT_IDLE_MS),
+        }
+    }
+
+    /// A frame from the edge at `now` (time only moves forward).
+    pub fn handle_frame(&mut self, now: Instant) {
+        self.last = self.last.max(now);
+    }
+
+    /// A heartbeat from the edge at `now` saying it serves `sessions` and whether it drains:
+    /// a frame, and from now on the interval it implies.
+    pub fn handle_heartbeat(&mut self, now: Instant, sessions: u32, draining: bool) {
+        self.handle_frame(now);
+        self.interval = Duration::from_millis(heartbeat_interval_ms(sessions, draining));
+    }
+
+    /// The edge's current heartbeat interval.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// When the link is silent, if nothing comes from the edge first.
+    pub fn deadline(&self) -> Instant {
+        self.last + self.interval * MISSES
+    }
+
+    /// Whether nothing came from the edge for [`MISSES`] intervals by `now` (exactly three is
+    /// not yet a miss, as in [`Liveness`]).
+    pub fn is_silent(&self, now: Instant) -> bool {
+        now > self.deadline()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use edgeplay_testkit::clock::VirtualClock;
+
+    #[test]
+    fn a_link_is_silent_after_three_of_the_edges_current_intervals() {
+        let clock = VirtualClock::new();
+        let t0 = clock.now();
+        let mut w = LinkWatch::new(t0);
+        // Before any heartbeat: the idle interval.
+        assert_eq!(w.deadline(), t0 + Duration::from_secs(45));
+        // Idle heartbeats every 15 s keep it up.
+        clock.advance(Duration::from_secs(15));
+        w.handle_heartbeat(clock.now(), 0, false);
+        clock.advance(Duration::from_secs(44));
+        assert!(!w.is_silent(clock.now()));
+        // The edge serves: 500 ms heartbeats, 1.5 s of silence allowed from its last frame.
+        w.handle_heartbeat(clock.now(), 2, false);
+        assert_eq!(w.interval(), Duration::from_millis(500));
+        let served = clock.now();
+        clock.advance(Duration::from_millis(1000));
+        // An answer to a relayed request is a frame from the edge too.
+        w.handle_frame(clock.now());
+        clock.advance(Duration::from_millis(1500));
+        assert!(
+            !w.is_silent(clock.now()),
+            "exactly three intervals is not yet a miss"
+        );
+        clock.advance(Duration::from_millis(1));
+        assert!(w.is_silent(clock.now()));
+        // Out-of-order times do not move the deadline back.
+        w.handle_frame(served);
+        assert!(w.is_silent(clock.now()));
+        // A draining edge heartbeats at the serving rate even with no session left.
+        w.handle_heartbeat(clock.now(), 0, true);
+        assert_eq!(w.deadline(), clock.now() + Duration::from_millis(1500));
+        // Its last session gone and not draining: back to 45 s.
+        w.handle_heartbeat(clock.now(), 0, false);
+        assert_eq!(w.deadline(), clock.now() + Duration::from_secs(45));
+    }
+
+    #[test]
+    fn a_silent_link_declares_its_edge_dead_once() {
+        let clock = VirtualClock::new();
+        let mut l = Liveness::new();
+        l.handle_heartbeat(id(1), true, clock.now());
+        assert!(l.declare_dead(&id(1)));
+        assert_eq!(l.state(&id(1)), Some(EdgeState::Dead));
+        // Already dead: neither the link nor the sweep reports it again.
+        assert!(!l.declare_dead(&id(1)));
+        clock.advance(Duration::from_secs(10));
+        assert!(l.poll_dead(clock.now()).is_empty());
+        // Untracked edges (another broker is their home) are not this broker's to declare.
+        assert!(!l.declare_dead(&id(2)));
+        // The sweep first: then the link's silence is no news.
+        l.handle_heartbeat(id(1), true, clock.now());
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(l.poll_dead(clock.now()), vec![id(1)]);
+        assert!(!l.declare_dead(&id(1)));
+        assert_eq!(l.handle_heartbeat(id(1), true, clock.now()), Heard::Revived);
+    }
 
     fn id(n: u8) -> EdgeId {
         EdgeId([n; 32])

@@ -167,11 +167,20 @@ impl Default for Request {
 /// Why no edge was picked.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PlacementError {
-    /// The request has neither a usable coordinate nor a known region.
+    /// The request has neither a usable coordinate nor a region (the request decoder refuses
+    /// such a request first).
     #[error(
-        "request has no valid coordinate and no known region: send `coord` or one of the regions the broker lists"
+        "request has no valid coordinate and no region: send `coord`, or `region` (one the edges list)"
     )]
     NoLocation,
+    /// The request has no coordinate, and no indexed edge is in the region it names.
+    #[error(
+        "no registered edge is in region `{0}`, and the request has no coordinate: send `coord`, or one of the regions GET /v1/edges lists"
+    )]
+    UnknownRegion(String),
+    /// No indexed edge could meet the request, however free: the sentence says what to relax.
+    #[error("no registered edge could ever meet the request, free or not: {0}")]
+    Unmet(String),
     /// No measurement names a candidate that still meets the request.
     #[error(
         "none of the measured edges is a current candidate that meets the request: ask for new candidates and measure them (at least one finite RTT)"
@@ -469,13 +478,11 @@ impl Index {
             return Ok((c, None));
         }
         let name = req.region.as_ref().ok_or(PlacementError::NoLocation)?;
-        let r = *self
-            .region_ids
-            .get(name)
-            .ok_or(PlacementError::NoLocation)?;
+        let unknown = || PlacementError::UnknownRegion(name.clone());
+        let r = *self.region_ids.get(name).ok_or_else(unknown)?;
         let s = self.regions[usize::from(r)];
         if s.n == 0 {
-            return Err(PlacementError::NoLocation);
+            return Err(unknown());
         }
         let n = s.n as f64;
         Ok((
@@ -545,6 +552,83 @@ impl Index {
             .into_iter()
             .filter_map(|(s, slot, _)| self.slots[slot as usize].as_ref().map(|e| (s, e.spec.id)))
             .collect())
+    }
+
+    /// What a session request is offered: [`Index::candidates_scored`], and when that is empty,
+    /// whether any indexed edge could ever meet the request. `Err(`[`PlacementError::Unmet`]`)`
+    /// (saying what to relax) when none could, whatever its load, draining or reputation;
+    /// `Ok` and empty when one could once it has a free slot again, or when no edge is indexed
+    /// at all (edges come and go: that is "nothing now", not "never").
+    pub fn offer(&self, req: &Request) -> Result<Vec<(f64, EdgeId)>, PlacementError> {
+        if self.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found = self.candidates_scored(req)?;
+        if !found.is_empty() {
+            return Ok(found);
+        }
+        let region = self.origin(req)?.1;
+        match self.unmet(req, region) {
+            Some(relax) => Err(PlacementError::Unmet(relax)),
+            None => Ok(found),
+        }
+    }
+
+    /// `None` when some indexed edge (of the request's region, when it is limited to one) meets
+    /// what the request asks of an edge itself (GPU class, frame size, frame rate, price),
+    /// whatever its free slots; else what to relax to reach the edge that misses the fewest of
+    /// those (the best fit). One pass over the index, without allocating, taken only when no
+    /// candidate was found; it stops at the first edge that fits.
+    fn unmet(&self, req: &Request, region: Option<u16>) -> Option<String> {
+        let mut best: Option<(usize, &EdgeSpec)> = None;
+        for e in self.slots.iter().flatten() {
+            if region.is_some_and(|r| r != e.region) {
+                continue;
+            }
+            let misses = Self::misses(&e.spec, req).iter().filter(|m| **m).count();
+            if misses == 0 {
+                return None;
+            }
+            if best.is_none_or(|(m, _)| misses < m) {
+                best = Some((misses, &e.spec));
+            }
+        }
+        let (_, fit) = best?;
+        let [class, width, height, fps, price] = Self::misses(fit, req);
+        let relax: Vec<String> = [
+            (class, format!("relax `min_gpu_class` to {}", fit.gpu_class)),
+            (width, format!("relax `width` to {}", fit.max_width)),
+            (height, format!("relax `height` to {}", fit.max_height)),
+            (fps, format!("relax `fps` to {}", fit.max_fps)),
+            (
+                price,
+                format!("raise `max_price_per_min` to {}", fit.price_per_min),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(miss, say)| miss.then_some(say))
+        .collect();
+        Some(format!(
+            "{} (the best fit, edge {}, offers {}x{} at {} fps, GPU class {}, price {} per minute)",
+            relax.join(", "),
+            fit.id,
+            fit.max_width,
+            fit.max_height,
+            fit.max_fps,
+            fit.gpu_class,
+            fit.price_per_min,
+        ))
+    }
+
+    /// What `req` asks of `s` that `s` lacks: GPU class, width, height, fps, price.
+    fn misses(s: &EdgeSpec, req: &Request) -> [bool; 5] {
+        [
+            s.gpu_class < req.min_gpu_class,
+            s.max_width < req.width,
+            s.max_height < req.height,
+            s.max_fps < req.fps,
+            req.max_price_per_min.is_some_and(|m| s.price_per_min > m),
+        ]
     }
 
     #[allow(

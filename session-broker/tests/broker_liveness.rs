@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    create_session, edge, edge_id, eventually, heartbeat_ok, http, select, session_body, start,
+    broker_with_two_edges, create_session, edge_id, eventually, heartbeat_ok, http, select,
+    session_body,
 };
-use edgeplay_protocol::token::SigningKey;
 use serde_json::{Value, json};
 
 fn state_of(edges: &Value, id: &Value) -> String {
@@ -27,16 +27,8 @@ fn state_of(edges: &Value, id: &Value) -> String {
 
 #[test]
 fn a_silent_serving_edge_is_marked_dead_and_its_session_for_failover() {
-    let dir = std::env::temp_dir().join(format!("edgeplay-broker-live-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let b = start(&dir, &[]);
-    let silent = SigningKey::from_bytes(&[31; 32]);
-    let steady = SigningKey::from_bytes(&[32; 32]);
     // The silent edge is nearer the player, so it gets the session.
-    for (k, x) in [(&silent, 1.0), (&steady, 40.0)] {
-        let (st, v) = http(b.addr, "POST", "/v1/edges", Some(&edge(k, x, 6000)));
-        assert_eq!(st, 201, "{v}");
-    }
+    let (b, dir, silent, steady) = broker_with_two_edges("live", 31, [1.0, 40.0], 6000);
     let (sid, _) = create_session(b.addr, &session_body("ann"));
     let sel = json!({"measured": [
         {"edge": edge_id(&silent), "rtt_ms": 2.0},

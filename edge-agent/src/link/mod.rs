@@ -34,8 +34,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use edgeplay_protocol::link::{
-    self, BROKER_SILENCE_MS, EdgeAd, HEARTBEAT_BUSY_MS, HEARTBEAT_IDLE_MS, LinkMessage,
-    broker_hostports, proof_bytes, welcome_bytes,
+    self, BROKER_SILENCE_MS, EdgeAd, HEARTBEAT_BUSY_MS, LinkMessage, broker_hostports, proof_bytes,
+    welcome_bytes,
 };
 use edgeplay_protocol::token::{EdgeId, Signature, SigningKey, VerifyingKey, from_hex, to_hex};
 use tokio::io::AsyncReadExt;
@@ -369,11 +369,9 @@ async fn serve_link(
                 told = Some(coord);
             }
             last = cur;
-            let every = if cur.sessions > 0 || cur.draining {
-                HEARTBEAT_BUSY_MS
-            } else {
-                HEARTBEAT_IDLE_MS
-            };
+            // The broker derives the same interval from this heartbeat and drops the link
+            // after three of them without a message.
+            let every = link::heartbeat_interval_ms(cur.sessions, cur.draining);
             next_beat = Instant::now() + Duration::from_millis(every);
         }
         tokio::select! {

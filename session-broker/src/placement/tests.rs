@@ -231,3 +231,84 @@ proptest! {
         }
     }
 }
+
+/// `offer` tells "nothing free now" (empty) from "no edge could ever" (`Unmet`, naming what to
+/// relax) and "no edge in that region" (`UnknownRegion`); an empty index is "nothing now".
+#[test]
+fn offer_tells_none_now_from_none_ever() {
+    let mut ix = Index::new(IndexConfig::default());
+    let here = Request {
+        coord: Some(at(0.0, 0.0, 1.0)),
+        ..Request::default()
+    };
+    assert_eq!(ix.offer(&here), Ok(Vec::new()));
+    let mut big = edge(1, at(0.0, 0.0, 1.0));
+    big.max_fps = 144;
+    big.max_width = 3840;
+    big.max_height = 2160;
+    big.gpu_class = 5;
+    ix.upsert(big.clone());
+    ix.upsert(edge(2, at(5.0, 0.0, 1.0)));
+    assert_eq!(ix.offer(&here).unwrap().len(), 2);
+
+    // More fps than any edge offers: never; the best fit says what to relax.
+    let fast = Request {
+        fps: 240,
+        ..here.clone()
+    };
+    let Err(PlacementError::Unmet(why)) = ix.offer(&fast) else {
+        panic!("{:?}", ix.offer(&fast));
+    };
+    assert!(why.contains("relax `fps` to 144"), "{why}");
+    // Each part met by some edge but no edge meets them all together: never, too.
+    let both = Request {
+        width: 3840,
+        height: 2160,
+        min_gpu_class: 6,
+        max_price_per_min: Some(10),
+        ..here.clone()
+    };
+    let Err(PlacementError::Unmet(why)) = ix.offer(&both) else {
+        panic!("{:?}", ix.offer(&both));
+    };
+    assert!(
+        why.contains("relax `min_gpu_class` to 5")
+            && why.contains("raise `max_price_per_min` to 1000"),
+        "{why}"
+    );
+
+    // The big edge full, draining or of low reputation: 4K is "not now", not "never".
+    let uhd = Request {
+        width: 3840,
+        height: 2160,
+        ..here.clone()
+    };
+    for change in [
+        (|e: &mut EdgeSpec| e.free_slots = 0) as fn(&mut EdgeSpec),
+        |e| e.accepting = false,
+        |e| e.reputation = 0.0,
+    ] {
+        let mut b = big.clone();
+        change(&mut b);
+        ix.upsert(b);
+        assert_eq!(ix.offer(&uhd), Ok(Vec::new()));
+    }
+
+    // A region hint no edge is in; one that an edge is in but that cannot meet the request.
+    let lost = Request {
+        coord: None,
+        region: Some("mars".into()),
+        ..here.clone()
+    };
+    assert_eq!(
+        ix.offer(&lost),
+        Err(PlacementError::UnknownRegion("mars".into()))
+    );
+    let eu_fast = Request {
+        coord: None,
+        region: Some("eu".into()),
+        fps: 500,
+        ..here
+    };
+    assert!(matches!(ix.offer(&eu_fast), Err(PlacementError::Unmet(_))));
+}

@@ -1,5 +1,7 @@
 //! What every route shares: the error a client sees ([`ApiError`], and the status of each
-//! [`BrokerError`]), the caller's address, ids in the path, the body limit's refusal, and CORS.
+//! [`BrokerError`]: the status map of docs/broker.md, 400 never servable, 422 no edge ever,
+//! 503 with `Retry-After` nothing now), the caller's address, ids in the path, the body limit's
+//! refusal, and CORS.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -7,7 +9,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::ConnectInfo;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::{BrokerError, DecodeError, RelayError};
@@ -30,9 +32,19 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// What a 503 tells the client to wait before it asks again (`Retry-After`, seconds): about
+/// the time an edge's heartbeat takes to report a slot freed (500 ms while serving) a few times.
+pub(crate) const RETRY_AFTER_SECS: u32 = 2;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+        let mut r = (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response();
+        // 503 is "valid, but not now": always say when to try again.
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        r
     }
 }
 
@@ -48,9 +60,11 @@ fn status(e: &BrokerError) -> StatusCode {
         | BrokerError::NotACandidate { .. }
         | BrokerError::NoWhepResource(_) => StatusCode::NOT_FOUND,
         BrokerError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-        BrokerError::Placement(PlacementError::NoMeasuredCandidate) => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
+        BrokerError::Placement(
+            PlacementError::NoMeasuredCandidate
+            | PlacementError::UnknownRegion(_)
+            | PlacementError::Unmet(_),
+        ) => StatusCode::UNPROCESSABLE_ENTITY,
         BrokerError::Placement(PlacementError::NoLocation)
         | BrokerError::BadCoordinate { .. }
         | BrokerError::Encode(_)
@@ -58,7 +72,8 @@ fn status(e: &BrokerError) -> StatusCode {
         BrokerError::NoEdge | BrokerError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         BrokerError::ChosenEdgeLeft
         | BrokerError::NotPlaced(_)
-        | BrokerError::SessionChanged(_) => StatusCode::CONFLICT,
+        | BrokerError::SessionChanged(_)
+        | BrokerError::AlreadyPlaced { .. } => StatusCode::CONFLICT,
         BrokerError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         BrokerError::Relay(RelayError::NotConnected(_) | RelayError::Dropped(_))
         | BrokerError::EdgeStatus { .. } => StatusCode::BAD_GATEWAY,

@@ -100,6 +100,8 @@ impl Service {
             live.liveness.handle_heartbeat(id, false, Instant::now());
             let created = live.edges.insert(id, (rec, Instant::now())).is_none();
             self.metrics.edges.set(live.edges.len() as i64);
+            // A dead edge registering again (its link timed out, it relinked) is alive now.
+            self.metrics.edges_dead.set(Self::count_dead(&live));
             created
         };
         self.metrics.registrations.inc();
@@ -234,6 +236,17 @@ impl Service {
     pub(crate) fn edge_gone(&self, edge: &EdgeId) {
         self.live().index.remove(edge);
         warn!(%edge, "edge gone: out of placement until it links again");
+    }
+
+    /// An edge's link fell silent (nothing from it for three of its heartbeat intervals, see
+    /// [`crate::liveness::LinkWatch`]): it is dead now, as if its heartbeat deadline had passed
+    /// (out of placement, state `dead` in the store, its sessions marked for failover), unless
+    /// the sweep marked it already or another broker is its home.
+    pub(crate) async fn edge_silent(&self, edge: EdgeId) {
+        let news = self.live().liveness.declare_dead(&edge);
+        if news {
+            self.mark_dead(edge).await;
+        }
     }
 
     /// Every registered edge's record, by id.

@@ -25,6 +25,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use edgeplay_protocol::coords::Coord;
 use edgeplay_protocol::token::{EdgeId, SessionId};
+use prometheus_client::metrics::counter::Counter;
 use tracing::{info, warn};
 
 use crate::error::BrokerError;
@@ -93,6 +94,9 @@ pub(crate) struct Service {
     key: BrokerKey,
     live: Mutex<Live>,
     metrics: Metrics,
+    /// Selections of a session that had its edge already (registered with the broker's metrics
+    /// as `broker_selections_refused_placed`).
+    reselections_refused: Counter,
 }
 
 impl Service {
@@ -101,7 +105,7 @@ impl Service {
         store: Arc<dyn Store>,
         key: BrokerKey,
         rate: RateLimit,
-        metrics: Metrics,
+        mut metrics: Metrics,
     ) -> Result<Self, StoreError> {
         let mut live = Live {
             index: Index::new(IndexConfig::default()),
@@ -134,11 +138,18 @@ impl Service {
             "registry loaded"
         );
         metrics.edges.set(live.edges.len() as i64);
+        let reselections_refused = Counter::default();
+        metrics.registry.register(
+            "broker_selections_refused_placed",
+            "Selections refused with 409 because the session was placed already (a session is placed once)",
+            reselections_refused.clone(),
+        );
         Ok(Service {
             store,
             key,
             live: Mutex::new(live),
             metrics,
+            reselections_refused,
         })
     }
 

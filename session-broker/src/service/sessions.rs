@@ -39,7 +39,8 @@ impl Service {
     }
 
     /// The locked part of `POST /v1/sessions`: the request's candidates from the index and what
-    /// the answer says of each, under one hold of the registry lock.
+    /// the answer says of each, under one hold of the registry lock. None now is an empty list
+    /// (503); none ever is [`crate::placement::PlacementError::Unmet`] (422), see `Index::offer`.
     pub(crate) fn offer(
         &self,
         request: &Request,
@@ -47,7 +48,7 @@ impl Service {
         let live = self.live();
         let cands: Vec<EdgeId> = live
             .index
-            .candidates_scored(request)?
+            .offer(request)?
             .into_iter()
             .map(|(_, id)| id)
             .collect();
@@ -115,6 +116,10 @@ impl Service {
 
     /// Places a session read with its revision ([`Service::session`]) on the edge picked from
     /// `measured`, through a write fenced on that revision, and mints its join token.
+    ///
+    /// A session is placed once: one that has an edge already (placed by an earlier selection,
+    /// here or on another broker) is refused with [`BrokerError::AlreadyPlaced`] and no token
+    /// is minted; moving a session to another edge is the failover's path, not this one.
     pub(crate) async fn place(
         &self,
         stored: SessionRecord,
@@ -122,6 +127,9 @@ impl Service {
         measured: &[(EdgeId, f64)],
     ) -> Result<Placed, BrokerError> {
         let sid = stored.id;
+        if let Some(edge) = stored.edge {
+            return Err(self.already_placed(sid, edge));
+        }
         let edge = self.choose(&stored.request, &stored.candidates, measured)?;
         let mut rec = stored;
         rec.edge = Some(edge.id);
@@ -135,7 +143,11 @@ impl Service {
             .put_if(Table::Sessions, sid.to_string(), bytes, revision)
             .await?
         {
-            return Err(BrokerError::SessionChanged(sid));
+            // Another selection (here or on another broker) wrote first: say where it went.
+            return Err(match self.session(&sid).await {
+                Ok(Some((SessionRecord { edge: Some(e), .. }, _))) => self.already_placed(sid, e),
+                _ => BrokerError::SessionChanged(sid),
+            });
         }
         self.live().sessions.insert(sid, rec);
         self.metrics.selections.inc();
@@ -145,6 +157,13 @@ impl Service {
             token,
             expires_unix_ms: t.expires_unix_ms,
         })
+    }
+
+    /// The refusal of a second selection of `sid`, placed on `edge` already.
+    fn already_placed(&self, sid: SessionId, edge: EdgeId) -> BrokerError {
+        self.reselections_refused.inc();
+        info!(session = %sid, %edge, "selection refused: the session is placed already");
+        BrokerError::AlreadyPlaced { session: sid, edge }
     }
 
     /// A session with its store revision, read through the store (so one created on another

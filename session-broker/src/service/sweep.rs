@@ -70,7 +70,7 @@ impl Service {
             rec.state = EdgeState::Dead;
             rec.clone()
         };
-        warn!(%edge, "edge missed three heartbeats: marked dead");
+        warn!(%edge, "edge missed three heartbeats (or its link was silent as long): marked dead");
         self.metrics.edges_marked_dead.inc();
         self.edge_state_changed(rec).await;
         if let Err(e) = self.mark_sessions_for_failover(edge).await {
@@ -78,7 +78,7 @@ impl Service {
         }
     }
 
-    fn count_dead(live: &Live) -> i64 {
+    pub(super) fn count_dead(live: &Live) -> i64 {
         let dead = live
             .edges
             .values()

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -104,7 +104,8 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) ->
     try_http(addr, method, path, body).expect("broker answers")
 }
 
-fn dechunk(mut s: &str) -> String {
+/// The body of a chunked HTTP/1.1 answer, its chunks joined.
+pub fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     while let Some((len, rest)) = s.split_once("\r\n") {
         let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
@@ -204,4 +205,25 @@ pub fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A broker in a fresh data dir named after `test`, with two edges registered: keys
+/// `[seed; 32]` and `[seed + 1; 32]`, at x = `xs[0]` and `xs[1]`, both advertising `port`; the
+/// broker, its data dir (for the test to remove) and the two keys.
+pub fn broker_with_two_edges(
+    test: &str,
+    seed: u8,
+    xs: [f64; 2],
+    port: u16,
+) -> (Broker, PathBuf, SigningKey, SigningKey) {
+    let dir = std::env::temp_dir().join(format!("edgeplay-broker-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let b = start(&dir, &[]);
+    let first = SigningKey::from_bytes(&[seed; 32]);
+    let second = SigningKey::from_bytes(&[seed + 1; 32]);
+    for (k, x) in [(&first, xs[0]), (&second, xs[1])] {
+        let (st, v) = http(b.addr, "POST", "/v1/edges", Some(&edge(k, x, port)));
+        assert_eq!(st, 201, "{v}");
+    }
+    (b, dir, first, second)
 }
