@@ -9,6 +9,14 @@
 //! joins arrives at once. The count of taken slots is what the edge's heartbeats report to the
 //! broker ([`Admission::watch`]) and what `/metrics` shows as `edgeplay_edge_session_slots_used`.
 //!
+//!
+//! A slot joined with a broker's token is bound to that broker session ([`Slot::bind`]): the
+//! admission then lists it as running ([`Admission::running`], what the link sends as
+//! `Running`), lets the broker end it ([`Admission::end`], which the session's transport
+//! hears through [`Slot::end_requested`]), and, when the slot drops, queues the report of its
+//! end ([`Admission::take_ended`], at most [`MAX_UNSENT`] waiting for a link) with what
+//! [`Slot::finish`] recorded.
+//!
 //! ```
 //! use edgeplay_edge::admission::Admission;
 //! use edgeplay_edge::metrics::Metrics;
@@ -20,10 +28,14 @@
 //! assert_eq!(admission.in_use(), 0);
 //! ```
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use edgeplay_protocol::lifecycle::{EndReason, MAX_RUNNING, SessionEnded};
+use edgeplay_protocol::token::SessionId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::metrics::Metrics;
 
@@ -31,6 +43,10 @@ use crate::metrics::Metrics;
 /// Sessions last minutes, so a slot rarely frees sooner; a player in a hurry asks the broker
 /// for another edge instead.
 pub const RETRY_AFTER_SECS: u32 = 5;
+/// Most end reports kept while no link takes them (the oldest go first, counted in
+/// `edgeplay_edge_session_reports_dropped_total`): the broker ends what it misses when the
+/// edge's next `Running` no longer lists it.
+pub const MAX_UNSENT: usize = 4096;
 
 /// Every session slot of the edge is taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,13 +72,31 @@ struct Inner {
     /// Slots taken now; every change is published, so the link hears it without polling.
     used: watch::Sender<u32>,
     metrics: Arc<Metrics>,
+    book: Mutex<Book>,
+    /// Bumped on every change of the book (a session bound, ended or asked to end).
+    book_version: watch::Sender<u64>,
+}
+
+/// The broker sessions the edge runs and the ends not yet reported.
+#[derive(Debug, Default)]
+struct Book {
+    /// Each running broker session, and how the broker asks it to end.
+    running: BTreeMap<SessionId, watch::Sender<Option<EndReason>>>,
+    unsent: VecDeque<SessionEnded>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Admission {
-    /// `max_sessions` slots (at most [`Semaphore::MAX_PERMITS`]), counted on `metrics`.
+    /// `max_sessions` slots (at most [`MAX_RUNNING`], what one `Running` message may list),
+    /// counted on `metrics`.
     #[must_use]
     pub fn new(max_sessions: usize, metrics: &Arc<Metrics>) -> Self {
-        let max = max_sessions.min(Semaphore::MAX_PERMITS);
+        let max = max_sessions.min(MAX_RUNNING);
         metrics
             .session_slots
             .set(i64::try_from(max).unwrap_or(i64::MAX));
@@ -73,6 +107,8 @@ impl Admission {
                 slots: Arc::new(Semaphore::new(max)),
                 used: watch::Sender::new(0),
                 metrics: Arc::clone(metrics),
+                book: Mutex::new(Book::default()),
+                book_version: watch::Sender::new(0),
             }),
         }
     }
@@ -90,6 +126,8 @@ impl Admission {
                 Ok(Slot {
                     permit: Some(permit),
                     admission: self.clone(),
+                    bound: None,
+                    end: None,
                 })
             }
             // The semaphore is never closed: no permit left is the only way here.
@@ -129,6 +167,59 @@ impl Admission {
         self.inner.used.subscribe()
     }
 
+    fn book(&self) -> MutexGuard<'_, Book> {
+        self.inner
+            .book
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn book_changed(&self) {
+        self.inner.book_version.send_modify(|v| *v += 1);
+    }
+
+    /// The broker sessions running now, in id order.
+    #[must_use]
+    pub fn running(&self) -> Vec<SessionId> {
+        self.book().running.keys().copied().collect()
+    }
+
+    /// The ends not reported yet, oldest first; they are the caller's to send from now on.
+    #[must_use]
+    pub fn take_ended(&self) -> Vec<SessionEnded> {
+        self.book().unsent.drain(..).collect()
+    }
+
+    /// Puts back reports that could not be sent (the link dropped), ahead of newer ones.
+    pub fn requeue(&self, reports: Vec<SessionEnded>) {
+        let mut book = self.book();
+        for r in reports.into_iter().rev() {
+            if book.unsent.len() >= MAX_UNSENT {
+                self.inner.metrics.session_reports_dropped.inc();
+                continue;
+            }
+            book.unsent.push_front(r);
+        }
+    }
+
+    /// Changes whenever a broker session is bound or ends.
+    #[must_use]
+    pub fn book_changes(&self) -> watch::Receiver<u64> {
+        self.inner.book_version.subscribe()
+    }
+
+    /// The broker asks `session` to end for `reason`: whether it runs here.
+    pub fn end(&self, session: SessionId, reason: EndReason) -> bool {
+        let book = self.book();
+        match book.running.get(&session) {
+            Some(tx) => {
+                tx.send_replace(Some(reason));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Publishes the count after a slot was taken or given back. The count is read from the
     /// semaphore inside the watch's lock, so when two changes race the last one published is
     /// the state after both, never a stale one.
@@ -152,10 +243,94 @@ impl Admission {
 pub struct Slot {
     permit: Option<OwnedSemaphorePermit>,
     admission: Admission,
+    /// The broker session, once bound, and when it started.
+    bound: Option<Bound>,
+    /// How it ended, once the transport said.
+    end: Option<(EndReason, u64, u64)>,
+}
+
+#[derive(Debug)]
+struct Bound {
+    session: SessionId,
+    started: Instant,
+    started_unix_ms: u64,
+    asked: watch::Receiver<Option<EndReason>>,
+}
+
+impl Slot {
+    /// Binds the slot to the broker session its join token names: listed as running from now
+    /// until the slot drops. A session bound already (a second join with a replayed id, which
+    /// single-use tokens prevent) keeps its first slot.
+    pub fn bind(&mut self, session: SessionId) {
+        let (tx, asked) = watch::channel(None);
+        {
+            let mut book = self.admission.book();
+            if book.running.contains_key(&session) {
+                warn!(%session, "a second join of a running session: not listed twice");
+                return;
+            }
+            book.running.insert(session, tx);
+        }
+        self.bound = Some(Bound {
+            session,
+            started: Instant::now(),
+            started_unix_ms: unix_ms(),
+            asked,
+        });
+        self.admission.book_changed();
+    }
+
+    /// Resolves when the broker asks the session to end (with its reason); never for a slot
+    /// not bound to a broker session. The future owns what it needs, so it may be spawned.
+    pub fn end_requested(&self) -> impl std::future::Future<Output = EndReason> + Send + 'static {
+        let asked = self.bound.as_ref().map(|b| b.asked.clone());
+        async move {
+            let Some(mut asked) = asked else {
+                return std::future::pending().await;
+            };
+            loop {
+                if let Some(r) = *asked.borrow_and_update() {
+                    return r;
+                }
+                if asked.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        }
+    }
+
+    /// Records how the session ended (reported when the slot drops; without it the report says
+    /// `failed`: the session never got as far as its transport's end), with the frames and
+    /// encoded bytes it produced.
+    pub fn finish(&mut self, reason: EndReason, frames: u64, bytes: u64) {
+        self.end = Some((reason, frames, bytes));
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if let Some(b) = self.bound.take() {
+            let (reason, frames, bytes) = self.end.unwrap_or((EndReason::Failed, 0, 0));
+            let reason = b.asked.borrow().unwrap_or(reason);
+            let report = SessionEnded {
+                session: b.session,
+                reason,
+                started_unix_ms: b.started_unix_ms,
+                duration_ms: u64::try_from(b.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                frames,
+                bytes,
+            };
+            {
+                let mut book = self.admission.book();
+                book.running.remove(&b.session);
+                if book.unsent.len() >= MAX_UNSENT {
+                    book.unsent.pop_front();
+                    self.admission.inner.metrics.session_reports_dropped.inc();
+                }
+                book.unsent.push_back(report);
+            }
+            self.admission.book_changed();
+        }
         drop(self.permit.take());
         self.admission.publish();
     }
@@ -220,10 +395,52 @@ mod tests {
         assert_eq!(admission.in_use(), 0);
     }
 
+    #[tokio::test]
+    async fn bound_slots_are_listed_ended_on_request_and_reported_on_drop() {
+        let admission = Admission::new(4, &Metrics::new());
+        let mut changes = admission.book_changes();
+        let unbound = admission.try_admit("dev").unwrap();
+        let mut a = admission.try_admit("quic").unwrap();
+        let mut b = admission.try_admit("whep").unwrap();
+        a.bind(SessionId([1; 16]));
+        b.bind(SessionId([2; 16]));
+        assert!(changes.has_changed().unwrap());
+        changes.mark_unchanged();
+        assert_eq!(
+            admission.running(),
+            vec![SessionId([1; 16]), SessionId([2; 16])]
+        );
+        // The broker ends b: its transport hears it, and its report says why.
+        assert!(admission.end(SessionId([2; 16]), EndReason::MaxDuration));
+        assert!(!admission.end(SessionId([9; 16]), EndReason::MaxDuration));
+        assert_eq!(b.end_requested().await, EndReason::MaxDuration);
+        b.finish(EndReason::PlayerLeft, 10, 1000);
+        drop(b);
+        a.finish(EndReason::Failed, 3, 30);
+        drop(a);
+        drop(unbound);
+        assert!(changes.has_changed().unwrap());
+        assert!(admission.running().is_empty());
+        let ended = admission.take_ended();
+        assert_eq!(ended.len(), 2, "the unbound slot reports nothing");
+        assert_eq!(
+            (
+                ended[0].session,
+                ended[0].reason,
+                ended[0].frames,
+                ended[0].bytes
+            ),
+            (SessionId([2; 16]), EndReason::MaxDuration, 10, 1000),
+            "the broker's reason wins"
+        );
+        assert_eq!((ended[1].reason, ended[1].bytes), (EndReason::Failed, 30));
+        assert!(admission.take_ended().is_empty(), "taken once");
+    }
+
     #[test]
     fn an_absurd_maximum_is_clamped_not_a_panic() {
         let admission = Admission::new(usize::MAX, &Metrics::new());
-        assert_eq!(admission.max(), Semaphore::MAX_PERMITS);
+        assert_eq!(admission.max(), MAX_RUNNING);
         let _slot = admission.try_admit("dev").unwrap();
         assert_eq!(admission.in_use(), 1);
     }

@@ -177,6 +177,8 @@ pub async fn serve(args: BrokerArgs, edge: Edge) -> anyhow::Result<()> {
     println!("  http http://{http_addr} (/healthz, /metrics)");
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The link stops last, once the sessions' end reports have gone out on it.
+    let (link_stop_tx, link_stop_rx) = watch::channel(false);
     let mut used = admission.watch();
     let (load_tx, load_rx) = watch::channel(Load {
         sessions: *used.borrow_and_update(),
@@ -243,10 +245,11 @@ pub async fn serve(args: BrokerArgs, edge: Edge) -> anyhow::Result<()> {
                 args.echo_listen.ip(),
                 Arc::clone(&edge.metrics),
             )),
+            admission: admission.clone(),
         },
         http.router(),
         load_rx,
-        stop_rx.clone(),
+        link_stop_rx,
     ));
     let signal = shutdown_signal();
     tokio::pin!(signal);
@@ -258,6 +261,7 @@ pub async fn serve(args: BrokerArgs, edge: Edge) -> anyhow::Result<()> {
             Ok(()) = used.changed() => report(&load_tx, *used.borrow_and_update()),
             r = &mut link => {
                 let _ = stop_tx.send(true);
+                let _ = link_stop_tx.send(true);
                 return match r {
                     Ok(r) => r.map_err(Into::into),
                     Err(e) => Err(anyhow::anyhow!("the link task failed: {e}")),
@@ -279,16 +283,18 @@ pub async fn serve(args: BrokerArgs, edge: Edge) -> anyhow::Result<()> {
             () = tokio::time::sleep_until(deadline) => break,
         }
     }
-    // One more heartbeat period so that the broker hears the final state.
-    tokio::time::sleep(Duration::from_millis(HEARTBEAT_BUSY_MS)).await;
+    // Sessions still running past the drain end now (`edge_stopped`); their reports and the
+    // final load go out on the link, which stops one heartbeat period later.
     let _ = stop_tx.send(true);
-    let _ = link.await;
     http.end_all().await;
     while let Some(r) = tasks.join_next().await {
         if let Ok(Err(e)) = r {
             warn!(error = %e, "stopping");
         }
     }
+    tokio::time::sleep(Duration::from_millis(HEARTBEAT_BUSY_MS)).await;
+    let _ = link_stop_tx.send(true);
+    let _ = link.await;
     info!("edge stopped");
     Ok(())
 }

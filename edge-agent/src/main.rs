@@ -374,6 +374,13 @@ fn run_cmd(args: RunArgs) -> Result<()> {
     if args.max_sessions == 0 {
         bail!("`--max-sessions 0` would refuse every player: give at least 1");
     }
+    if args.max_sessions > edgeplay_protocol::lifecycle::MAX_RUNNING {
+        bail!(
+            "`--max-sessions {}` is over the {} sessions one edge may run: give at most that",
+            args.max_sessions,
+            edgeplay_protocol::lifecycle::MAX_RUNNING
+        );
+    }
     let encoder = encode::probe(args.media.encoder).context("video encoder")?;
     let gpu = Gpu::new().context("Vulkan")?;
     let metrics = Metrics::new();

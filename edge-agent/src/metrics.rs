@@ -15,7 +15,14 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
+
+/// Registers `metric` under `name` and hands it back: each metric is declared and registered
+/// in one expression.
+fn registered<M: Metric + Clone>(r: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    r.register(name, help, metric.clone());
+    metric
+}
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -53,6 +60,8 @@ pub struct Metrics {
     pub session_slots_used: Gauge,
     /// Joins refused because every slot was taken, by transport (`whep`, `quic`, `dev`).
     pub sessions_refused: Family<Labels, Counter>,
+    /// Session-end reports dropped because too many waited for a broker link.
+    pub session_reports_dropped: Counter,
     /// 1 for the encoder in use, labelled by its name.
     pub encoder_info: Family<Labels, Gauge>,
     /// Inputs applied to a game.
@@ -82,37 +91,24 @@ impl Metrics {
     #[must_use]
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("edgeplay_edge");
-        let frames = Counter::default();
-        let video_bytes = Counter::default();
-        let keyframes = Counter::default();
-        let keyframes_limited = Counter::default();
-        let video_bitrate_kbps = Gauge::default();
-        let video_bitrate_changes = Counter::default();
-        let webrtc_estimate_bps = Gauge::default();
-        let audio_packets = Counter::default();
-        let sessions_active = Gauge::default();
-        let sessions_started = Counter::default();
-        let session_slots = Gauge::default();
-        let session_slots_used = Gauge::default();
-        let sessions_refused = Family::<Labels, Counter>::default();
-        registry.register(
+        let session_slots = registered(
+            &mut registry,
             "session_slots",
             "Sessions this edge admits at once (--max-sessions), all transports together",
-            session_slots.clone(),
+            Gauge::default(),
         );
-        registry.register(
+        let session_slots_used = registered(
+            &mut registry,
             "session_slots_used",
             "Session slots taken now (sessions starting, live or ending; what heartbeats report)",
-            session_slots_used.clone(),
+            Gauge::default(),
         );
-        registry.register(
+        let sessions_refused = registered(
+            &mut registry,
             "sessions_refused",
             "Joins refused because every session slot was taken, by transport",
-            sessions_refused.clone(),
+            Family::<Labels, Counter>::default(),
         );
-        let encoder_info = Family::<Labels, Gauge>::default();
-        let inputs_applied = Counter::default();
-        let inputs_dropped = Family::<Labels, Counter>::default();
         let stage_family = Family::<Labels, Histogram>::new_with_constructor(
             (|| Histogram::new(exponential_buckets(0.000_25, 1.6, 16))) as fn() -> Histogram,
         );
@@ -122,115 +118,138 @@ impl Metrics {
                 .get_or_create(&vec![("stage", s.name().to_owned())])
                 .clone()
         });
-        let frames_late = Counter::default();
-        let intra_refresh_periods = Counter::default();
-        let quic_target_kbps = Family::<Labels, Gauge>::default();
-        registry.register(
+        let intra_refresh_periods = registered(
+            &mut registry,
             "intra_refresh_periods",
             "Times an encoder switched to intra refresh on persistent keyframe requests",
-            intra_refresh_periods.clone(),
+            Counter::default(),
         );
-        registry.register(
+        let quic_target_kbps = registered(
+            &mut registry,
             "quic_target_kbps",
             "Target bitrate of the QUIC rate controller, by session",
-            quic_target_kbps.clone(),
+            Family::<Labels, Gauge>::default(),
         );
-        let broker_failovers = Family::<Labels, Counter>::default();
-        let broker_dial_failures = Family::<Labels, Counter>::default();
-        registry.register(
+        let broker_failovers = registered(
+            &mut registry,
             "broker_failovers",
             "Moves of the broker link to another broker, by previous and new broker and why",
-            broker_failovers.clone(),
+            Family::<Labels, Counter>::default(),
         );
-        registry.register(
+        let broker_dial_failures = registered(
+            &mut registry,
             "broker_dial_failures",
             "Failed dials of a broker, by reason",
-            broker_dial_failures.clone(),
+            Family::<Labels, Counter>::default(),
         );
-        let coord_samples = Family::<Labels, Counter>::default();
-        let coord_error_milli = Gauge::default();
-        registry.register(
+        let coord_samples = registered(
+            &mut registry,
             "coord_samples",
             "RTT samples to peer edges for the network coordinate, by result (ok, lost)",
-            coord_samples.clone(),
+            Family::<Labels, Counter>::default(),
         );
-        registry.register(
+        let coord_error_milli = registered(
+            &mut registry,
             "coord_error_milli",
             "Relative error of the network coordinate, in thousandths (1500: knows nothing)",
-            coord_error_milli.clone(),
+            Gauge::default(),
         );
-        registry.register(
+        let frames = registered(
+            &mut registry,
             "video_frames",
             "Encoded video frames, all sessions (rate() gives frames/s: the sending side of the \
              clients' decoded_fps_1s)",
-            frames.clone(),
+            Counter::default(),
         );
-        registry.register(
+        let video_bytes = registered(
+            &mut registry,
             "video_bytes",
             "Encoded video bytes, all sessions (rate() x 8 / 1000 gives kbit/s: the sending side \
              of the clients' received_kbps_1s)",
-            video_bytes.clone(),
+            Counter::default(),
         );
-        registry.register("keyframes", "Keyframes produced", keyframes.clone());
-        registry.register(
+        let keyframes = registered(
+            &mut registry,
+            "keyframes",
+            "Keyframes produced",
+            Counter::default(),
+        );
+        let keyframes_limited = registered(
+            &mut registry,
             "keyframe_requests_limited",
             "Keyframe requests refused by the rate limit",
-            keyframes_limited.clone(),
+            Counter::default(),
         );
-        registry.register(
+        let video_bitrate_kbps = registered(
+            &mut registry,
             "video_bitrate_kbps",
             "Video encoder target bitrate after the last congestion-control change",
-            video_bitrate_kbps.clone(),
+            Gauge::default(),
         );
-        registry.register(
+        let video_bitrate_changes = registered(
+            &mut registry,
             "video_bitrate_changes",
             "Encoder bitrate changes made by congestion controllers",
-            video_bitrate_changes.clone(),
+            Counter::default(),
         );
-        registry.register(
+        let webrtc_estimate_bps = registered(
+            &mut registry,
             "webrtc_estimate_bps",
             "Sum of the transport-cc bandwidth estimates of the live WebRTC peers",
-            webrtc_estimate_bps.clone(),
+            Gauge::default(),
         );
-        registry.register(
+        let audio_packets = registered(
+            &mut registry,
             "audio_packets",
             "Encoded Opus packets",
-            audio_packets.clone(),
+            Counter::default(),
         );
-        registry.register(
+        let sessions_active = registered(
+            &mut registry,
             "sessions_active",
             "Sessions being served now",
-            sessions_active.clone(),
+            Gauge::default(),
         );
-        registry.register(
+        let sessions_started = registered(
+            &mut registry,
             "sessions_started",
             "Sessions started since the process began",
-            sessions_started.clone(),
+            Counter::default(),
         );
-        registry.register(
+        let session_reports_dropped = registered(
+            &mut registry,
+            "session_reports_dropped",
+            "Session-end reports dropped because too many waited for a broker link",
+            Counter::default(),
+        );
+        let encoder_info = registered(
+            &mut registry,
             "encoder_info",
             "The video encoder in use (value 1), by name",
-            encoder_info.clone(),
+            Family::<Labels, Gauge>::default(),
         );
-        registry.register(
+        let inputs_applied = registered(
+            &mut registry,
             "inputs_applied",
             "Inputs applied to a game",
-            inputs_applied.clone(),
+            Counter::default(),
         );
-        registry.register(
+        let inputs_dropped = registered(
+            &mut registry,
             "inputs_dropped",
             "Inputs dropped, by reason",
-            inputs_dropped.clone(),
+            Family::<Labels, Counter>::default(),
         );
         registry.register(
             "stage_seconds",
             "Latency of each stage of the media path",
             stage_family,
         );
-        registry.register(
+        let frames_late = registered(
+            &mut registry,
             "frames_late",
             "Frames started after their deadline",
-            frames_late.clone(),
+            Counter::default(),
         );
         Arc::new(Self {
             registry,
@@ -247,6 +266,7 @@ impl Metrics {
             session_slots,
             session_slots_used,
             sessions_refused,
+            session_reports_dropped,
             encoder_info,
             inputs_applied,
             inputs_dropped,

@@ -24,8 +24,8 @@ use serde_json::{Value, json};
 
 mod support;
 use support::procs::{
-    self, Proc, broker_key, create_session, edges, http, json_call, select, session_body,
-    start_broker, tmp,
+    self, Proc, broker_key, create_session, edges, eventually, http, json_call, select,
+    session_body, start_broker, tmp,
 };
 use support::web::{chromium_and_built_player, run_e2e};
 
@@ -40,6 +40,10 @@ fn start_edge(broker: SocketAddr, name: &str, coord: &str, echo: &[&str]) -> (Pr
         coord,
         "--drain-timeout-secs",
         "20",
+        // The tests place more sessions than they join; each holds a slot until its join
+        // deadline.
+        "--max-sessions",
+        "16",
     ];
     extra.extend_from_slice(echo);
     procs::start_edge(&format!("http://{broker}"), &dir, &extra)
@@ -302,8 +306,15 @@ fn two_regions_through_the_broker() {
     };
     let (st, _, body) = offer_garbage(&whep);
     assert_eq!(st, 400, "the token passed; the offer is refused: {body}");
+    // The token was used up on that offer and the session failed on the edge, which told the
+    // broker: the session has ended, and its relay is gone.
+    let summary = eventually(Duration::from_secs(10), "the failed session ended", || {
+        let (_, v) = json_call(baddr, "GET", &format!("/v1/sessions/{sid}"), None);
+        (v["state"] == "ended").then_some(v)
+    });
+    assert_eq!(summary["reason"], "failed", "{summary}");
     let (st, _, body) = offer_garbage(&whep);
-    assert_eq!(st, 401, "a token is used once: {body}");
+    assert_eq!(st, 404, "an ended session takes no offer: {body}");
     // Another session's relay refuses this session's token before the edge sees it.
     let (other, _) = create_session(baddr, "dave", 30.0);
     select(baddr, &other, &near_id);
@@ -321,7 +332,8 @@ fn two_regions_through_the_broker() {
     // An edge that does not answer (stopped, its link still open): 504 with a clear message.
     near.signal("-STOP");
     let t = Instant::now();
-    let (st, h, body) = http(baddr, "GET", &format!("{whep}/abc123"), &[], "");
+    let live_whep = format!("/v1/sessions/{other}/whep/abc123");
+    let (st, h, body) = http(baddr, "GET", &live_whep, &[], "");
     near.signal("-CONT");
     assert_eq!(st, 504, "{body}");
     assert!(body.contains("did not answer"), "{body}");

@@ -1,5 +1,5 @@
 //! The broker's request decoders on hostile bytes: session requests, selections, edge
-//! registrations and heartbeats must never panic; what they accept must meet the checks the
+//! registrations, heartbeats and session-end reports must never panic; what they accept must meet the checks the
 //! handlers rely on (names, coordinates, frame sizes and rates in range, finite RTTs, strict
 //! resolutions, 64-byte signatures), every refusal is a 400 or 413 with a sentence, and a
 //! signed message's unsigned part must re-encode without its `signature`.
@@ -39,11 +39,16 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(s) = requests::heartbeat(data) {
         assert!(s.unsigned.get("signature").is_none());
     }
+    if let Ok(s) = requests::ended_report(data) {
+        assert!(s.unsigned.get("signature").is_none());
+        assert!(s.msg.report().check().is_ok());
+    }
     for e in [
         requests::session_request(data).err(),
         requests::select_request(data).err(),
         requests::registration(data).err(),
         requests::heartbeat(data).err(),
+        requests::ended_report(data).err(),
     ]
     .into_iter()
     .flatten()

@@ -2,13 +2,15 @@
 //! socket would), the broker list an edge takes from a `brokers` message, and the HTTP response
 //! head the link's upgrade and the SDK read. Never panics; every message that decodes encodes
 //! and decodes again (JSON numbers may move by an ulp, so equality is not asked); the usable
-//! broker addresses are bounded, distinct, and check again as they are.
+//! broker addresses are bounded, distinct, and check again as they are; session reports
+//! (`ended`, `running`) pass the broker's checks only in range.
 #![no_main]
 
 use edgeplay_protocol::link::{
     FrameReader, LinkMessage, MAX_BROKERS, broker_hostports, encode_frame, http_hostport,
     parse_http_head,
 };
+use edgeplay_protocol::lifecycle;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -22,6 +24,22 @@ fuzz_target!(|data: &[u8]| {
         loop {
             match r.next_message() {
                 Ok(Some(m)) => {
+                    // Session reports: the checks the broker applies never panic, and what
+                    // passes them is in range.
+                    match &m {
+                        LinkMessage::Ended { report } => {
+                            if report.check().is_ok() {
+                                assert!(report.bytes <= lifecycle::MAX_REPORTED);
+                                assert!(report.duration_ms <= lifecycle::MAX_REPORTED);
+                            }
+                        }
+                        LinkMessage::Running { sessions } => {
+                            if lifecycle::check_running(sessions, 8).is_ok() {
+                                assert!(sessions.len() <= 8);
+                            }
+                        }
+                        _ => {}
+                    }
                     if let LinkMessage::Brokers { brokers } = &m {
                         let usable = broker_hostports(brokers);
                         assert!(usable.len() <= MAX_BROKERS);

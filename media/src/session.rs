@@ -234,6 +234,8 @@ impl SessionConfig {
 pub struct SessionSummary {
     /// Frames produced.
     pub frames: u32,
+    /// Encoded video bytes produced.
+    pub bytes: u64,
     /// Game tick at the end.
     pub tick: u64,
     /// Game state hash at the end.
@@ -262,6 +264,7 @@ pub struct SessionStats {
 #[derive(Debug)]
 struct Live {
     frames: u32,
+    bytes: u64,
     latency: StageStats,
     bitrate_kbps: u32,
     intra_refresh: bool,
@@ -295,6 +298,7 @@ impl Session {
         let (ack_tx, ack_rx) = watch::channel(InputAck::default());
         let stats = Arc::new(Mutex::new(Live {
             frames: 0,
+            bytes: 0,
             latency: StageStats::new(STATS_WINDOW),
             bitrate_kbps: cfg.pipeline.bitrate_kbps,
             intra_refresh: false,
@@ -569,6 +573,7 @@ impl Runner {
         {
             let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
             stats.frames = self.pipeline.frames();
+            stats.bytes += p.video.data.len() as u64;
             stats.latency.record(&p.timings);
         }
         let applied = self.pipeline.game().last_input_seq();
@@ -595,6 +600,7 @@ impl Runner {
         let stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
         SessionSummary {
             frames: self.pipeline.frames(),
+            bytes: stats.bytes,
             tick: game.tick(),
             state_hash: game.state_hash(),
             last_input_seq: game.last_input_seq(),

@@ -18,6 +18,7 @@
 
 pub mod coords;
 pub mod input;
+pub mod lifecycle;
 pub mod link;
 pub mod media;
 pub mod token;

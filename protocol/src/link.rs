@@ -19,6 +19,9 @@
 //! every 15 s when idle: [`heartbeat_interval_ms`]; a broker drops a link on which nothing came
 //! from the edge for three of them) and the broker relays player HTTP requests (WHEP) as
 //! [`LinkMessage::Request`], each answered by a [`LinkMessage::Response`] with the same id.
+//! The edge also says which broker sessions it runs ([`LinkMessage::Running`]) and reports each
+//! end ([`LinkMessage::Ended`]); the broker may end one ([`LinkMessage::End`]): see
+//! [`crate::lifecycle`].
 //! The broker also sends [`LinkMessage::Brokers`], the brokers that share its registry, right
 //! after the welcome, whenever that list changes and at least every [`BROKERS_EVERY_MS`]: the
 //! edge links to one of them when its broker dies ([`broker_hostports`] picks the usable
@@ -200,6 +203,26 @@ pub enum LinkMessage {
     Peers {
         /// Edges with an echo, picked at random among the live ones.
         peers: Vec<PeerRef>,
+    },
+    /// Edge → broker: the broker sessions the edge runs now (joined with a broker token), at
+    /// most [`crate::lifecycle::MAX_RUNNING`] and never more than its capacity. Sent after the
+    /// welcome and whenever the set changes; a started session missing from it has ended.
+    Running {
+        /// Session ids.
+        sessions: Vec<crate::token::SessionId>,
+    },
+    /// Edge → broker: a broker session the edge served has ended.
+    Ended {
+        /// What ended and how.
+        report: crate::lifecycle::SessionEnded,
+    },
+    /// Broker → edge: end this session now (it reached its maximum duration); the edge answers
+    /// with [`LinkMessage::Ended`] once it has.
+    End {
+        /// The session.
+        session: crate::token::SessionId,
+        /// Why.
+        reason: crate::lifecycle::EndReason,
     },
 }
 
@@ -587,6 +610,23 @@ mod tests {
                     coord: crate::coords::Coord::default(),
                     error: 1.5,
                 }],
+            },
+            LinkMessage::Running {
+                sessions: vec![crate::token::SessionId([4; 16])],
+            },
+            LinkMessage::Ended {
+                report: crate::lifecycle::SessionEnded {
+                    session: crate::token::SessionId([4; 16]),
+                    reason: crate::lifecycle::EndReason::PlayerLeft,
+                    started_unix_ms: 1,
+                    duration_ms: 2,
+                    frames: 3,
+                    bytes: 4,
+                },
+            },
+            LinkMessage::End {
+                session: crate::token::SessionId([4; 16]),
+                reason: crate::lifecycle::EndReason::MaxDuration,
             },
         ]
     }

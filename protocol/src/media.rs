@@ -71,6 +71,9 @@ pub mod close_code {
     /// join was refused before any session started. Retry in a few seconds, or ask the broker
     /// for another edge.
     pub const EDGE_FULL: u32 = 0x15;
+    /// The broker ended the session (its maximum duration, or the broker lost the edge and
+    /// ended it meanwhile); the goodbye's reason says which.
+    pub const ENDED_BY_BROKER: u32 = 0x16;
 
     /// What a close code means, for error messages.
     #[must_use]
@@ -83,6 +86,7 @@ pub mod close_code {
             0x13 => "the edge cannot host a session now: try another edge",
             0x14 => "the edge is shutting down: reconnect through the broker",
             0x15 => "the edge is full: try again later or another edge",
+            0x16 => "the broker ended the session",
             _ => "unknown close code",
         }
     }

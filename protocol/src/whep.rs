@@ -19,8 +19,9 @@ pub const MAX_MESSAGE_BYTES: usize = 1024;
 
 /// The CORS headers (name, value) of the WHEP and session responses of the edge and the broker:
 /// a page on any origin may play (the join token, not the origin, is the credential), send the
-/// WHEP methods and headers, and read `Location`, the session secret, the ETag and the ICE
-/// server links. The HTTP servers add them to their responses as they are.
+/// WHEP methods and headers, and read `Location`, the session secret, the ETag, the ICE
+/// server links and a refusal's `Retry-After`. The HTTP servers add them to their responses as
+/// they are.
 pub const CORS_HEADERS: [(&str, &str); 5] = [
     ("access-control-allow-origin", "*"),
     (
@@ -33,7 +34,7 @@ pub const CORS_HEADERS: [(&str, &str); 5] = [
     ),
     (
         "access-control-expose-headers",
-        "location, edgeplay-session-secret, etag, link, accept-patch",
+        "location, edgeplay-session-secret, etag, link, accept-patch, retry-after",
     ),
     ("access-control-max-age", "600"),
 ];

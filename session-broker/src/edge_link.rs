@@ -31,6 +31,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::error::BrokerError;
 use crate::links::Relayed;
 use crate::liveness::{LinkWatch, MISSES};
 use crate::state::AppState;
@@ -232,7 +233,7 @@ pub(crate) async fn run<T: AsyncRead + AsyncWrite + Send + Unpin>(s: &AppState, 
     let mut watch = LinkWatch::new(std::time::Instant::now());
     let silence = tokio::time::sleep_until(watch.deadline().into());
     tokio::pin!(silence);
-    let ended = loop {
+    let ended = 'link: loop {
         let deadline = tokio::time::Instant::from_std(watch.deadline());
         tokio::select! {
             () = &mut silence => {
@@ -287,6 +288,34 @@ pub(crate) async fn run<T: AsyncRead + AsyncWrite + Send + Unpin>(s: &AppState, 
                                 s.links.coords_refused.inc();
                                 warn!(%edge, %error, "coordinate not taken");
                             }
+                        }
+                    }
+                    Ok(Some(LinkMessage::Running { sessions })) => {
+                        watch.handle_frame(now);
+                        match s.service.apply_running(edge, &sessions).await {
+                            Ok(orders) => {
+                                for o in orders {
+                                    let end = LinkMessage::End { session: o.session, reason: o.reason };
+                                    if let Err(e) = write_by(deadline, &mut wr, &end).await {
+                                        break 'link e;
+                                    }
+                                }
+                            }
+                            Err(e @ BrokerError::BadReport(_)) => {
+                                s.links.link_errors.inc();
+                                break Ended::Closed(e.to_string());
+                            }
+                            Err(e) => warn!(%edge, error = %e, "cannot apply the edge's running sessions"),
+                        }
+                    }
+                    Ok(Some(LinkMessage::Ended { report })) => {
+                        watch.handle_frame(now);
+                        if let Err(e) = s.service.apply_ended(edge, &report).await {
+                            if matches!(e, BrokerError::BadReport(_)) {
+                                s.links.link_errors.inc();
+                                break Ended::Closed(e.to_string());
+                            }
+                            warn!(%edge, session = %report.session, error = %e, "cannot end the session the edge reported");
                         }
                     }
                     Ok(Some(LinkMessage::Response { id, status, headers, body })) => {
@@ -344,5 +373,8 @@ fn kind(m: &LinkMessage) -> &'static str {
         LinkMessage::Response { .. } => "response",
         LinkMessage::Brokers { .. } => "brokers",
         LinkMessage::Peers { .. } => "peers",
+        LinkMessage::Running { .. } => "running",
+        LinkMessage::Ended { .. } => "ended",
+        LinkMessage::End { .. } => "end",
     }
 }

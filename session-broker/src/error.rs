@@ -87,6 +87,10 @@ pub enum BrokerError {
         /// The error it reported with it.
         error: f64,
     },
+    /// An edge's session report that cannot be true (figures out of range, a list longer than
+    /// its capacity).
+    #[error("session report refused: {0}")]
+    BadReport(String),
     /// The caller's address or claimed player name is over its rate.
     #[error("{who} is over {per_sec} requests/s (burst {burst}): retry in a second")]
     RateLimited {

@@ -175,6 +175,12 @@ impl Links {
         self.map().contains_key(edge)
     }
 
+    /// Sends `msg` to `edge` if it is linked here and its link's queue has room: whether it went.
+    pub(crate) fn tell(&self, edge: &EdgeId, msg: LinkMessage) -> bool {
+        let link = self.map().get(edge).cloned();
+        link.is_some_and(|l| l.tx.try_send(msg).is_ok())
+    }
+
     /// Sends a request to `edge` over its link and waits up to `timeout` for the answer.
     ///
     /// # Errors

@@ -4,11 +4,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use edgeplay_broker::ratelimit::RateLimit;
 use edgeplay_broker::routes;
+use edgeplay_broker::service::table::Lifecycle;
 use edgeplay_broker::state::Config;
 use edgeplay_broker::store::etcd::{EtcdStore, EtcdUrl};
 use edgeplay_broker::store::{BrokerEntry, RedbStore, Store};
@@ -65,6 +67,18 @@ struct RunArgs {
     /// (ms).
     #[arg(long, env = "BROKER_PEERS_EVERY_MS", default_value_t = edgeplay_protocol::link::PEERS_EVERY_MS, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     peers_every_ms: u64,
+    /// A session nobody selects within this many seconds of its creation ends (`not_placed`).
+    #[arg(long, env = "BROKER_SESSION_IDLE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    session_idle_secs: u64,
+    /// A running session ends at this age (seconds): the broker tells its edge to end it.
+    #[arg(long, env = "BROKER_SESSION_MAX_SECS", default_value_t = 4 * 3600, value_parser = clap::value_parser!(u64).range(1..=30 * 86_400))]
+    session_max_secs: u64,
+    /// Summaries of ended sessions are kept this many seconds.
+    #[arg(long, env = "BROKER_SUMMARY_KEEP_SECS", default_value_t = 7 * 86_400, value_parser = clap::value_parser!(u64).range(1..=366 * 86_400))]
+    summary_keep_secs: u64,
+    /// At most this many summaries are kept (the oldest go first).
+    #[arg(long, env = "BROKER_SUMMARY_MAX", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
+    summary_max: u64,
     /// Serve the built web player (`client-sdk/web/dist`) from this directory at `/play/`, so
     /// that `http://BROKER/play/?broker=http://BROKER` is all a player opens.
     #[arg(long, env = "BROKER_PLAYER_DIR")]
@@ -135,6 +149,12 @@ async fn main() -> anyhow::Result<()> {
             ip_per_sec: args.ip_rate_per_sec,
         },
         peers_every: std::time::Duration::from_millis(args.peers_every_ms),
+        lifecycle: Lifecycle {
+            idle: Duration::from_secs(args.session_idle_secs),
+            max_duration: Duration::from_secs(args.session_max_secs),
+            keep_summaries: Duration::from_secs(args.summary_keep_secs),
+            max_summaries: args.summary_max,
+        },
     })
     .await?;
     let router = match &args.player_dir {

@@ -1,8 +1,9 @@
 //! A running registry: the broker's state loaded from its store (`start`) with its two
 //! background tasks, and [`Broker`], the in-process handle over it.
 //!
-//! The tasks: the liveness sweep (dead edges leave the placement index, their sessions are
-//! marked for failover, and edges of a broker whose lease expired are adopted), and the watch
+//! The tasks: the sweep (dead edges leave the placement index and their sessions end, edges of
+//! a broker whose lease expired are adopted, sessions past their deadline end, and summaries
+//! beyond the retention go), and the watch
 //! of edge records written by other brokers. The decisions are in [`crate::liveness`] and the
 //! registry's changes in [`crate::service`]; this module is the thin tokio glue. The tasks hold
 //! only a `Weak` reference to the state and are aborted when it is dropped.
@@ -10,9 +11,10 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use edgeplay_protocol::link::LinkMessage;
 use edgeplay_protocol::token::EdgeId;
 use tokio::sync::mpsc::UnboundedReceiver;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::error::BrokerError;
 use crate::placement::Request;
@@ -23,6 +25,8 @@ use crate::store::{Change, StoreError};
 pub const SWEEP: Duration = Duration::from_millis(100);
 /// How often the sweep looks for edges whose home broker is gone.
 pub const ADOPT_EVERY: Duration = Duration::from_secs(1);
+/// How often summaries beyond the retention are removed.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
 /// The broker's state over `cfg`'s store, loaded, with its background tasks started (inside a
 /// tokio runtime).
@@ -41,10 +45,27 @@ async fn sweep(state: Weak<AppState>) {
     let mut tick = tokio::time::interval(SWEEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_adopt = Instant::now();
+    let mut last_prune: Option<Instant> = None;
     loop {
         tick.tick().await;
         let Some(s) = state.upgrade() else { return };
         let now = Instant::now();
+        for order in s.service.sweep_sessions().await {
+            let msg = LinkMessage::End {
+                session: order.session,
+                reason: order.reason,
+            };
+            if s.links.tell(&order.edge, msg) {
+                info!(session = %order.session, edge = %order.edge, reason = %order.reason,
+                      "told the edge to end the session");
+            }
+        }
+        if last_prune.is_none_or(|t| now.duration_since(t) >= PRUNE_EVERY) {
+            last_prune = Some(now);
+            if let Err(e) = s.service.prune_summaries().await {
+                warn!(error = %e, "cannot prune session summaries");
+            }
+        }
         if now.duration_since(last_adopt) >= ADOPT_EVERY {
             last_adopt = now;
             if let Err(e) = adopt_orphans(&s, now).await {

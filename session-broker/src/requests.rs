@@ -36,6 +36,9 @@ pub const REGISTER_DOMAIN: &[u8] = edgeplay_protocol::link::REGISTER_DOMAIN;
 /// Domain prefix of heartbeat signatures.
 pub const HEARTBEAT_DOMAIN: &[u8] = b"edgeplay/edge-heartbeat/v1\n";
 
+/// Domain prefix of the signatures of session-end reports (`POST /v1/edges/{id}/ended`).
+pub const ENDED_DOMAIN: &[u8] = b"edgeplay/edge-session-ended/v1\n";
+
 /// Adds `signature` to `body`, signed with `key` (what an edge agent does).
 pub fn sign_body(
     domain: &[u8],
@@ -324,6 +327,42 @@ pub struct Heartbeat {
     pub issued_unix_ms: u64,
 }
 
+/// An edge's report that a session ended (signed; the body of `POST /v1/edges/{id}/ended`,
+/// for edges that speak HTTP instead of the link).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndedReport {
+    /// The session.
+    pub session: edgeplay_protocol::token::SessionId,
+    /// Why it ended.
+    pub reason: edgeplay_protocol::lifecycle::EndReason,
+    /// When the player joined (unix ms).
+    pub started_unix_ms: u64,
+    /// How long the edge served it (ms).
+    pub duration_ms: u64,
+    /// Frames produced.
+    pub frames: u64,
+    /// Encoded bytes produced.
+    pub bytes: u64,
+    /// When the edge signed it (unix ms).
+    pub issued_unix_ms: u64,
+}
+
+impl EndedReport {
+    /// The report as the link carries it.
+    #[must_use]
+    pub fn report(&self) -> edgeplay_protocol::lifecycle::SessionEnded {
+        edgeplay_protocol::lifecycle::SessionEnded {
+            session: self.session,
+            reason: self.reason,
+            started_unix_ms: self.started_unix_ms,
+            duration_ms: self.duration_ms,
+            frames: self.frames,
+            bytes: self.bytes,
+        }
+    }
+}
+
 /// A signed edge message, decoded but not yet verified.
 #[derive(Debug, Clone)]
 pub struct Signed<T> {
@@ -380,6 +419,14 @@ pub fn registration(bytes: &[u8]) -> Result<Signed<EdgeAd>, DecodeError> {
 /// Decodes an edge heartbeat (`POST /v1/edges/{id}/heartbeat`).
 pub fn heartbeat(bytes: &[u8]) -> Result<Signed<Heartbeat>, DecodeError> {
     signed(bytes)
+}
+
+/// Decodes an edge's session-end report (`POST /v1/edges/{id}/ended`); its figures are
+/// checked against [`edgeplay_protocol::lifecycle::MAX_REPORTED`].
+pub fn ended_report(bytes: &[u8]) -> Result<Signed<EndedReport>, DecodeError> {
+    let s: Signed<EndedReport> = signed(bytes)?;
+    s.msg.report().check().map_err(|e| bad(e.to_string()))?;
+    Ok(s)
 }
 
 #[cfg(test)]

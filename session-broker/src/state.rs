@@ -11,6 +11,7 @@ use crate::links::Links;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimit;
 use crate::service::Service;
+use crate::service::table::Lifecycle;
 use crate::store::{Store, StoreError};
 use crate::tokens::BrokerKey;
 
@@ -25,6 +26,8 @@ pub struct Config {
     pub rate: RateLimit,
     /// How often each linked edge is sent peers to measure its coordinate against.
     pub peers_every: Duration,
+    /// How long sessions may wait and last, and how long their summaries are kept.
+    pub lifecycle: Lifecycle,
 }
 
 /// The broker's shared state (see the module docs).
@@ -58,7 +61,14 @@ impl AppState {
         let mut metrics = Metrics::new();
         let links = Links::default();
         links.register_metrics(&mut metrics.registry);
-        let service = Service::load(cfg.store.clone(), cfg.key.clone(), cfg.rate, metrics).await?;
+        let service = Service::load(
+            cfg.store.clone(),
+            cfg.key.clone(),
+            cfg.rate,
+            cfg.lifecycle,
+            metrics,
+        )
+        .await?;
         Ok(AppState {
             cfg,
             service,

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -37,12 +37,53 @@ pub type Records = Vec<(String, Vec<u8>)>;
 pub enum Table {
     /// Edge registrations, keyed by edge id (hex).
     Edges,
-    /// Session records, keyed by session id (hex).
+    /// Live session records, keyed by session id (hex).
     Sessions,
+    /// Summaries of ended sessions, keyed by session id (hex).
+    Summaries,
+    /// The order summaries were written in, for retention: keyed by [`ended_key`], valued the
+    /// session id.
+    Ended,
+}
+
+/// The key of a summary in [`Table::Ended`]: the end time (unix ms, 13 digits, so that key
+/// order is time order until the year 2286) and the session id.
+#[must_use]
+pub fn ended_key(end_unix_ms: u64, session: &str) -> String {
+    format!("{end_unix_ms:013}-{session}")
+}
+
+/// The end time of an [`ended_key`].
+#[must_use]
+pub fn ended_key_time(key: &str) -> Option<u64> {
+    key.split_once('-')?.0.parse().ok()
+}
+
+/// Several changes applied together or not at all: each put and delete, only if `guard`'s
+/// record still has the revision the caller read (`None`: only if absent). How a session ends:
+/// its live record goes and its summary comes in one step, fenced like its placement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// The record whose revision must not have changed: (table, key, expected revision).
+    pub guard: Option<(Table, String, Option<u64>)>,
+    /// Records to write.
+    pub puts: Vec<(Table, String, Vec<u8>)>,
+    /// Records to remove.
+    pub deletes: Vec<(Table, String)>,
+}
+
+impl Batch {
+    /// How many operations the batch holds (etcd bounds a transaction's operations).
+    #[must_use]
+    pub fn ops(&self) -> usize {
+        self.puts.len() + self.deletes.len()
+    }
 }
 
 const EDGES: TableDefinition<&str, &[u8]> = TableDefinition::new("edges");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+const SUMMARIES: TableDefinition<&str, &[u8]> = TableDefinition::new("summaries");
+const ENDED: TableDefinition<&str, &[u8]> = TableDefinition::new("ended");
 /// `revision`: the store's last revision, as etcd's is, so both backends fence the same way.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -87,8 +128,18 @@ impl Table {
         match self {
             Table::Edges => EDGES,
             Table::Sessions => SESSIONS,
+            Table::Summaries => SUMMARIES,
+            Table::Ended => ENDED,
         }
     }
+
+    /// Every table.
+    pub const ALL: [Table; 4] = [
+        Table::Edges,
+        Table::Sessions,
+        Table::Summaries,
+        Table::Ended,
+    ];
 }
 
 /// Why the store could not do what was asked.
@@ -162,6 +213,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         value: Vec<u8>,
         expected: Option<u64>,
     ) -> BoxFuture<'_, Result<Swap, StoreError>>;
+    /// Applies `batch` in one transaction if its guard holds; resolves once durable.
+    fn apply(&self, batch: Batch) -> BoxFuture<'_, Result<Swap, StoreError>>;
+    /// The first `limit` records of a table in key order (the oldest of [`Table::Ended`]).
+    fn first(&self, table: Table, limit: usize) -> BoxFuture<'_, Result<Records, StoreError>>;
+    /// How many records a table holds.
+    fn count(&self, table: Table) -> BoxFuture<'_, Result<u64, StoreError>>;
     /// Records this broker as live (etcd: a key under its lease, TTL 2 s, kept alive until the
     /// store is dropped; redb: in memory, the only broker).
     fn announce(&self, me: BrokerEntry) -> BoxFuture<'_, Result<(), StoreError>>;
@@ -180,6 +237,7 @@ enum Op {
     Put(Table, String, Vec<u8>),
     PutIf(Table, String, Vec<u8>, Option<u64>),
     Delete(Table, String),
+    Batch(Batch),
 }
 
 enum Outcome {
@@ -221,10 +279,12 @@ impl RedbStore {
         };
         std::fs::create_dir_all(data_dir).map_err(|e| open_err(redb::Error::Io(e)))?;
         let db = Database::create(&path).map_err(|e| open_err(e.into()))?;
-        // Create both tables up front, so readers never meet a missing table.
+        // Create every table up front, so readers never meet a missing table.
         let txn = db.begin_write().map_err(|e| open_err(e.into()))?;
         txn.open_table(EDGES).map_err(|e| open_err(e.into()))?;
-        txn.open_table(SESSIONS).map_err(|e| open_err(e.into()))?;
+        for t in Table::ALL {
+            txn.open_table(t.def()).map_err(|e| open_err(e.into()))?;
+        }
         txn.open_table(META).map_err(|e| open_err(e.into()))?;
         txn.commit().map_err(|e| open_err(e.into()))?;
         let db = Arc::new(db);
@@ -335,6 +395,21 @@ fn with_rev(rev: u64, value: &[u8]) -> Vec<u8> {
     v
 }
 
+fn index(table: Table) -> usize {
+    Table::ALL.iter().position(|t| *t == table).unwrap_or(0)
+}
+
+/// The revision `key` has now in `t`, `None` when absent.
+fn current_rev(
+    t: &redb::Table<'_, &'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<u64>, StoreError> {
+    match t.get(key).map_err(db_err)? {
+        Some(raw) => Ok(Some(split_rev(key, raw.value())?.revision)),
+        None => Ok(None),
+    }
+}
+
 fn apply(db: &Database, batch: &[Write]) -> Result<Vec<Outcome>, StoreError> {
     let txn = db.begin_write().map_err(db_err)?;
     let mut out = Vec::with_capacity(batch.len());
@@ -344,45 +419,65 @@ fn apply(db: &Database, batch: &[Write]) -> Result<Vec<Outcome>, StoreError> {
             .get("revision")
             .map_err(db_err)?
             .map_or(0, |v| v.value());
-        let mut edges = txn.open_table(EDGES).map_err(db_err)?;
-        let mut sessions = txn.open_table(SESSIONS).map_err(db_err)?;
+        let mut tables = Table::ALL
+            .iter()
+            .map(|t| txn.open_table(t.def()).map_err(db_err))
+            .collect::<Result<Vec<_>, _>>()?;
         for w in batch {
-            let (table, key) = match &w.op {
-                Op::Put(t, k, _) | Op::PutIf(t, k, _, _) | Op::Delete(t, k) => (*t, k.as_str()),
-            };
-            let t = match table {
-                Table::Edges => &mut edges,
-                Table::Sessions => &mut sessions,
-            };
             let outcome = match &w.op {
-                Op::Put(_, _, v) => {
+                Op::Put(table, key, v) => {
                     rev += 1;
+                    let t = &mut tables[index(*table)];
                     Outcome::Existed(
-                        t.insert(key, with_rev(rev, v).as_slice())
+                        t.insert(key.as_str(), with_rev(rev, v).as_slice())
                             .map_err(db_err)?
                             .is_some(),
                     )
                 }
-                Op::PutIf(_, _, v, expected) => {
-                    let current = match t.get(key).map_err(db_err)? {
-                        Some(raw) => Some(split_rev(key, raw.value())?.revision),
-                        None => None,
-                    };
+                Op::PutIf(table, key, v, expected) => {
+                    let t = &mut tables[index(*table)];
+                    let current = current_rev(t, key)?;
                     if current == *expected {
                         rev += 1;
-                        t.insert(key, with_rev(rev, v).as_slice()).map_err(db_err)?;
+                        t.insert(key.as_str(), with_rev(rev, v).as_slice())
+                            .map_err(db_err)?;
                         Outcome::Swap(Swap::Done(rev))
                     } else {
                         Outcome::Swap(Swap::Stale(current))
                     }
                 }
-                Op::Delete(..) => {
+                Op::Delete(table, key) => {
                     rev += 1;
-                    Outcome::Existed(t.remove(key).map_err(db_err)?.is_some())
+                    let t = &mut tables[index(*table)];
+                    Outcome::Existed(t.remove(key.as_str()).map_err(db_err)?.is_some())
+                }
+                Op::Batch(b) => {
+                    let stale = match &b.guard {
+                        Some((table, key, expected)) => {
+                            let current = current_rev(&tables[index(*table)], key)?;
+                            (current != *expected).then_some(current)
+                        }
+                        None => None,
+                    };
+                    if let Some(current) = stale {
+                        Outcome::Swap(Swap::Stale(current))
+                    } else {
+                        rev += 1;
+                        for (table, key, v) in &b.puts {
+                            tables[index(*table)]
+                                .insert(key.as_str(), with_rev(rev, v).as_slice())
+                                .map_err(db_err)?;
+                        }
+                        for (table, key) in &b.deletes {
+                            tables[index(*table)].remove(key.as_str()).map_err(db_err)?;
+                        }
+                        Outcome::Swap(Swap::Done(rev))
+                    }
                 }
             };
             out.push(outcome);
         }
+        drop(tables);
         meta.insert("revision", rev).map_err(db_err)?;
     }
     txn.commit().map_err(db_err)?;
@@ -462,6 +557,34 @@ impl Store for RedbStore {
                 Outcome::Existed(_) => Err(StoreError::Closed),
             }
         })
+    }
+
+    fn apply(&self, batch: Batch) -> BoxFuture<'_, Result<Swap, StoreError>> {
+        Box::pin(async move {
+            match self.write(Op::Batch(batch)).await? {
+                Outcome::Swap(s) => Ok(s),
+                Outcome::Existed(_) => Err(StoreError::Closed),
+            }
+        })
+    }
+
+    fn first(&self, table: Table, limit: usize) -> BoxFuture<'_, Result<Records, StoreError>> {
+        Box::pin(async move {
+            self.read(table, |t| {
+                let mut out = Vec::new();
+                for item in t.iter().map_err(db_err)?.take(limit) {
+                    let (k, v) = item.map_err(db_err)?;
+                    let key = k.value().to_owned();
+                    let value = split_rev(&key, v.value())?.value;
+                    out.push((key, value));
+                }
+                Ok(out)
+            })
+        })
+    }
+
+    fn count(&self, table: Table) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move { self.read(table, |t| t.len().map_err(db_err)) })
     }
 
     fn announce(&self, me: BrokerEntry) -> BoxFuture<'_, Result<(), StoreError>> {

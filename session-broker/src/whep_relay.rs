@@ -25,12 +25,14 @@ pub const OTHER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Request headers passed on to the edge.
 pub const PASS_IN: [&str; 3] = ["authorization", "content-type", "if-match"];
 /// Response headers passed back to the player.
-const PASS_OUT: [&str; 5] = [
+const PASS_OUT: [&str; 6] = [
     "content-type",
     "location",
     "edgeplay-session-secret",
     "etag",
     "accept-patch",
+    // A full edge's 503 says when to try again.
+    "retry-after",
 ];
 
 /// Relays a WHEP call on session `sid` to its edge (`edge_path` there) and returns the edge's

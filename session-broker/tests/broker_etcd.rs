@@ -160,8 +160,8 @@ fn two_brokers_share_one_registry_and_a_kill_9_loses_no_session() {
     eprintln!("A left /v1/brokers {:?} after the kill", killed.elapsed());
 
     // A's edge (serving zoe's session, placed through B) never reconnects: B adopts it once A's
-    // lease is gone, and marks it dead after three missed serving periods; zoe's session is
-    // marked for failover. B's own edge stays alive (idle, 45 s).
+    // lease is gone, and marks it dead after three missed serving periods; zoe's session
+    // ends (`edge_lost`). B's own edge stays alive (idle, 45 s).
     eventually(
         Duration::from_secs(15),
         "A's orphaned edge marked dead on B",
@@ -180,10 +180,10 @@ fn two_brokers_share_one_registry_and_a_kill_9_loses_no_session() {
     );
     eventually(
         Duration::from_secs(10),
-        "zoe's session marked for failover",
+        "zoe's session ended with its edge",
         || {
             let (_, v) = http(b.addr, "GET", &format!("/v1/sessions/{sid}"), None);
-            (v["failover"] == true).then_some(())
+            (v["state"] == "ended" && v["reason"] == "edge_lost").then_some(())
         },
     );
     drop(a);

@@ -1,6 +1,6 @@
 //! Dead-edge marking on a real `session-broker run`: a serving edge that stops heartbeating is
 //! dead after three missed 500 ms periods, leaves placement, shows as dead in `GET /v1/edges`
-//! and `/metrics`, and its session is marked for failover; a heartbeat brings it back. An edge
+//! and `/metrics`, and its session ends (`edge_lost`); a heartbeat brings it back. An edge
 //! that keeps heartbeating stays alive meanwhile.
 
 mod common;
@@ -26,9 +26,9 @@ fn state_of(edges: &Value, id: &Value) -> String {
 }
 
 #[test]
-fn a_silent_serving_edge_is_marked_dead_and_its_session_for_failover() {
+fn a_silent_serving_edge_is_marked_dead_and_its_session_ended() {
     // The silent edge is nearer the player, so it gets the session.
-    let (b, dir, silent, steady) = broker_with_two_edges("live", 31, [1.0, 40.0], 6000);
+    let (b, dir, silent, steady) = broker_with_two_edges("live", 31, [1.0, 40.0], 6000, &[]);
     let (sid, _) = create_session(b.addr, &session_body("ann"));
     let sel = json!({"measured": [
         {"edge": edge_id(&silent), "rtt_ms": 2.0},
@@ -64,17 +64,17 @@ fn a_silent_serving_edge_is_marked_dead_and_its_session_for_failover() {
     );
     let (_, v) = http(b.addr, "GET", "/v1/edges", None);
     assert_eq!(state_of(&v, &json!(edge_id(&steady))), "alive");
-    // The edge leaves placement first; its sessions are marked right after (through the store).
+    // The edge leaves placement first; its sessions end right after (through the store).
     eventually(
         Duration::from_secs(10),
-        "dead edge counted and its session marked",
+        "dead edge counted and its session ended",
         || {
             let (_, m) = http(b.addr, "GET", "/metrics", None);
             let m = m.as_str().unwrap().to_owned();
             [
                 "broker_edges_dead 1",
                 "broker_edges_marked_dead_total 1",
-                "broker_sessions_marked_failover_total 1",
+                "broker_sessions_ended_total{reason=\"edge_lost\"} 1",
             ]
             .iter()
             .all(|line| m.contains(line))
@@ -82,7 +82,11 @@ fn a_silent_serving_edge_is_marked_dead_and_its_session_for_failover() {
         },
     );
     let (_, v) = http(b.addr, "GET", &format!("/v1/sessions/{sid}"), None);
-    assert_eq!(v["failover"], true, "{v}");
+    assert_eq!(
+        (&v["state"], &v["reason"]),
+        (&json!("ended"), &json!("edge_lost")),
+        "{v}"
+    );
     // New sessions go only to the live edge.
     let (_, v) = create_session(b.addr, &session_body("bea"));
     assert_eq!(v["candidates"].as_array().unwrap().len(), 1, "{v}");

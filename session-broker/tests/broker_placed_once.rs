@@ -21,7 +21,7 @@ fn metric(metrics: &Value, name: &str) -> String {
 
 #[test]
 fn a_second_select_is_409_with_the_reason_and_no_token() {
-    let (b, dir, near, far) = broker_with_two_edges("once", 41, [1.0, 30.0], 7000);
+    let (b, dir, near, far) = broker_with_two_edges("once", 41, [1.0, 30.0], 7000, &[]);
     let (sid, _) = create_session(b.addr, &session_body("ann"));
     let first = select(
         b.addr,

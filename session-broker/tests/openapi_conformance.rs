@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{dechunk, edge, edge_id, heartbeat, now_ms, start};
-use edgeplay_broker::requests::{HEARTBEAT_DOMAIN, REGISTER_DOMAIN, sign_body};
+use edgeplay_broker::requests::{ENDED_DOMAIN, HEARTBEAT_DOMAIN, REGISTER_DOMAIN, sign_body};
 use edgeplay_game::hash::SplitMix64;
 use edgeplay_protocol::token::SigningKey;
 use serde_json::{Map, Number, Value, json};
@@ -892,6 +892,22 @@ impl Gen<'_> {
             }
             return;
         }
+        if let Some(values) = m.get("enum").and_then(Value::as_array) {
+            // Every listed value, and near misses of the first.
+            for v in values {
+                self.push("enum", path, with(base, path, v.clone()), true);
+            }
+            let first = values[0].as_str().expect("string enum");
+            for s in [
+                String::new(),
+                first.to_uppercase(),
+                format!("{first} "),
+                format!("{first}x"),
+            ] {
+                self.push("not in enum", path, with(base, path, json!(s)), false);
+            }
+            return;
+        }
         if let Some(f) = m.get("format").and_then(Value::as_str) {
             assert_eq!(f, "x-socket-address", "unknown format {f}: teach the test");
             for s in [
@@ -1146,6 +1162,7 @@ fn every_json_request_body_is_covered() {
         bodies,
         [
             "POST /v1/edges",
+            "POST /v1/edges/{id}/ended",
             "POST /v1/edges/{id}/heartbeat",
             "POST /v1/sessions",
             "POST /v1/sessions/{id}/select",
@@ -1337,6 +1354,35 @@ fn edge_requests_agree_with_the_document() {
         beats += u32::from(a.status == 200);
     }
     assert!(beats > 0, "no generated heartbeat was accepted");
+
+    // Session-end reports: of a session that does not exist, so every valid one is a 200
+    // saying it ended nothing.
+    let op = Op {
+        doc: &doc,
+        path: "/v1/edges/{id}/ended",
+        method: "post",
+    };
+    let url = format!("/v1/edges/{}/ended", edge_id(&key));
+    let base = sign_body(
+        ENDED_DOMAIN,
+        json!({"session": "ab".repeat(16), "reason": "player_left", "started_unix_ms": now_ms(),
+               "duration_ms": 1000, "frames": 60, "bytes": 100_000,
+               "issued_unix_ms": now_ms()}),
+        &key,
+    );
+    let mut reports = 0;
+    for c in cases(&doc, &op.schema(), &base, SEED + 4) {
+        let mut c = c;
+        if c.path.first() != Some(&Seg::Key("issued_unix_ms".into()))
+            && c.body.get("issued_unix_ms").is_some_and(Value::is_u64)
+        {
+            c.body["issued_unix_ms"] = json!(now_ms());
+        }
+        let a = call(b.addr, "POST", &url, &signed(&c, ENDED_DOMAIN, &key));
+        judge(&op, &c, &a, &mut tally);
+        reports += u32::from(a.status == 200);
+    }
+    assert!(reports > 0, "no generated session-end report was accepted");
     tally.print();
     drop(b);
     let _ = std::fs::remove_dir_all(dir);

@@ -1162,6 +1162,7 @@ fn part2(world: &World, players: &[Player], args: &Args) -> Result<()> {
             key,
             rate: RateLimit::default(),
             peers_every: Duration::from_millis(edgeplay_protocol::link::PEERS_EVERY_MS),
+            lifecycle: edgeplay_broker::service::table::Lifecycle::default(),
         })
         .await?;
         Ok::<_, anyhow::Error>((broker, preload_s))

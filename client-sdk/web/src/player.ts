@@ -746,6 +746,12 @@ export function createPlayer(element: HTMLElement, options: PlayerOptions): Play
       }
       if (resp.status === 401) showError(`The edge refused the join token: ${reason}`);
       else if (resp.status === 406) showError(`Codec unsupported: ${reason}`);
+      else if (resp.status === 503) {
+        // A full edge: the token is still good, so the page may simply try again.
+        const after = Number(resp.headers.get("Retry-After") ?? "5");
+        const secs = Number.isFinite(after) && after > 0 ? after : 5;
+        showError(`This edge is full: every session slot is taken. Reload in ${secs} s to try again, or ask for another edge. (${reason})`);
+      }
       else showError(`The edge refused to play (HTTP ${resp.status}): ${reason}`);
       return;
     }

@@ -48,6 +48,7 @@ use edgeplay_media::session::{
 };
 use edgeplay_media::stats::{Stage, ms};
 use edgeplay_protocol::input::InputEvent;
+use edgeplay_protocol::token::SessionId;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use tokio::sync::broadcast;
@@ -511,15 +512,27 @@ async fn whep_offer(
 
 /// Whether the offer carries a join token this edge accepts; `use_up`: and uses it up (the
 /// broker's tokens are single-use), else only verifies it.
-fn join_token_ok(s: &AppState, headers: &HeaderMap, use_up: bool) -> bool {
+fn join_token_ok(s: &AppState, headers: &HeaderMap) -> bool {
     match (&s.cfg.dev_token, bearer(headers)) {
-        (_, Some(got)) if s.tokens.is_some() => s.tokens.as_ref().is_some_and(|t| {
-            let got = got.as_bytes();
-            if use_up { t.check(got) } else { t.verify(got) }.is_ok()
-        }),
+        (_, Some(got)) if s.tokens.is_some() => s
+            .tokens
+            .as_ref()
+            .is_some_and(|t| t.verify(got.as_bytes()).is_ok()),
         // Constant time: the token is a secret (a wrong length is refused outright).
         (Some(want), Some(got)) => bool::from(want.as_bytes().ct_eq(got.as_bytes())),
         _ => false,
+    }
+}
+
+/// Uses the join token up (single-use broker tokens): `None` when refused, else the broker
+/// session it names (`Some(None)` for the dev token).
+fn use_join_token(s: &AppState, headers: &HeaderMap) -> Option<Option<SessionId>> {
+    match (&s.cfg.dev_token, bearer(headers)) {
+        (_, Some(got)) if s.tokens.is_some() => {
+            s.tokens.as_ref().and_then(|t| t.check(got.as_bytes()).ok())
+        }
+        (Some(_), Some(_)) => join_token_ok(s, headers).then_some(None),
+        _ => None,
     }
 }
 
@@ -535,15 +548,18 @@ async fn whep_offer_inner(
     headers: &HeaderMap,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, AppError> {
-    if !join_token_ok(s, headers, false) {
+    if !join_token_ok(s, headers) {
         return Err(no_join_token());
     }
     // A slot before the token is used up: a player refused because the edge is full keeps its
     // token to retry with. Past this point a POST uses the token, whatever becomes of it. The
     // slot goes to the peer, which holds it until its session has ended.
-    let (id, slot) = admit(s, "whep")?;
-    if !join_token_ok(s, headers, true) {
+    let (id, mut slot) = admit(s, "whep")?;
+    let Some(session) = use_join_token(s, headers) else {
         return Err(no_join_token());
+    };
+    if let Some(session) = session {
+        slot.bind(session);
     }
     let body = body.map_err(|r| AppError(r.status(), r.body_text()))?;
     let is_sdp = headers

@@ -97,14 +97,15 @@ impl BrokerTokens {
 }
 
 impl TokenCheck for BrokerTokens {
-    fn check(&self, token: &[u8]) -> Result<(), TokenRefused> {
+    fn check(&self, token: &[u8]) -> Result<Option<token::SessionId>, TokenRefused> {
         let now = now_ms();
         let t = self.verified(token, now)?;
         self.guard
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .admit(&t, now)
-            .map_err(|e| TokenRefused(e.to_string()))
+            .map_err(|e| TokenRefused(e.to_string()))?;
+        Ok(Some(t.session))
     }
 
     fn verify(&self, token: &[u8]) -> Result<(), TokenRefused> {

@@ -37,7 +37,9 @@ use edgeplay_protocol::link::{
     self, BROKER_SILENCE_MS, EdgeAd, HEARTBEAT_BUSY_MS, LinkMessage, broker_hostports, proof_bytes,
     welcome_bytes,
 };
-use edgeplay_protocol::token::{EdgeId, Signature, SigningKey, VerifyingKey, from_hex, to_hex};
+use edgeplay_protocol::token::{
+    EdgeId, SessionId, Signature, SigningKey, VerifyingKey, from_hex, to_hex,
+};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -45,6 +47,7 @@ use tracing::{debug, info, warn};
 
 pub use echo::serve_echo;
 
+use crate::admission::Admission;
 use crate::link::coords::Coords;
 use crate::link::relay::{serve_probe, serve_request};
 use crate::link::relink::{Dialer, Failure};
@@ -137,6 +140,9 @@ pub(crate) struct LinkConfig {
     pub metrics: Arc<Metrics>,
     /// The edge's measured network coordinate (heartbeats report it).
     pub coords: Arc<Coords>,
+    /// The edge's sessions: which broker sessions run (sent as `Running`), the ends to report,
+    /// and where the broker's `End` goes.
+    pub admission: Admission,
 }
 
 /// The edge's state the link reports.
@@ -318,6 +324,38 @@ async fn handshake_welcome(
     Ok(())
 }
 
+/// Tells the broker of sessions that ended since the last call and, when the set changed
+/// since `listed` (what it heard last), the sessions running now. Reports that could not be
+/// written go back to the admission for the next link.
+async fn report_sessions(
+    admission: &Admission,
+    listed: &mut Option<Vec<SessionId>>,
+    wr: &mut (impl tokio::io::AsyncWriteExt + Unpin),
+) -> Result<(), String> {
+    let ended = admission.take_ended();
+    for (i, report) in ended.iter().enumerate() {
+        let msg = LinkMessage::Ended {
+            report: report.clone(),
+        };
+        if let Err(e) = write_msg(wr, &msg).await {
+            admission.requeue(ended[i..].to_vec());
+            return Err(e);
+        }
+    }
+    let running = admission.running();
+    if listed.as_ref() != Some(&running) {
+        write_msg(
+            wr,
+            &LinkMessage::Running {
+                sessions: running.clone(),
+            },
+        )
+        .await?;
+        *listed = Some(running);
+    }
+    Ok(())
+}
+
 /// Heartbeats and relayed requests on a welcomed link until it drops: why it ended. A
 /// `brokers` list from the broker updates `dialer`; a broker silent for [`BROKER_SILENCE_MS`]
 /// counts as gone.
@@ -342,7 +380,13 @@ async fn serve_link(
     let mut heard = Instant::now();
     // The coordinate this broker last heard (none yet on a new link).
     let mut told: Option<edgeplay_protocol::coords::Coord> = None;
+    // The running sessions this broker last heard (none yet on a new link: sent at once).
+    let mut book = cfg.admission.book_changes();
+    let mut listed: Option<Vec<SessionId>> = None;
     let why = loop {
+        if let Err(e) = report_sessions(&cfg.admission, &mut listed, &mut wr).await {
+            break e;
+        }
         if heard.elapsed() >= silence {
             break format!("nothing from the broker for {} s", silence.as_secs());
         }
@@ -376,6 +420,7 @@ async fn serve_link(
         }
         tokio::select! {
             _ = tick.tick() => {}
+            _ = book.changed() => {}
             r = load.changed() => if r.is_err() { break "the edge is stopping".into() },
             n = rd.read(&mut chunk) => {
                 let n = match n {
@@ -410,6 +455,10 @@ async fn serve_link(
                         Ok(Some(LinkMessage::Peers { peers })) => {
                             debug!(n = peers.len(), "peers to measure");
                             cfg.coords.measure(peers);
+                        }
+                        Ok(Some(LinkMessage::End { session, reason })) => {
+                            let runs = cfg.admission.end(session, reason);
+                            info!(%session, %reason, runs, "the broker ends a session");
                         }
                         Ok(Some(LinkMessage::Refused { error })) => {
                             bad = Some(format!("the broker ended the link: {error}"));

@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use edgeplay_protocol::token::SessionId;
 use subtle::ConstantTimeEq;
 
 /// Why a join token was refused.
@@ -24,11 +25,11 @@ pub struct NoRandomness;
 /// edge is full is not used up, so the player may retry with it.
 pub trait TokenCheck: Send + Sync + fmt::Debug {
     /// Accepts or refuses the token bytes a client sent, and uses the token up when tokens are
-    /// single-use.
+    /// single-use: the broker session it joins, if it names one (the dev token does not).
     ///
     /// # Errors
     /// [`TokenRefused`] with what is wrong.
-    fn check(&self, token: &[u8]) -> Result<(), TokenRefused>;
+    fn check(&self, token: &[u8]) -> Result<Option<SessionId>, TokenRefused>;
 
     /// Whether [`check`](Self::check) would accept the token, without using it up (a token
     /// used already may still pass here; `check` refuses it).
@@ -71,8 +72,8 @@ impl DevToken {
 
 impl TokenCheck for DevToken {
     /// The dev token is used any number of times: checking is verifying.
-    fn check(&self, token: &[u8]) -> Result<(), TokenRefused> {
-        self.verify(token)
+    fn check(&self, token: &[u8]) -> Result<Option<SessionId>, TokenRefused> {
+        self.verify(token).map(|()| None)
     }
 
     fn verify(&self, token: &[u8]) -> Result<(), TokenRefused> {

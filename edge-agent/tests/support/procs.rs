@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use edgeplay_client::broker::Placement;
+use edgeplay_client::{Client, ClientError, ClientOptions, DecoderPreference, Session};
 use edgeplay_protocol::link::parse_http_head;
 use serde_json::{Value, json};
 
@@ -112,17 +114,20 @@ pub fn start_broker(dir: &Path, extra: &[&str]) -> (Proc, SocketAddr) {
 }
 
 /// `edge-agent run --broker URL` with its HTTP and QUIC on free loopback ports, at most two
-/// sessions, data in `dir` and the `extra` flags: the process and the edge's id (the first word
-/// of its `edge-agent …` line).
+/// sessions (unless `extra` says `--max-sessions`), data in `dir` and the `extra` flags: the
+/// process and the edge's id (the first word of its `edge-agent …` line).
 pub fn start_edge(broker_url: &str, dir: &Path, extra: &[&str]) -> (Proc, String) {
-    let p = Proc::start(
-        Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-            .args(["run", "--broker", broker_url])
-            .args(["--listen", "127.0.0.1:0", "--quic-listen", "127.0.0.1:0"])
-            .args(["--max-sessions", "2", "--data-dir"])
-            .arg(dir)
-            .args(extra),
-    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-agent"));
+    cmd.args(["run", "--broker", broker_url]).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--quic-listen",
+        "127.0.0.1:0",
+    ]);
+    if !extra.contains(&"--max-sessions") {
+        cmd.args(["--max-sessions", "2"]);
+    }
+    let p = Proc::start(cmd.arg("--data-dir").arg(dir).args(extra));
     let id = p.line("edge-agent");
     let id = id.split_whitespace().next().unwrap().to_owned();
     (p, id)
@@ -261,4 +266,36 @@ pub fn broker_key(broker: SocketAddr) -> [u8; 32] {
         .expect("hex")
         .try_into()
         .expect("32 bytes")
+}
+
+/// Joins `p`'s edge over QUIC with a software decoder (answered within 60 s).
+pub async fn join_placement(p: &Placement) -> Result<Session, ClientError> {
+    let options = ClientOptions {
+        decoder: DecoderPreference::Software,
+        ..ClientOptions::default()
+    };
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        Client::connect_with(p.quic_addr, p.cert_fingerprint, &p.token, options),
+    )
+    .await
+    .expect("a QUIC join is answered within 60 s")
+}
+
+/// Polls the blocking `f` (on tokio's blocking pool) every 50 ms until it returns `Some`, at
+/// most `within`: [`eventually`] for async tests.
+pub async fn eventually_async<T: Send + 'static>(
+    within: Duration,
+    what: &str,
+    f: impl Fn() -> Option<T> + Send + Sync + Clone + 'static,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        let g = f.clone();
+        if let Some(v) = tokio::task::spawn_blocking(g).await.expect("poll") {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

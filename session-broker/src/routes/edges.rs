@@ -1,5 +1,5 @@
 //! Edges: `POST /v1/edges` (a signed registration), `GET /v1/edges`, the signed
-//! `POST /v1/edges/{id}/heartbeat`, and `GET /v1/edges/link`, which upgrades the connection to
+//! `POST /v1/edges/{id}/heartbeat` and `POST /v1/edges/{id}/ended`, and `GET /v1/edges/link`, which upgrades the connection to
 //! the edge link and hands it to `edge_link`.
 
 use std::sync::Arc;
@@ -59,6 +59,20 @@ pub(crate) async fn heartbeat(
         .apply_heartbeat(edge, hb.free_slots, hb.draining)
         .await?;
     Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+/// `POST /v1/edges/{id}/ended`: an edge without a link reports a session's end (signed).
+pub(crate) async fn ended(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let edge: EdgeId = shared::parse_id("edge", &id)?;
+    s.service.ensure_registered(&edge)?;
+    let body = shared::body(body)?;
+    let report = s.service.verify_ended(&edge, &body)?.report();
+    let ended = s.service.apply_ended(edge, &report).await?;
+    Ok(Json(serde_json::json!({ "ended": ended })))
 }
 
 /// `GET /v1/edges/link`: upgrades to the link and runs it until it drops.

@@ -56,6 +56,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/brokers", get(brokers))
         .route("/v1/edges", post(edges::register).get(edges::list))
         .route("/v1/edges/{id}/heartbeat", post(edges::heartbeat))
+        .route("/v1/edges/{id}/ended", post(edges::ended))
         .route("/v1/sessions", post(sessions::create).options(preflight))
         .route("/v1/sessions/{id}", get(sessions::get_one))
         .route(

@@ -17,8 +17,8 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::debug;
 
+use crate::error::BrokerError;
 use crate::placement::Request;
-use crate::records::SessionRecord;
 use crate::requests::{self, signed_bytes};
 use crate::routes::shared::{self, ApiError, Peer};
 use crate::state::AppState;
@@ -83,13 +83,25 @@ pub(crate) async fn create(
     ))
 }
 
+/// A live session's record with its `state` (`offered`, `placed`, `running`), or an ended
+/// one's summary (`state: ended`) while the retention keeps it; 404 otherwise.
 pub(crate) async fn get_one(
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
-) -> Result<Json<SessionRecord>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     let sid: SessionId = shared::parse_id("session", &id)?;
-    let (rec, _) = s.service.stored_session(&sid).await?;
-    Ok(Json(rec))
+    if let Some((rec, _)) = s.service.session(&sid).await? {
+        let state = rec.phase();
+        let mut v = serde_json::to_value(&rec).map_err(|e| BrokerError::Encode(e.to_string()))?;
+        v["state"] = serde_json::to_value(state).map_err(|e| BrokerError::Encode(e.to_string()))?;
+        return Ok(Json(v));
+    }
+    match s.service.summary(&sid).await? {
+        Some(sum) => Ok(Json(
+            serde_json::to_value(&sum).map_err(|e| BrokerError::Encode(e.to_string()))?,
+        )),
+        None => Err(BrokerError::NoSession(sid).into()),
+    }
 }
 
 pub(crate) async fn select(

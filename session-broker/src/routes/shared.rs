@@ -67,6 +67,7 @@ fn status(e: &BrokerError) -> StatusCode {
         ) => StatusCode::UNPROCESSABLE_ENTITY,
         BrokerError::Placement(PlacementError::NoLocation)
         | BrokerError::BadCoordinate { .. }
+        | BrokerError::BadReport(_)
         | BrokerError::Encode(_)
         | BrokerError::NotText(_) => StatusCode::BAD_REQUEST,
         BrokerError::NoEdge | BrokerError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -43,6 +43,7 @@ async fn setup(name: &str, rate: RateLimit) -> T {
         key: key.clone(),
         rate,
         peers_every: std::time::Duration::from_millis(edgeplay_protocol::link::PEERS_EVERY_MS),
+        lifecycle: crate::service::table::Lifecycle::default(),
     })
     .await
     .unwrap();

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use crate::error::BrokerError;
 use crate::links::Links;
 use crate::liveness::{EdgeState, Heard};
-use crate::records::{EdgeAd, EdgeRecord, spec_of};
+use crate::records::{EdgeAd, EdgeRecord};
 use crate::requests::{self, HEARTBEAT_DOMAIN, Heartbeat, REGISTER_DOMAIN, signed_bytes};
 use crate::service::{COORD_PERSIST_MS, Live, SIGNED_SKEW_MS, Service, encode, now_ms};
 use crate::store::Table;
@@ -77,6 +77,17 @@ impl Service {
         self.check_signed(HEARTBEAT_DOMAIN, edge, signed, |hb| hb.issued_unix_ms)
     }
 
+    /// Parses and checks `edge`'s signed session-end report (the body of
+    /// `POST /v1/edges/{id}/ended`).
+    pub(crate) fn verify_ended(
+        &self,
+        edge: &EdgeId,
+        body: &[u8],
+    ) -> Result<requests::EndedReport, BrokerError> {
+        let signed = requests::ended_report(body)?;
+        self.check_signed(requests::ENDED_DOMAIN, edge, signed, |r| r.issued_unix_ms)
+    }
+
     /// Stores a checked registration and puts the edge in the index: whether it is new.
     pub(crate) async fn admit_edge(&self, ad: EdgeAd) -> Result<bool, BrokerError> {
         let rec = EdgeRecord {
@@ -96,7 +107,8 @@ impl Service {
         let id = rec.ad.id;
         let created = {
             let mut live = self.live();
-            live.index.upsert(spec_of(&rec));
+            let spec = Live::spec(&live.sessions, &rec);
+            live.index.upsert(spec);
             live.liveness.handle_heartbeat(id, false, Instant::now());
             let created = live.edges.insert(id, (rec, Instant::now())).is_none();
             self.metrics.edges.set(live.edges.len() as i64);
@@ -126,6 +138,7 @@ impl Service {
                 index,
                 edges,
                 liveness,
+                sessions,
                 ..
             } = &mut *live;
             let Some((rec, seen)) = edges.get_mut(&edge) else {
@@ -140,7 +153,7 @@ impl Service {
             let moved = rec.home != me;
             rec.state = EdgeState::Alive;
             rec.home.clone_from(&me);
-            index.upsert(spec_of(rec));
+            index.upsert(Live::spec(sessions, rec));
             (revived || moved).then(|| rec.clone())
         };
         if let Some(rec) = changed {
@@ -190,7 +203,8 @@ impl Service {
             let stored = rec.stored_coord.unwrap_or(rec.ad.coord);
             rec.coord = Some(coord);
             rec.coord_error = Some(error.min(INITIAL_ERROR));
-            live.index.upsert(spec_of(rec));
+            let spec = Live::spec(&live.sessions, rec);
+            live.index.upsert(spec);
             // Placement follows every report; the store only moves worth a write.
             let far = (stored.x - coord.x).hypot(stored.y - coord.y)
                 + (stored.height - coord.height).abs()

@@ -9,9 +9,10 @@
 //! liveness sweep's decisions. No method holds the lock across an `.await`, and none knows HTTP:
 //! they answer with [`BrokerError`]s that the routes turn into statuses.
 //!
-//! The methods are grouped in three files: `edges` (registration, heartbeats, coordinates,
-//! peers, relay bases), `sessions` (rate limits, offer, pick, placement, session look-ups) and
-//! `sweep` (what the background tasks decide).
+//! The methods are grouped in four files: `edges` (registration, heartbeats, coordinates,
+//! peers, relay bases), `sessions` (rate limits, offer, pick, placement, session look-ups),
+//! `lifecycle` (how sessions end, and their summaries) and `sweep` (what the background tasks
+//! decide). The live sessions are a [`table::SessionTable`].
 //!
 //! Edges sign their registration and heartbeats with their Ed25519 identity (the edge id is the
 //! public key), over the canonical JSON of the body without its `signature`, prefixed by a
@@ -24,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use edgeplay_protocol::coords::Coord;
-use edgeplay_protocol::token::{EdgeId, SessionId};
+use edgeplay_protocol::token::EdgeId;
 use prometheus_client::metrics::counter::Counter;
 use tracing::{info, warn};
 
@@ -38,8 +39,12 @@ use crate::store::{Store, StoreError, Table};
 use crate::tokens::BrokerKey;
 
 mod edges;
+mod lifecycle;
 mod sessions;
 mod sweep;
+pub mod table;
+
+use table::{Lifecycle, SessionTable};
 
 /// How far a signed message's `issued_unix_ms` may be from the broker's clock.
 pub const SIGNED_SKEW_MS: u64 = 60_000;
@@ -62,9 +67,32 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, BrokerError> {
 struct Live {
     index: Index,
     edges: HashMap<EdgeId, (EdgeRecord, Instant)>,
-    sessions: HashMap<SessionId, SessionRecord>,
+    sessions: SessionTable,
     limiter: Limiter,
     liveness: Liveness,
+}
+
+impl Live {
+    /// What placement knows of `rec`'s edge: its record, less the slots of sessions placed
+    /// there that its heartbeats do not count yet (the player has not joined).
+    fn spec(sessions: &SessionTable, rec: &EdgeRecord) -> crate::placement::EdgeSpec {
+        let mut spec = spec_of(rec);
+        spec.free_slots = spec
+            .free_slots
+            .saturating_sub(sessions.pending_on(&rec.ad.id));
+        spec
+    }
+
+    /// Puts `edge` back in the index with its pending placements counted, if it is there.
+    fn refresh(&mut self, edge: &EdgeId) {
+        if self.index.get(edge).is_none() {
+            return;
+        }
+        if let Some((rec, _)) = self.edges.get(edge) {
+            let spec = Self::spec(&self.sessions, rec);
+            self.index.upsert(spec);
+        }
+    }
 }
 
 /// A candidate as `POST /v1/sessions` describes it.
@@ -94,42 +122,48 @@ pub(crate) struct Service {
     key: BrokerKey,
     live: Mutex<Live>,
     metrics: Metrics,
+    lifecycle: Lifecycle,
     /// Selections of a session that had its edge already (registered with the broker's metrics
     /// as `broker_selections_refused_placed`).
     reselections_refused: Counter,
 }
 
 impl Service {
-    /// Loads the store's edges and sessions into a fresh registry.
+    /// Loads the store's edges and live sessions into a fresh registry (summaries stay in the
+    /// store: start-up costs what is live, not what happened).
     pub(crate) async fn load(
         store: Arc<dyn Store>,
         key: BrokerKey,
         rate: RateLimit,
+        lifecycle: Lifecycle,
         mut metrics: Metrics,
     ) -> Result<Self, StoreError> {
         let mut live = Live {
             index: Index::new(IndexConfig::default()),
             edges: HashMap::new(),
-            sessions: HashMap::new(),
+            sessions: SessionTable::default(),
             limiter: Limiter::new(rate),
             liveness: Liveness::new(),
         };
+        // Sessions first: an edge's placements not joined yet count against its free slots.
+        for (key, v) in store.list(Table::Sessions).await? {
+            match serde_json::from_slice::<SessionRecord>(&v) {
+                Ok(rec) => {
+                    let (due, _) = lifecycle.due(&rec);
+                    live.sessions.insert(rec, due);
+                }
+                Err(e) => warn!(%key, error = %e, "skipping unreadable session record"),
+            }
+        }
         let now = Instant::now();
         for (key, v) in store.list(Table::Edges).await? {
             match serde_json::from_slice::<EdgeRecord>(&v) {
                 Ok(rec) => {
-                    live.index.upsert(spec_of(&rec));
+                    let spec = Live::spec(&live.sessions, &rec);
+                    live.index.upsert(spec);
                     live.edges.insert(rec.ad.id, (rec, now));
                 }
                 Err(e) => warn!(%key, error = %e, "skipping unreadable edge record"),
-            }
-        }
-        for (key, v) in store.list(Table::Sessions).await? {
-            match serde_json::from_slice::<SessionRecord>(&v) {
-                Ok(rec) => {
-                    live.sessions.insert(rec.id, rec);
-                }
-                Err(e) => warn!(%key, error = %e, "skipping unreadable session record"),
             }
         }
         info!(
@@ -138,6 +172,7 @@ impl Service {
             "registry loaded"
         );
         metrics.edges.set(live.edges.len() as i64);
+        metrics.sessions_live.set(live.sessions.len() as i64);
         let reselections_refused = Counter::default();
         metrics.registry.register(
             "broker_selections_refused_placed",
@@ -149,6 +184,7 @@ impl Service {
             key,
             live: Mutex::new(live),
             metrics,
+            lifecycle,
             reselections_refused,
         })
     }

@@ -103,13 +103,14 @@ impl Service {
             candidates,
             edge: None,
             created_unix_ms: now_ms(),
-            failover: false,
+            placed_unix_ms: None,
+            started_unix_ms: None,
         };
         let bytes = encode(&rec)?;
         self.store
             .put(Table::Sessions, id.to_string(), bytes)
             .await?;
-        self.live().sessions.insert(id, rec);
+        self.keep(rec);
         self.metrics.sessions.inc();
         Ok((id, out))
     }
@@ -132,10 +133,12 @@ impl Service {
         }
         let edge = self.choose(&stored.request, &stored.candidates, measured)?;
         let mut rec = stored;
+        let now = now_ms();
         rec.edge = Some(edge.id);
+        rec.placed_unix_ms = Some(now);
         let (token, t) = self
             .key
-            .mint(sid, edge.id, &rec.player, now_ms())
+            .mint(sid, edge.id, &rec.player, now)
             .map_err(|e| BrokerError::Internal(e.to_string()))?;
         let bytes = encode(&rec)?;
         if let Swap::Stale(_) = self
@@ -149,7 +152,7 @@ impl Service {
                 _ => BrokerError::SessionChanged(sid),
             });
         }
-        self.live().sessions.insert(sid, rec);
+        self.keep(rec);
         self.metrics.selections.inc();
         info!(session = %sid, edge = %edge.id, "session placed");
         Ok(Placed {
@@ -179,7 +182,7 @@ impl Service {
         {
             Some(v) => match serde_json::from_slice::<SessionRecord>(&v.value) {
                 Ok(rec) => {
-                    self.live().sessions.insert(*sid, rec.clone());
+                    self.keep(rec.clone());
                     Ok(Some((rec, Some(v.revision))))
                 }
                 Err(e) => {

@@ -7,9 +7,9 @@ use edgeplay_protocol::token::EdgeId;
 use tracing::{info, warn};
 
 use crate::liveness::EdgeState;
-use crate::records::{EdgeRecord, SessionRecord, spec_of};
+use crate::records::{EdgeRecord, spec_of};
 use crate::service::{Live, Service};
-use crate::store::{BrokerEntry, Change, StoreError, Swap, Table};
+use crate::store::{BrokerEntry, Change, Table};
 
 impl Service {
     /// Edges that missed their heartbeats by `now`.
@@ -26,14 +26,8 @@ impl Service {
         };
         let live_brokers: HashSet<&str> = brokers.iter().map(|b| b.id.as_str()).collect();
         let mut live = self.live();
-        // An edge with a session placed through this broker serves, whatever its last load said
-        // here (its heartbeats went to the dead broker): it gets the serving period.
-        let placed: HashSet<EdgeId> = live
-            .sessions
-            .values()
-            .filter(|r| !r.failover)
-            .filter_map(|r| r.edge)
-            .collect();
+        // An edge with a session this broker knows of serves, whatever its last load said here
+        // (its heartbeats went to the dead broker): it gets the serving period.
         let orphans: Vec<(EdgeId, bool)> = live
             .edges
             .values()
@@ -45,7 +39,10 @@ impl Service {
             })
             .map(|(r, _)| {
                 let id = r.ad.id;
-                (id, r.free_slots < r.ad.capacity || placed.contains(&id))
+                (
+                    id,
+                    r.free_slots < r.ad.capacity || live.sessions.has_sessions_on(&id),
+                )
             })
             .filter(|(id, _)| live.liveness.state(id).is_none())
             .collect();
@@ -59,7 +56,7 @@ impl Service {
     }
 
     /// Three missed heartbeats: out of the index, state written to the store (a change, so
-    /// once), and the edge's sessions marked for failover.
+    /// once), and the edge's sessions ended (`edge_lost`; failover will move them instead).
     pub(crate) async fn mark_dead(&self, edge: EdgeId) {
         let rec = {
             let mut live = self.live();
@@ -73,9 +70,7 @@ impl Service {
         warn!(%edge, "edge missed three heartbeats (or its link was silent as long): marked dead");
         self.metrics.edges_marked_dead.inc();
         self.edge_state_changed(rec).await;
-        if let Err(e) = self.mark_sessions_for_failover(edge).await {
-            warn!(%edge, error = %e, "cannot mark the dead edge's sessions for failover");
-        }
+        self.end_sessions_of(edge).await;
     }
 
     pub(super) fn count_dead(live: &Live) -> i64 {
@@ -103,41 +98,6 @@ impl Service {
             }
             Err(e) => warn!(error = %e, "cannot encode an edge record"),
         }
-    }
-
-    /// Sets `failover` on every stored session placed on `edge`, each through a conditional
-    /// write (a session another broker changed meanwhile is left to that broker).
-    async fn mark_sessions_for_failover(&self, edge: EdgeId) -> Result<(), StoreError> {
-        for (key, bytes) in self.store.list(Table::Sessions).await? {
-            let Ok(rec) = serde_json::from_slice::<SessionRecord>(&bytes) else {
-                continue;
-            };
-            if rec.edge != Some(edge) || rec.failover {
-                continue;
-            }
-            let Some(v) = self.store.get_versioned(Table::Sessions, &key).await? else {
-                continue;
-            };
-            let Ok(mut rec) = serde_json::from_slice::<SessionRecord>(&v.value) else {
-                continue;
-            };
-            if rec.edge != Some(edge) || rec.failover {
-                continue;
-            }
-            rec.failover = true;
-            let Ok(out) = serde_json::to_vec(&rec) else {
-                continue;
-            };
-            if let Swap::Done(_) = self
-                .store
-                .put_if(Table::Sessions, key, out, Some(v.revision))
-                .await?
-            {
-                self.metrics.sessions_marked_failover.inc();
-                self.live().sessions.insert(rec.id, rec);
-            }
-        }
-        Ok(())
     }
 
     /// Applies an edge record another broker wrote (or deleted) to this registry.

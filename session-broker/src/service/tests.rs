@@ -52,9 +52,15 @@ async fn setup(name: &str) -> T {
     let _ = std::fs::remove_dir_all(&dir);
     let key = BrokerKey::load_or_create(&dir).unwrap();
     let store = Arc::new(RedbStore::open(&dir).unwrap());
-    let service = Service::load(store.clone(), key, RateLimit::default(), Metrics::new())
-        .await
-        .unwrap();
+    let service = Service::load(
+        store.clone(),
+        key,
+        RateLimit::default(),
+        super::table::Lifecycle::default(),
+        Metrics::new(),
+    )
+    .await
+    .unwrap();
     T {
         service,
         store,

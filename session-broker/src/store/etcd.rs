@@ -17,7 +17,9 @@ use etcd_client::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{BoxFuture, BrokerEntry, Change, Records, Store, StoreError, Swap, Table, Versioned};
+use super::{
+    Batch, BoxFuture, BrokerEntry, Change, Records, Store, StoreError, Swap, Table, Versioned,
+};
 
 /// Time to live of a broker's lease.
 pub const LEASE_TTL_S: i64 = 2;
@@ -181,10 +183,15 @@ impl EtcdStore {
     }
 }
 
+/// etcd's default `--max-txn-ops`: the most puts and deletes one [`Batch`] may hold.
+pub const MAX_TXN_OPS: usize = 128;
+
 fn dir(table: Table) -> &'static str {
     match table {
         Table::Edges => "edges/",
         Table::Sessions => "sessions/",
+        Table::Summaries => "summaries/",
+        Table::Ended => "ended/",
     }
 }
 
@@ -350,6 +357,90 @@ impl Store for EtcdStore {
                 _ => None,
             });
             Ok(Swap::Stale(current.flatten()))
+        })
+    }
+
+    fn apply(&self, batch: Batch) -> BoxFuture<'_, Result<Swap, StoreError>> {
+        Box::pin(async move {
+            if batch.ops() > MAX_TXN_OPS {
+                return Err(StoreError::Etcd(format!(
+                    "a batch of {} operations is over etcd's default limit of {MAX_TXN_OPS}",
+                    batch.ops()
+                )));
+            }
+            let mut ops: Vec<TxnOp> = batch
+                .puts
+                .into_iter()
+                .map(|(t, k, v)| TxnOp::put(self.key(t, &k), v, None))
+                .collect();
+            ops.extend(
+                batch
+                    .deletes
+                    .into_iter()
+                    .map(|(t, k)| TxnOp::delete(self.key(t, &k), None)),
+            );
+            let (txn, guard_key) = match batch.guard {
+                Some((t, k, expected)) => {
+                    let k = self.key(t, &k);
+                    // An absent key has mod_revision 0 in etcd's compare.
+                    let expected = i64::try_from(expected.unwrap_or(0)).unwrap_or(i64::MAX);
+                    let txn = Txn::new()
+                        .when([Compare::mod_revision(k.clone(), CompareOp::Equal, expected)])
+                        .and_then(ops)
+                        .or_else([TxnOp::get(k.clone(), None)]);
+                    (txn, Some(k))
+                }
+                None => (Txn::new().and_then(ops), None),
+            };
+            let resp = self.client.kv_client().txn(txn).await.map_err(etcd_err)?;
+            if resp.succeeded() || guard_key.is_none() {
+                return Ok(Swap::Done(resp.header().map_or(0, |h| rev(h.revision()))));
+            }
+            let current = resp.op_responses().into_iter().find_map(|r| match r {
+                TxnOpResponse::Get(g) => Some(g.kvs().first().map(|kv| rev(kv.mod_revision()))),
+                _ => None,
+            });
+            Ok(Swap::Stale(current.flatten()))
+        })
+    }
+
+    fn first(&self, table: Table, limit: usize) -> BoxFuture<'_, Result<Records, StoreError>> {
+        Box::pin(async move {
+            let base = format!("{}/{}", self.prefix, dir(table));
+            let opts = GetOptions::new()
+                .with_prefix()
+                .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+            let mut resp = self
+                .client
+                .kv_client()
+                .get(base.clone(), Some(opts))
+                .await
+                .map_err(etcd_err)?;
+            Ok(resp
+                .take_kvs()
+                .into_iter()
+                .filter_map(|kv| {
+                    let (k, v) = kv.into_key_value();
+                    let k = k.strip_prefix(base.as_bytes())?;
+                    Some((String::from_utf8_lossy(k).into_owned(), v))
+                })
+                .collect())
+        })
+    }
+
+    fn count(&self, table: Table) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let base = format!("{}/{}", self.prefix, dir(table));
+            let resp = self
+                .client
+                .kv_client()
+                .get(
+                    base,
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                )
+                .await
+                .map_err(etcd_err)?;
+            Ok(u64::try_from(resp.count()).unwrap_or(0))
         })
     }
 

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use edgeplay_broker::requests::{HEARTBEAT_DOMAIN, REGISTER_DOMAIN, sign_body};
+use edgeplay_broker::requests::{ENDED_DOMAIN, HEARTBEAT_DOMAIN, REGISTER_DOMAIN, sign_body};
 use edgeplay_protocol::token::{EdgeId, SigningKey};
 use serde_json::{Value, json};
 
@@ -184,6 +184,32 @@ pub fn heartbeat(key: &SigningKey, free_slots: u32) -> Value {
     )
 }
 
+/// A signed report by `key`'s edge that `session` ended for `reason` after `duration_ms`,
+/// with `frames` frames of `bytes` bytes.
+pub fn ended_report(
+    key: &SigningKey,
+    session: &str,
+    reason: &str,
+    frames: u64,
+    bytes: u64,
+) -> Value {
+    sign_body(
+        ENDED_DOMAIN,
+        json!({"session": session, "reason": reason, "started_unix_ms": now_ms() - 5000,
+               "duration_ms": 5000, "frames": frames, "bytes": bytes,
+               "issued_unix_ms": now_ms()}),
+        key,
+    )
+}
+
+/// A metric's value in the broker's `/metrics`, if it is there.
+pub fn metric(addr: SocketAddr, line_prefix: &str) -> Option<u64> {
+    let (_, m) = http(addr, "GET", "/metrics", None);
+    m.as_str()?
+        .lines()
+        .find_map(|l| l.strip_prefix(line_prefix)?.strip_prefix(' ')?.parse().ok())
+}
+
 pub fn session_body(player: &str) -> Value {
     json!({
         "player": player,
@@ -207,18 +233,19 @@ pub fn eventually<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option
     }
 }
 
-/// A broker in a fresh data dir named after `test`, with two edges registered: keys
-/// `[seed; 32]` and `[seed + 1; 32]`, at x = `xs[0]` and `xs[1]`, both advertising `port`; the
-/// broker, its data dir (for the test to remove) and the two keys.
+/// A broker in a fresh data dir named after `test` (run with `extra` arguments), with two
+/// edges registered: keys `[seed; 32]` and `[seed + 1; 32]`, at x = `xs[0]` and `xs[1]`, both
+/// advertising `port`; the broker, its data dir (for the test to remove) and the two keys.
 pub fn broker_with_two_edges(
     test: &str,
     seed: u8,
     xs: [f64; 2],
     port: u16,
+    extra: &[&str],
 ) -> (Broker, PathBuf, SigningKey, SigningKey) {
     let dir = std::env::temp_dir().join(format!("edgeplay-broker-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let b = start(&dir, &[]);
+    let b = start(&dir, extra);
     let first = SigningKey::from_bytes(&[seed; 32]);
     let second = SigningKey::from_bytes(&[seed + 1; 32]);
     for (k, x) in [(&first, xs[0]), (&second, xs[1])] {

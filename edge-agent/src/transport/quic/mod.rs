@@ -61,9 +61,10 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, trace, warn};
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Slot};
 use crate::metrics::Metrics;
 use crate::transport::token::{DevToken, TokenCheck};
+use edgeplay_protocol::lifecycle::EndReason;
 use edgeplay_rate::frame::{FrameRateController, PathSample, RateConfig};
 
 /// How long a client has to send its hello.
@@ -375,7 +376,7 @@ async fn serve_connection(ctx: Arc<Ctx>, conn: quinn::Connection, stopping: watc
         close(&conn, close_code::BAD_TOKEN, &e.to_string());
     };
     // Held until the session has ended, below.
-    let _slot = match ctx
+    let mut slot = match ctx
         .tokens
         .verify(&token)
         .map(|()| ctx.admission.try_admit("quic"))
@@ -388,8 +389,10 @@ async fn serve_connection(ctx: Arc<Ctx>, conn: quinn::Connection, stopping: watc
         }
         Err(e) => return refused(&e),
     };
-    if let Err(e) = ctx.tokens.check(&token) {
-        return refused(&e);
+    match ctx.tokens.check(&token) {
+        Ok(Some(session)) => slot.bind(session),
+        Ok(None) => {}
+        Err(e) => return refused(&e),
     }
     let id = match DevToken::random() {
         Ok(t) => t.as_str()[..12].to_owned(),
@@ -421,6 +424,8 @@ async fn serve_connection(ctx: Arc<Ctx>, conn: quinn::Connection, stopping: watc
             return;
         }
     };
+    // How the session ended, for the broker's summary.
+    let mut why = EndReason::PlayerLeft;
     let welcome = ControlMessage::Welcome {
         session_id: id.clone(),
         width: u16::try_from(ctx.cfg.pipeline.width).unwrap_or(u16::MAX),
@@ -430,9 +435,22 @@ async fn serve_connection(ctx: Arc<Ctx>, conn: quinn::Connection, stopping: watc
     let mut out = Vec::new();
     if welcome.encode(&mut out).is_ok() && ctl_send.write_all(&out).await.is_ok() {
         info!(parent: &span, "QUIC session started");
-        let end = run_session(&conn, &handle, &mut reader, &mut ctl_send, &ctx, stopping)
-            .instrument(span.clone())
-            .await;
+        let end = run_session(
+            &conn,
+            &handle,
+            &mut reader,
+            &mut ctl_send,
+            &ctx,
+            stopping,
+            &slot,
+        )
+        .instrument(span.clone())
+        .await;
+        why = match end {
+            Some((close_code::SHUTDOWN, _)) => EndReason::EdgeStopped,
+            Some((close_code::UNAVAILABLE, _)) => EndReason::Failed,
+            _ => EndReason::PlayerLeft,
+        };
         if let Some((code, reason)) = end {
             goodbye(&conn, &mut ctl_send, code, reason)
                 .instrument(span.clone())
@@ -441,11 +459,27 @@ async fn serve_connection(ctx: Arc<Ctx>, conn: quinn::Connection, stopping: watc
     }
     let _ = ctl_send.finish();
     let summary = tokio::task::spawn_blocking(move || handle.end()).await;
+    match &summary {
+        Ok(Ok(s)) => slot.finish(why, u64::from(s.frames), s.bytes),
+        _ => slot.finish(EndReason::Failed, 0, 0),
+    }
     match summary {
         Ok(Ok(s)) => info!(parent: &span, frames = s.frames, last_input = s.last_input_seq,
                            state_hash = format_args!("{:016x}", s.state_hash), "QUIC session ended"),
         Ok(Err(e)) => warn!(parent: &span, "QUIC session ended with an error: {e}"),
         Err(e) => warn!(parent: &span, "QUIC session end panicked: {e}"),
+    }
+}
+
+/// What the goodbye says when the broker ends a session.
+fn ended_by_broker(reason: EndReason) -> &'static str {
+    match reason {
+        EndReason::MaxDuration => "the broker ended the session: it reached its maximum duration",
+        EndReason::EdgeLost => "the broker ended the session: it lost this edge for a while",
+        EndReason::Idle | EndReason::NotJoined | EndReason::NotPlaced => {
+            "the broker ended the session: it was idle too long"
+        }
+        _ => "the broker ended the session",
     }
 }
 
@@ -486,6 +520,7 @@ async fn run_session(
     ctl_send: &mut quinn::SendStream,
     ctx: &Ctx,
     mut stopping: watch::Receiver<bool>,
+    slot: &Slot,
 ) -> Option<(u32, &'static str)> {
     let mut rate = FrameRateController::new(ctx.cfg.rate, Instant::now());
     let mut rate_tick = tokio::time::interval(RATE_TICK);
@@ -510,6 +545,11 @@ async fn run_session(
         tokio::select! {
             () = stopped(&mut stopping) => {
                 end = Some((close_code::SHUTDOWN, "edge shutting down"));
+                break;
+            }
+            reason = slot.end_requested() => {
+                info!(%reason, "the broker ends the session");
+                end = Some((close_code::ENDED_BY_BROKER, ended_by_broker(reason)));
                 break;
             }
             msg = reader.next() => match msg {

@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use edgeplay_media::session::SessionHandle;
+use edgeplay_protocol::lifecycle::EndReason;
 use edgeplay_protocol::whep::{H264Profile, WireError};
 use subtle::ConstantTimeEq;
 use tokio::sync::{Notify, watch};
@@ -168,6 +169,8 @@ struct Peer {
     pc: Arc<dyn PeerConnection>,
     /// Told to stop: DELETE, or the server shuts down.
     stop: Notify,
+    /// Set when the edge, not the player, stopped it (shutdown).
+    stopped_by_edge: std::sync::atomic::AtomicBool,
     counters: PeerCounters,
     /// The transport-cc estimate, written by the interceptor chain.
     estimate: Arc<Estimate>,
@@ -293,6 +296,7 @@ impl Whep {
             secret: secret.clone(),
             pc,
             stop: Notify::new(),
+            stopped_by_edge: std::sync::atomic::AtomicBool::new(false),
             counters,
             estimate: Arc::clone(&wiring.estimate),
             gathered: wiring.gathered.clone(),
@@ -302,11 +306,32 @@ impl Whep {
         self.peers().insert(id.clone(), Arc::clone(&peer));
         let whep = Arc::downgrade(self);
         let key = id.clone();
+        // The broker may end the session (its maximum duration): that stops the peer as a
+        // DELETE does.
+        let asked = slot.as_ref().map(|s| {
+            let ended = s.end_requested();
+            let peer = Arc::clone(&peer);
+            tokio::spawn(async move {
+                let reason = ended.await;
+                info!(%reason, "the broker ends the session");
+                peer.stop.notify_one();
+            })
+        });
         tokio::spawn(
             async move {
-                run_peer(&peer, session, wiring, session_kbps).await;
+                let end = run_peer(&peer, session, wiring, session_kbps).await;
+                if let Some(a) = asked {
+                    a.abort();
+                }
                 end_peer(&whep, &key, &peer).await;
-                drop(slot);
+                if let Some(mut slot) = slot {
+                    let reason = if peer.stopped_by_edge.load(Ordering::Relaxed) {
+                        EndReason::EdgeStopped
+                    } else {
+                        end.reason
+                    };
+                    slot.finish(reason, end.frames, end.bytes);
+                }
             }
             .instrument(span),
         );
@@ -490,6 +515,7 @@ impl Whep {
     /// Asks every peer to stop (server shutdown).
     pub fn stop_all(&self) {
         for (_, peer) in self.peers().drain() {
+            peer.stopped_by_edge.store(true, Ordering::Relaxed);
             peer.stop.notify_one();
         }
     }

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use edgeplay_media::session::{Control, MediaPacket, SessionError, SessionHandle};
+use edgeplay_protocol::lifecycle::EndReason;
 use edgeplay_protocol::whep::{AckMessage, InputMessage};
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::packetizer::Payloader;
@@ -173,6 +174,14 @@ fn is_gone(state: RTCPeerConnectionState) -> bool {
     )
 }
 
+/// How a peer's session ended, for the broker's summary.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PeerEnd {
+    pub(super) reason: EndReason,
+    pub(super) frames: u64,
+    pub(super) bytes: u64,
+}
+
 /// The peer's life: connect, stream, forward inputs and acks, then end the session.
 #[allow(
     clippy::too_many_lines,
@@ -183,7 +192,7 @@ pub(super) async fn run_peer(
     session: SessionHandle,
     mut w: Wiring,
     session_kbps: u32,
-) {
+) -> PeerEnd {
     let connected = tokio::select! {
         () = peer.stop.notified() => false,
         r = tokio::time::timeout(CONNECT_TIMEOUT, w.state.wait_for(|s| {
@@ -192,8 +201,7 @@ pub(super) async fn run_peer(
     };
     if !connected {
         info!("peer did not connect; ending its session");
-        end_session(session).await;
-        return;
+        return end_session(session, EndReason::PlayerLeft).await;
     }
     let video_pt = negotiated_pt(&w.video_sender, VIDEO_PT).await;
     let audio_pt = negotiated_pt(&w.audio_sender, AUDIO_PT).await;
@@ -223,6 +231,7 @@ pub(super) async fn run_peer(
     let mut rate = EncoderRate::new(session_kbps);
     let mut rate_tick = tokio::time::interval(RATE_INTERVAL);
     rate_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reason = EndReason::PlayerLeft;
     loop {
         let deadline = vanished_at.map(|t| t + VANISHED_GRACE);
         tokio::select! {
@@ -281,6 +290,7 @@ pub(super) async fn run_peer(
                 if let Err(e) = session.send(ctl) {
                     warn!(error = %e, "session refused a control message");
                     if matches!(e, SessionError::Ended(_)) {
+                        reason = EndReason::Failed;
                         break;
                     }
                 }
@@ -329,6 +339,7 @@ pub(super) async fn run_peer(
                 }
                 Err(broadcast::error::RecvError::Closed) => {
                     info!("session ended");
+                    reason = EndReason::Failed;
                     break;
                 }
             },
@@ -336,14 +347,32 @@ pub(super) async fn run_peer(
     }
     drop(media);
     tasks.abort_all();
-    end_session(session).await;
+    end_session(session, reason).await
 }
 
-async fn end_session(session: SessionHandle) {
+async fn end_session(session: SessionHandle, reason: EndReason) -> PeerEnd {
     let id = session.id().to_owned();
+    let failed = PeerEnd {
+        reason: EndReason::Failed,
+        frames: 0,
+        bytes: 0,
+    };
     match tokio::task::spawn_blocking(move || session.end()).await {
-        Ok(Ok(summary)) => info!(%id, frames = summary.frames, "WHEP session ended"),
-        Ok(Err(e)) => warn!(%id, error = %e, "WHEP session had failed"),
-        Err(e) => warn!(%id, error = %e, "ending the WHEP session panicked"),
+        Ok(Ok(summary)) => {
+            info!(%id, frames = summary.frames, "WHEP session ended");
+            PeerEnd {
+                reason,
+                frames: u64::from(summary.frames),
+                bytes: summary.bytes,
+            }
+        }
+        Ok(Err(e)) => {
+            warn!(%id, error = %e, "WHEP session had failed");
+            failed
+        }
+        Err(e) => {
+            warn!(%id, error = %e, "ending the WHEP session panicked");
+            failed
+        }
     }
 }
