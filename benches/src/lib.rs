@@ -3,12 +3,15 @@
 //!
 //! - [`whep`]: an HTTP server on loopback with the built web player and the edge's WHEP
 //!   endpoint ([`edgeplay_edge::transport::webrtc::Whep`], as `edge-agent run --dev` serves it);
+//! - [`broker_proc`]: a release broker on loopback, its HTTP client, signed edges and their
+//!   heartbeats (the broker and soak benches);
 //! - [`chromium`]: headless Chromium playing that page (client-sdk/web/tests/bench.mjs) and the
 //!   latency samples it measured;
 //! - [`summary`]: percentiles of a sample list; [`spread`]: a figure's range over repetitions;
 //! - [`machine`] and [`load_average`]: what every bench prints beside its figures.
 #![forbid(unsafe_code)]
 
+pub mod broker_proc;
 pub mod chromium;
 pub mod whep;
 

@@ -18,25 +18,22 @@
 //! metrics reads use the same client, one connection per call, on runtimes of their own.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
-use edgeplay_broker::requests::{HEARTBEAT_DOMAIN, REGISTER_DOMAIN, sign_body};
+use edgeplay_benches::broker_proc::{
+    Blocking, Broker, HEARTBEAT_EVERY, Heartbeats, Http, TempDir, build_broker, client, dir_size,
+    exchange, load, load_avg, metric, mib, ms, pct, register_edges, request_to, start, thousands,
+};
 use edgeplay_game::hash::SplitMix64;
-use edgeplay_protocol::token::{EdgeId, SigningKey};
 use edgeplay_testkit::etcd::Etcd;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, header};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
+use hyper::{Method, Request};
 
 /// After a phase's last due time, how long late requests may still be sent and answered.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -104,332 +101,6 @@ fn parse_args() -> Result<Args> {
         bail!("--edges: at least 1 (placement needs edges), --connections: 1 to 4096");
     }
     Ok(a)
-}
-
-// ---- the broker process, set up with blocking I/O ----
-
-struct Broker {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Removes the bench's temp dir however the run ends.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
-}
-
-fn build_broker() -> Result<PathBuf> {
-    let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "edgeplay-broker",
-            "--bin",
-            "session-broker",
-        ])
-        .current_dir(root())
-        .status()
-        .context("run cargo build for the broker")?;
-    if !st.success() {
-        bail!("building session-broker failed");
-    }
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
-    Ok(target.join("release").join("session-broker"))
-}
-
-fn start(bin: &Path, dir: &Path, store: &str) -> Result<Broker> {
-    let mut child = Command::new(bin)
-        .args([
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--store",
-            store,
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .env("BROKER_RATE_BURST", "1e9")
-        .env("BROKER_RATE_PER_SEC", "1e9")
-        .env("BROKER_IP_RATE_BURST", "1e9")
-        .env("BROKER_IP_RATE_PER_SEC", "1e9")
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("start {}", bin.display()))?;
-    let stdout = child.stdout.take().context("broker stdout")?;
-    let mut broker = Broker {
-        child,
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-    };
-    let mut lines = BufReader::new(stdout).lines();
-    broker.addr = loop {
-        let line = lines
-            .next()
-            .context("the broker exited before listening")?
-            .context("read the broker's stdout")?;
-        if let Some(a) = line.strip_prefix("listening on ") {
-            break a
-                .parse()
-                .with_context(|| format!("broker address in {line:?}"))?;
-        }
-    };
-    // Keep draining stdout so the broker never blocks on it.
-    std::thread::spawn(move || for _ in lines {});
-    Ok(broker)
-}
-
-/// The HTTP/1.1 client of every call: hyper-util's legacy client, Nagle off as before.
-type Http = Client<HttpConnector, Full<Bytes>>;
-
-/// A client that keeps up to `idle` connections open between requests (0: one per call).
-fn client(idle: usize) -> Http {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(idle)
-        .pool_idle_timeout(None)
-        .build(connector)
-}
-
-/// A `method` request for `path` on `addr`, with a JSON body unless `body` is empty.
-fn request_to(
-    addr: SocketAddr,
-    method: Method,
-    path: &str,
-    body: String,
-) -> Result<Request<Full<Bytes>>> {
-    let mut b = Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"));
-    if !body.is_empty() {
-        b = b.header(header::CONTENT_TYPE, "application/json");
-    }
-    Ok(b.body(Full::new(Bytes::from(body)))?)
-}
-
-/// Sends `req` and reads the whole response: its status and body.
-async fn exchange(http: &Http, req: Request<Full<Bytes>>) -> Result<(u16, Bytes)> {
-    let resp = http.request(req).await.map_err(|e| anyhow!(chain(&e)))?;
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await?.to_bytes();
-    Ok((status, body))
-}
-
-/// An error with its causes (hyper's own says only which step failed).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out += &format!(": {c}");
-        cause = c.source();
-    }
-    out
-}
-
-/// Blocking calls for setup, heartbeats and metrics: the same client on a runtime of their
-/// own (not the load generator's), a connection per call as before.
-struct Blocking {
-    rt: tokio::runtime::Runtime,
-    http: Http,
-}
-
-impl Blocking {
-    fn new() -> Result<Self> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("start tokio for the blocking client")?;
-        Ok(Blocking {
-            rt,
-            http: client(0),
-        })
-    }
-
-    /// One exchange: status and body.
-    fn call(
-        &self,
-        addr: SocketAddr,
-        method: &str,
-        path: &str,
-        body: &str,
-    ) -> Result<(u16, String)> {
-        let method = Method::from_bytes(method.as_bytes())?;
-        let req = request_to(addr, method, path, body.to_owned())?;
-        let (status, body) = self.rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(10), exchange(&self.http, req))
-                .await
-                .map_err(|_| anyhow!("no answer within 10 s"))?
-        })?;
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
-    }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Registers `n` signed edges; their keys, for their heartbeats.
-fn register_edges(http: &Blocking, addr: SocketAddr, n: usize) -> Result<Vec<SigningKey>> {
-    let mut keys = Vec::with_capacity(n);
-    let mut rng = SplitMix64(7);
-    for i in 0..n {
-        let mut seed = [0u8; 32];
-        seed[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
-        let key = SigningKey::from_bytes(&seed);
-        let x = (rng.next_u64() % 200) as f64 - 100.0;
-        let y = (rng.next_u64() % 200) as f64 - 100.0;
-        let body = serde_json::json!({
-            "id": EdgeId(key.verifying_key().to_bytes()),
-            "region": "eu", "gpu": "L4", "gpu_class": 2,
-            "encoders": ["x264"], "resolutions": ["1920x1080"], "max_fps": 60,
-            "capacity": 1000, "price_per_min": 10,
-            "coord": {"x": x, "y": y, "height": 1.0},
-            "quic_addr": format!("127.0.0.1:{}", 10000 + i % 50000),
-            "cert_fingerprint": "cd".repeat(32),
-            "issued_unix_ms": now_ms(),
-        });
-        let body = sign_body(REGISTER_DOMAIN, body, &key).to_string();
-        let (st, text) = http.call(addr, "POST", "/v1/edges", &body)?;
-        if st != 201 {
-            bail!("edge registration answered {st}: {text}");
-        }
-        keys.push(key);
-    }
-    Ok(keys)
-}
-
-/// Seconds between two heartbeats of one bench edge (the broker marks an edge dead after
-/// three missed ones).
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
-
-/// The registered edges' signed heartbeats, each every [`HEARTBEAT_EVERY`], from a thread of
-/// their own for as long as the bench loads the broker (live edges heartbeat; without them the
-/// broker marks the bench's edges dead one by one during a long run). Stops when dropped.
-struct Heartbeats {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Heartbeats {
-    fn start(addr: SocketAddr, keys: Vec<SigningKey>) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let (st, se, fa) = (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&failed));
-        let thread = std::thread::spawn(move || {
-            let http = match Blocking::new() {
-                Ok(h) => h,
-                Err(e) => {
-                    eprintln!("no heartbeats: {e:#}");
-                    return;
-                }
-            };
-            let gap = HEARTBEAT_EVERY / u32::try_from(keys.len().max(1)).unwrap_or(u32::MAX);
-            let mut due = Instant::now();
-            'beats: loop {
-                for key in &keys {
-                    if st.load(Ordering::Relaxed) {
-                        break 'beats;
-                    }
-                    let id = EdgeId(key.verifying_key().to_bytes());
-                    let body = serde_json::json!({
-                        "free_slots": 1000, "draining": false, "issued_unix_ms": now_ms(),
-                    });
-                    let body = sign_body(HEARTBEAT_DOMAIN, body, key).to_string();
-                    match http.call(addr, "POST", &format!("/v1/edges/{id}/heartbeat"), &body) {
-                        Ok((200, _)) => se.fetch_add(1, Ordering::Relaxed),
-                        _ => fa.fetch_add(1, Ordering::Relaxed),
-                    };
-                    due += gap;
-                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                        std::thread::sleep(wait);
-                    }
-                }
-            }
-        });
-        Self {
-            stop,
-            sent,
-            failed,
-            thread: Some(thread),
-        }
-    }
-
-    fn counts(&self) -> (u64, u64) {
-        (
-            self.sent.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
-    }
-}
-
-impl Drop for Heartbeats {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-// ---- what the machine and the store look like ----
-
-fn load_avg() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_size(&e.path()),
-            _ => e.metadata().map_or(0, |m| m.len()),
-        })
-        .sum()
-}
-
-/// The first sample of an unlabelled metric in a Prometheus text page.
-fn metric(http: &Blocking, addr: SocketAddr, name: &str) -> Option<u64> {
-    let (_, page) = http.call(addr, "GET", "/metrics", "").ok()?;
-    let value = page.lines().find_map(|l| {
-        let mut parts = l.split_whitespace();
-        if parts.next() == Some(name) {
-            parts.next()?.parse::<f64>().ok()
-        } else {
-            None
-        }
-    });
-    value.map(|v| v as u64)
 }
 
 enum Store {
@@ -656,37 +327,6 @@ async fn run_phase(
 
 // ---- figures ----
 
-/// Exact percentile (nearest rank) of sorted samples, in µs.
-fn pct(sorted: &[u32], p: f64) -> u32 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    let i = rank.clamp(1, sorted.len().max(1)) - 1;
-    sorted.get(i).copied().unwrap_or(0)
-}
-
-fn ms(us: u32) -> String {
-    format!("{:.2} ms", f64::from(us) / 1000.0)
-}
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
-
-fn mib(b: u64) -> String {
-    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
-}
-
-fn load(v: Option<f64>) -> String {
-    v.map_or_else(|| "n/a".into(), |v| format!("{v:.2}"))
-}
-
 /// A phase's figures: one line of the final table, and the lines printed after the phase.
 struct Row {
     store: String,
@@ -819,7 +459,7 @@ fn bench_store(
         Some(e) => (e.store_url("bench"), Store::Etcd(e.addr())),
         None => ("redb".to_owned(), Store::Redb(dir.clone())),
     };
-    let mut broker = start(bin, &dir, &url)?;
+    let mut broker = start(bin, &dir, &url, &[])?;
     let http = Blocking::new()?;
     let keys = register_edges(&http, broker.addr, a.edges).context("register the edges")?;
     let heartbeats = Heartbeats::start(broker.addr, keys);
