@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edgeplay_client::{Client, ClientError, ClientOptions, DecoderPreference, Session};
+use edgeplay_client::{ClientError, Session};
 use edgeplay_edge::admission::RETRY_AFTER_SECS;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
@@ -89,16 +89,7 @@ impl DevEdge {
 
     /// A QUIC join through the SDK (software decoding: no hardware probe).
     async fn quic(&self) -> Result<Session, ClientError> {
-        let options = ClientOptions {
-            decoder: DecoderPreference::Software,
-            ..ClientOptions::default()
-        };
-        tokio::time::timeout(
-            Duration::from_secs(60),
-            Client::connect_with(self.quic, self.fingerprint, &self.token, options),
-        )
-        .await
-        .expect("a QUIC join is answered within 60 s")
+        support::procs::join_quic(self.quic, self.fingerprint, self.token.as_bytes()).await
     }
 
     /// The value of the metric sample that starts with `name` (labels included).

@@ -1017,7 +1017,7 @@ fn cases(doc: &Doc, schema: &Value, base: &Value, seed: u64) -> Vec<Case> {
 
 struct Op<'a> {
     doc: &'a Doc,
-    path: &'static str,
+    path: &'a str,
     method: &'static str,
 }
 
@@ -1295,6 +1295,43 @@ fn session_and_select_requests_agree_with_the_document() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Posts every case generated around `base` for the signed edge message documented at `path`
+/// (`POST url`), each signed over `signer`'s domain with its key and with a fresh signing time
+/// (one too far from the clock is a 401, not what is tested here), and judges each answer: how
+/// many were accepted (200 or 201).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call per documented operation reads best"
+)]
+fn drive_signed(
+    doc: &Doc,
+    addr: SocketAddr,
+    path: &str,
+    url: &str,
+    base: &Value,
+    signer: (&[u8], &SigningKey),
+    seed: u64,
+    tally: &mut Tally,
+) -> u32 {
+    let op = Op {
+        doc,
+        path,
+        method: "post",
+    };
+    let mut accepted = 0;
+    for mut c in cases(doc, &op.schema(), base, seed) {
+        if c.path.first() != Some(&Seg::Key("issued_unix_ms".into()))
+            && c.body.get("issued_unix_ms").is_some_and(Value::is_u64)
+        {
+            c.body["issued_unix_ms"] = json!(now_ms());
+        }
+        let a = call(addr, "POST", url, &signed(&c, signer.0, signer.1));
+        judge(&op, &c, &a, tally);
+        accepted += u32::from(a.status == 200 || a.status == 201);
+    }
+    accepted
+}
+
 #[test]
 fn edge_requests_agree_with_the_document() {
     let doc = Doc { root: document() };
@@ -1303,66 +1340,53 @@ fn edge_requests_agree_with_the_document() {
     let key = signing_key(71);
     let mut tally = Tally::default();
 
-    let op = Op {
-        doc: &doc,
-        path: "/v1/edges",
-        method: "post",
-    };
     let mut base = edge(&key, 0.0, 7200);
     base["echo_addr"] = json!("127.0.0.1:7201");
     base.as_object_mut().unwrap().remove("signature");
     let base = sign_body(REGISTER_DOMAIN, base, &key);
-    let mut accepted = 0;
-    for c in cases(&doc, &op.schema(), &base, SEED + 2) {
-        // A fresh signing time: one too far from the clock is a 401, not what is tested here.
-        let mut c = c;
-        if c.path.first() != Some(&Seg::Key("issued_unix_ms".into()))
-            && c.body.get("issued_unix_ms").is_some_and(Value::is_u64)
-        {
-            c.body["issued_unix_ms"] = json!(now_ms());
-        }
-        let a = call(b.addr, "POST", op.path, &signed(&c, REGISTER_DOMAIN, &key));
-        judge(&op, &c, &a, &mut tally);
-        accepted += u32::from(a.status == 200 || a.status == 201);
-    }
+    let signer = (REGISTER_DOMAIN, &key);
+    let accepted = drive_signed(
+        &doc,
+        b.addr,
+        "/v1/edges",
+        "/v1/edges",
+        &base,
+        signer,
+        SEED + 2,
+        &mut tally,
+    );
     assert!(accepted > 0, "no generated registration was accepted");
     // The last accepted registration may have moved the edge anywhere: register it plainly.
-    let a = call(b.addr, "POST", op.path, &edge(&key, 0.0, 7200).to_string());
+    let a = call(
+        b.addr,
+        "POST",
+        "/v1/edges",
+        &edge(&key, 0.0, 7200).to_string(),
+    );
     assert!(a.status == 200 || a.status == 201, "{}", a.body);
 
-    let op = Op {
-        doc: &doc,
-        path: "/v1/edges/{id}/heartbeat",
-        method: "post",
-    };
-    let url = format!("/v1/edges/{}/heartbeat", edge_id(&key));
+    let id = edge_id(&key);
     let base = sign_body(
         HEARTBEAT_DOMAIN,
         json!({"free_slots": 1, "draining": false, "issued_unix_ms": now_ms()}),
         &key,
     );
-    let mut beats = 0;
-    for c in cases(&doc, &op.schema(), &base, SEED + 3) {
-        let mut c = c;
-        if c.path.first() != Some(&Seg::Key("issued_unix_ms".into()))
-            && c.body.get("issued_unix_ms").is_some_and(Value::is_u64)
-        {
-            c.body["issued_unix_ms"] = json!(now_ms());
-        }
-        let a = call(b.addr, "POST", &url, &signed(&c, HEARTBEAT_DOMAIN, &key));
-        judge(&op, &c, &a, &mut tally);
-        beats += u32::from(a.status == 200);
-    }
+    let url = format!("/v1/edges/{id}/heartbeat");
+    let signer = (HEARTBEAT_DOMAIN, &key);
+    let beats = drive_signed(
+        &doc,
+        b.addr,
+        "/v1/edges/{id}/heartbeat",
+        &url,
+        &base,
+        signer,
+        SEED + 3,
+        &mut tally,
+    );
     assert!(beats > 0, "no generated heartbeat was accepted");
 
     // Session-end reports: of a session that does not exist, so every valid one is a 200
     // saying it ended nothing.
-    let op = Op {
-        doc: &doc,
-        path: "/v1/edges/{id}/ended",
-        method: "post",
-    };
-    let url = format!("/v1/edges/{}/ended", edge_id(&key));
     let base = sign_body(
         ENDED_DOMAIN,
         json!({"session": "ab".repeat(16), "reason": "player_left", "started_unix_ms": now_ms(),
@@ -1370,18 +1394,18 @@ fn edge_requests_agree_with_the_document() {
                "issued_unix_ms": now_ms()}),
         &key,
     );
-    let mut reports = 0;
-    for c in cases(&doc, &op.schema(), &base, SEED + 4) {
-        let mut c = c;
-        if c.path.first() != Some(&Seg::Key("issued_unix_ms".into()))
-            && c.body.get("issued_unix_ms").is_some_and(Value::is_u64)
-        {
-            c.body["issued_unix_ms"] = json!(now_ms());
-        }
-        let a = call(b.addr, "POST", &url, &signed(&c, ENDED_DOMAIN, &key));
-        judge(&op, &c, &a, &mut tally);
-        reports += u32::from(a.status == 200);
-    }
+    let url = format!("/v1/edges/{id}/ended");
+    let signer = (ENDED_DOMAIN, &key);
+    let reports = drive_signed(
+        &doc,
+        b.addr,
+        "/v1/edges/{id}/ended",
+        &url,
+        &base,
+        signer,
+        SEED + 4,
+        &mut tally,
+    );
     assert!(reports > 0, "no generated session-end report was accepted");
     tally.print();
     drop(b);

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use edgeplay_broker::store::etcd::{EtcdStore, EtcdUrl};
-use edgeplay_broker::store::{BrokerEntry, RedbStore, Store, Swap, Table};
+use edgeplay_broker::store::{Batch, BrokerEntry, RedbStore, Store, Swap, Table};
 use edgeplay_testkit::etcd::Etcd;
 
 /// Put, get, list, delete, revisions, and a conditional write refused on a stale revision.
@@ -114,6 +114,64 @@ async fn behaves(store: &dyn Store) {
     };
     store.announce(me.clone()).await.unwrap();
     assert_eq!(store.brokers().await.unwrap(), vec![me]);
+    batches(store).await;
+}
+
+/// A fenced batch (how a session ends): all or nothing on the guard's revision; and the
+/// oldest-first reads and counts the summaries' retention uses.
+async fn batches(store: &dyn Store) {
+    store
+        .put(Table::Sessions, "live".into(), b"rec".to_vec())
+        .await
+        .unwrap();
+    let rev = revision(store, "live").await;
+    let end = |expected| Batch {
+        guard: Some((Table::Sessions, "live".into(), expected)),
+        puts: vec![
+            (Table::Summaries, "live".into(), b"sum".to_vec()),
+            (Table::Ended, "0000000000002-live".into(), b"live".to_vec()),
+        ],
+        deletes: vec![(Table::Sessions, "live".into())],
+    };
+    assert_eq!(
+        store.apply(end(Some(rev + 1_000))).await.unwrap(),
+        Swap::Stale(Some(rev)),
+        "a stale guard applies nothing"
+    );
+    assert_eq!(store.count(Table::Summaries).await.unwrap(), 0);
+    assert!(matches!(
+        store.apply(end(Some(rev))).await.unwrap(),
+        Swap::Done(_)
+    ));
+    assert_eq!(store.get(Table::Sessions, "live").await.unwrap(), None);
+    assert_eq!(
+        store.get(Table::Summaries, "live").await.unwrap(),
+        Some(b"sum".to_vec())
+    );
+    assert_eq!(
+        store.apply(end(Some(rev))).await.unwrap(),
+        Swap::Stale(None),
+        "ended already"
+    );
+    store
+        .put(Table::Ended, "0000000000001-old".into(), b"old".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(store.count(Table::Ended).await.unwrap(), 2);
+    let oldest = store.first(Table::Ended, 1).await.unwrap();
+    assert_eq!(
+        oldest,
+        vec![("0000000000001-old".to_owned(), b"old".to_vec())]
+    );
+    let unguarded = Batch {
+        deletes: vec![(Table::Ended, "0000000000001-old".into())],
+        ..Batch::default()
+    };
+    assert!(matches!(
+        store.apply(unguarded).await.unwrap(),
+        Swap::Done(_)
+    ));
+    assert_eq!(store.count(Table::Ended).await.unwrap(), 1);
 }
 
 /// The revision of session record `key`, which must exist.

@@ -270,13 +270,23 @@ pub fn broker_key(broker: SocketAddr) -> [u8; 32] {
 
 /// Joins `p`'s edge over QUIC with a software decoder (answered within 60 s).
 pub async fn join_placement(p: &Placement) -> Result<Session, ClientError> {
+    join_quic(p.quic_addr, p.cert_fingerprint, &p.token).await
+}
+
+/// Joins the edge at `quic` (certificate `fingerprint`) with `token` through the SDK, with a
+/// software decoder (no hardware probe); answered within 60 s.
+pub async fn join_quic(
+    quic: SocketAddr,
+    fingerprint: [u8; 32],
+    token: &[u8],
+) -> Result<Session, ClientError> {
     let options = ClientOptions {
         decoder: DecoderPreference::Software,
         ..ClientOptions::default()
     };
     tokio::time::timeout(
         Duration::from_secs(60),
-        Client::connect_with(p.quic_addr, p.cert_fingerprint, &p.token, options),
+        Client::connect_with(quic, fingerprint, token, options),
     )
     .await
     .expect("a QUIC join is answered within 60 s")

@@ -167,6 +167,30 @@ impl EtcdStore {
         format!("{}/{}{key}", self.prefix, dir(table))
     }
 
+    /// The records of `table` in key order, the first `limit` of them when given.
+    async fn range(&self, table: Table, limit: Option<usize>) -> Result<Records, StoreError> {
+        let base = format!("{}/{}", self.prefix, dir(table));
+        let mut opts = GetOptions::new().with_prefix();
+        if let Some(n) = limit {
+            opts = opts.with_limit(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        let mut resp = self
+            .client
+            .kv_client()
+            .get(base.clone(), Some(opts))
+            .await
+            .map_err(etcd_err)?;
+        Ok(resp
+            .take_kvs()
+            .into_iter()
+            .filter_map(|kv| {
+                let (k, v) = kv.into_key_value();
+                let k = k.strip_prefix(base.as_bytes())?;
+                Some((String::from_utf8_lossy(k).into_owned(), v))
+            })
+            .collect())
+    }
+
     /// Gives the lease back at once (a clean stop), so other brokers need not wait out its TTL.
     pub async fn close(&self) {
         let lease = self
@@ -281,24 +305,7 @@ impl Store for EtcdStore {
     }
 
     fn list(&self, table: Table) -> BoxFuture<'_, Result<Records, StoreError>> {
-        Box::pin(async move {
-            let base = format!("{}/{}", self.prefix, dir(table));
-            let mut resp = self
-                .client
-                .kv_client()
-                .get(base.clone(), Some(GetOptions::new().with_prefix()))
-                .await
-                .map_err(etcd_err)?;
-            Ok(resp
-                .take_kvs()
-                .into_iter()
-                .filter_map(|kv| {
-                    let (k, v) = kv.into_key_value();
-                    let k = k.strip_prefix(base.as_bytes())?;
-                    Some((String::from_utf8_lossy(k).into_owned(), v))
-                })
-                .collect())
-        })
+        Box::pin(self.range(table, None))
     }
 
     fn delete(&self, table: Table, key: String) -> BoxFuture<'_, Result<bool, StoreError>> {
@@ -405,27 +412,7 @@ impl Store for EtcdStore {
     }
 
     fn first(&self, table: Table, limit: usize) -> BoxFuture<'_, Result<Records, StoreError>> {
-        Box::pin(async move {
-            let base = format!("{}/{}", self.prefix, dir(table));
-            let opts = GetOptions::new()
-                .with_prefix()
-                .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
-            let mut resp = self
-                .client
-                .kv_client()
-                .get(base.clone(), Some(opts))
-                .await
-                .map_err(etcd_err)?;
-            Ok(resp
-                .take_kvs()
-                .into_iter()
-                .filter_map(|kv| {
-                    let (k, v) = kv.into_key_value();
-                    let k = k.strip_prefix(base.as_bytes())?;
-                    Some((String::from_utf8_lossy(k).into_owned(), v))
-                })
-                .collect())
-        })
+        Box::pin(self.range(table, Some(limit)))
     }
 
     fn count(&self, table: Table) -> BoxFuture<'_, Result<u64, StoreError>> {
