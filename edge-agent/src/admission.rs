@@ -30,7 +30,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use edgeplay_protocol::lifecycle::{EndReason, MAX_RUNNING, SessionEnded};
 use edgeplay_protocol::token::SessionId;
@@ -75,6 +75,8 @@ struct Inner {
     book: Mutex<Book>,
     /// Bumped on every change of the book (a session bound, ended or asked to end).
     book_version: watch::Sender<u64>,
+    /// A live session whose player sent no input for this long ends (`idle`).
+    idle: Option<Duration>,
 }
 
 /// The broker sessions the edge runs and the ends not yet reported.
@@ -96,6 +98,13 @@ impl Admission {
     /// counted on `metrics`.
     #[must_use]
     pub fn new(max_sessions: usize, metrics: &Arc<Metrics>) -> Self {
+        Self::with_idle(max_sessions, None, metrics)
+    }
+
+    /// [`Self::new`], with live sessions ending after `idle` without an input from their
+    /// player (`None`: never).
+    #[must_use]
+    pub fn with_idle(max_sessions: usize, idle: Option<Duration>, metrics: &Arc<Metrics>) -> Self {
         let max = max_sessions.min(MAX_RUNNING);
         metrics
             .session_slots
@@ -109,6 +118,7 @@ impl Admission {
                 metrics: Arc::clone(metrics),
                 book: Mutex::new(Book::default()),
                 book_version: watch::Sender::new(0),
+                idle,
             }),
         }
     }
@@ -147,6 +157,12 @@ impl Admission {
                 })
             }
         }
+    }
+
+    /// How long a live session may go without an input from its player.
+    #[must_use]
+    pub fn idle(&self) -> Option<Duration> {
+        self.inner.idle
     }
 
     /// The most sessions at once.
@@ -297,6 +313,12 @@ impl Slot {
                 }
             }
         }
+    }
+
+    /// How long the session may go without an input from its player (the admission's).
+    #[must_use]
+    pub fn idle(&self) -> Option<Duration> {
+        self.admission.idle()
     }
 
     /// Records how the session ended (reported when the slot drops; without it the report says

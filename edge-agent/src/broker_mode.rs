@@ -119,7 +119,7 @@ pub async fn serve(args: BrokerArgs, edge: Edge) -> anyhow::Result<()> {
     let broker = broker_key(&url, args.broker_key.as_deref(), &args.data_dir).await?;
     let tokens = Arc::new(BrokerTokens::new(broker, id));
     // One count of sessions for both transports: what the edge admits and what it reports.
-    let admission = Admission::new(edge.http.max_sessions, &edge.metrics);
+    let admission = Admission::with_idle(edge.http.max_sessions, edge.http.idle, &edge.metrics);
     let quic = QuicEdge::bind_shared(
         edge.quic.clone(),
         tokens.clone(),

@@ -118,6 +118,10 @@ struct RunArgs {
     /// EDGE_FULL).
     #[arg(long, default_value_t = 4)]
     max_sessions: usize,
+    /// A live session whose player sends no input for this many seconds ends (`idle`, told to
+    /// the player and the broker); 0 never ends one for that.
+    #[arg(long, default_value_t = 600)]
+    idle_secs: u64,
     /// QUIC (edgeplay/1) listen address for the native SDK; if it is taken, the edge serves
     /// HTTP/WebRTC only and says so.
     #[arg(long, default_value = "127.0.0.1:4433", env = "EDGEPLAY_QUIC_LISTEN")]
@@ -396,6 +400,7 @@ fn run_cmd(args: RunArgs) -> Result<()> {
     let dev = DevServerConfig {
         listen: args.listen,
         max_sessions: args.max_sessions,
+        idle: (args.idle_secs > 0).then(|| std::time::Duration::from_secs(args.idle_secs)),
         encoder: encoder.clone(),
         dev_token: Some(token.as_str().to_owned()),
         player_dir: std::env::var_os("EDGEPLAY_PLAYER_DIR").map_or_else(
@@ -431,7 +436,7 @@ fn run_cmd(args: RunArgs) -> Result<()> {
     runtime.block_on(async {
         // One admission for WHEP, dev sessions and QUIC: the edge never runs more than
         // --max-sessions, whatever mix of joins arrives at once.
-        let admission = Admission::new(args.max_sessions, &metrics);
+        let admission = Admission::with_idle(args.max_sessions, dev.idle, &metrics);
         let quic_cfg = QuicConfig::new(args.quic_listen, quic_pipeline);
         let quic = match QuicEdge::bind_shared(
             quic_cfg,

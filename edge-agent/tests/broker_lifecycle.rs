@@ -1,8 +1,9 @@
-//! Session lifecycle through a real `session-broker run --session-max-secs 4` and one
-//! `edge-agent run --broker`: a QUIC player's session is `running` once the edge says so on
-//! its link, and when the player leaves it ends (`player_left`) with the edge's figures; a
-//! player who stays is ended by the broker at the maximum duration (the edge says goodbye with
-//! the reason, the summary says `max_duration`); neither session is live afterwards.
+//! Session lifecycle through a real `session-broker run --session-max-secs 6` and one
+//! `edge-agent run --broker --idle-secs 4`: a QUIC player's session is `running` once the edge
+//! says so on its link, and when the player leaves it ends (`player_left`) with the edge's
+//! figures; a player who stays and plays is ended by the broker at the maximum duration (the
+//! edge says goodbye with the reason, the summary says `max_duration`); a player who sends no
+//! input is ended by the edge after its idle time (`idle`); no session is live afterwards.
 //!
 //! `session-broker` is another package's binary: `cargo test --workspace` (and `cargo xtask
 //! test`) builds it next to `edge-agent`; alone, run `cargo build -p edgeplay-broker` first.
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use edgeplay_client::broker::{Placement, SessionRequest, place};
 use edgeplay_client::{Session, SessionEvent};
+use edgeplay_protocol::input::InputEvent;
 use serde_json::Value;
 use support::procs::{
     edges, eventually_async, http, join_placement, json_call, start_broker, start_edge, tmp,
@@ -52,12 +54,12 @@ fn metrics(broker: SocketAddr) -> String {
 async fn a_session_ends_when_its_player_leaves_and_at_its_maximum_duration() {
     let (_broker, baddr) = start_broker(
         &tmp("lifecycle-broker"),
-        &["--session-max-secs", "4", "--session-idle-secs", "30"],
+        &["--session-max-secs", "6", "--session-idle-secs", "30"],
     );
     let (_edge, edge_id) = start_edge(
         &format!("http://{baddr}"),
         &tmp("lifecycle-edge"),
-        &["--region", "local"],
+        &["--region", "local", "--idle-secs", "4"],
     );
     eventually_async(Duration::from_secs(60), "the edge registered", move || {
         (!edges(baddr).is_empty()).then_some(())
@@ -75,6 +77,9 @@ async fn a_session_ends_when_its_player_leaves_and_at_its_maximum_duration() {
     until_state(baddr, &sid_a, "placed", Duration::from_secs(1)).await;
     let mut ann = join(&pa).await;
     until_state(baddr, &sid_a, "running", Duration::from_secs(10)).await;
+    frames(&mut ann, 1).await;
+    ann.send_input(InputEvent::PointerMove { dx: 1, dy: 0 })
+        .expect("an input");
     frames(&mut ann, 30).await;
     ann.close().await;
     let ended = until_state(baddr, &sid_a, "ended", Duration::from_secs(15)).await;
@@ -86,17 +91,24 @@ async fn a_session_ends_when_its_player_leaves_and_at_its_maximum_duration() {
     assert!(ended["bytes"].as_u64().unwrap() > 10_000, "{ended}");
     assert!(ended["duration_ms"].as_u64().unwrap() > 0, "{ended}");
 
-    // Bob stays: the broker ends his session at 4 s, the edge says why.
+    // Bob stays and plays (an input every 500 ms): the broker ends his session at 6 s, and the
+    // edge says why.
     let pb = place(&url, &req("bob")).await.expect("placed");
     let sid_b = pb.session.clone();
     let mut bob = join(&pb).await;
     until_state(baddr, &sid_b, "running", Duration::from_secs(10)).await;
     let reason = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
-            match bob.next_event().await {
-                Some(SessionEvent::Closed { reason }) => break reason,
-                Some(_) => {}
-                None => break "no Closed event".to_owned(),
+            tokio::select! {
+                ev = bob.next_event() => match ev {
+                    Some(SessionEvent::Closed { reason }) => break reason,
+                    Some(_) => {}
+                    None => break "no Closed event".to_owned(),
+                },
+                _ = tick.tick() => {
+                    let _ = bob.send_input(InputEvent::PointerMove { dx: 1, dy: 0 });
+                }
             }
         }
     })
@@ -107,6 +119,25 @@ async fn a_session_ends_when_its_player_leaves_and_at_its_maximum_duration() {
     assert_eq!(ended["reason"], "max_duration", "{ended}");
     assert!(ended["frames"].as_u64().unwrap() > 0, "{ended}");
 
+    // Cyd sends nothing: the edge ends her session after its idle time.
+    let pc = place(&url, &req("cyd")).await.expect("placed");
+    let sid_c = pc.session.clone();
+    let mut cyd = join(&pc).await;
+    let reason = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match cyd.next_event().await {
+                Some(SessionEvent::Closed { reason }) => break reason,
+                Some(_) => {}
+                None => break "no Closed event".to_owned(),
+            }
+        }
+    })
+    .await
+    .expect("cyd's session is closed within 30 s");
+    assert!(reason.contains("idle"), "{reason}");
+    let ended = until_state(baddr, &sid_c, "ended", Duration::from_secs(15)).await;
+    assert_eq!(ended["reason"], "idle", "{ended}");
+
     let m = tokio::task::spawn_blocking(move || metrics(baddr))
         .await
         .unwrap();
@@ -114,6 +145,7 @@ async fn a_session_ends_when_its_player_leaves_and_at_its_maximum_duration() {
         "broker_sessions_live 0",
         "broker_sessions_ended_total{reason=\"player_left\"} 1",
         "broker_sessions_ended_total{reason=\"max_duration\"} 1",
+        "broker_sessions_ended_total{reason=\"idle\"} 1",
     ] {
         assert!(m.contains(line), "no `{line}` in:\n{m}");
     }

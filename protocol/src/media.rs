@@ -74,6 +74,8 @@ pub mod close_code {
     /// The broker ended the session (its maximum duration, or the broker lost the edge and
     /// ended it meanwhile); the goodbye's reason says which.
     pub const ENDED_BY_BROKER: u32 = 0x16;
+    /// The player sent no input for the edge's idle time (`edge-agent run --idle-secs`).
+    pub const IDLE: u32 = 0x17;
 
     /// What a close code means, for error messages.
     #[must_use]
@@ -87,6 +89,7 @@ pub mod close_code {
             0x14 => "the edge is shutting down: reconnect through the broker",
             0x15 => "the edge is full: try again later or another edge",
             0x16 => "the broker ended the session",
+            0x17 => "the session was idle: no input for the edge's idle time",
             _ => "unknown close code",
         }
     }

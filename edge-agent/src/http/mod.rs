@@ -70,6 +70,8 @@ pub struct DevServerConfig {
     /// Most sessions at once, all transports together; more get 503. The edge's
     /// [`Admission`] is built with it (and the broker told it as the edge's capacity).
     pub max_sessions: usize,
+    /// A live session whose player sends no input for this long ends; `None`: never.
+    pub idle: Option<std::time::Duration>,
     /// The encoder the probe chose.
     pub encoder: EncoderKind,
     /// The bearer token WHEP offers must carry; `None` refuses every offer.
@@ -180,7 +182,7 @@ fn not_found(id: &str) -> AppError {
 
 /// The router of the dev server, with session slots of its own (`cfg.max_sessions`).
 pub fn app(cfg: DevServerConfig, gpu: Gpu, metrics: Arc<Metrics>) -> Router {
-    let admission = Admission::new(cfg.max_sessions, &metrics);
+    let admission = Admission::with_idle(cfg.max_sessions, cfg.idle, &metrics);
     let state = AppState::new(cfg, gpu, metrics, None, admission);
     router(state)
 }

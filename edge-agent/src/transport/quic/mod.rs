@@ -449,6 +449,7 @@ async fn serve_connection(ctx: Arc<Ctx>, conn: quinn::Connection, stopping: watc
         why = match end {
             Some((close_code::SHUTDOWN, _)) => EndReason::EdgeStopped,
             Some((close_code::UNAVAILABLE, _)) => EndReason::Failed,
+            Some((close_code::IDLE, _)) => EndReason::Idle,
             _ => EndReason::PlayerLeft,
         };
         if let Some((code, reason)) = end {
@@ -468,6 +469,14 @@ async fn serve_connection(ctx: Arc<Ctx>, conn: quinn::Connection, stopping: watc
                            state_hash = format_args!("{:016x}", s.state_hash), "QUIC session ended"),
         Ok(Err(e)) => warn!(parent: &span, "QUIC session ended with an error: {e}"),
         Err(e) => warn!(parent: &span, "QUIC session end panicked: {e}"),
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+pub(crate) async fn sleep_until_or_never(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -541,8 +550,16 @@ async fn run_session(
     let mut skip_to_keyframe = false;
     let mut out = Vec::with_capacity(64);
     let mut end = None;
+    // The player's last input: a session without one for the admission's idle time ends.
+    let mut last_input = tokio::time::Instant::now();
     loop {
+        let idle_at = ctx.admission.idle().map(|d| last_input + d);
         tokio::select! {
+            () = sleep_until_or_never(idle_at) => {
+                info!("no input from the player for the idle time: ending the session");
+                end = Some((close_code::IDLE, "no input for the edge's idle time"));
+                break;
+            }
             () = stopped(&mut stopping) => {
                 end = Some((close_code::SHUTDOWN, "edge shutting down"));
                 break;
@@ -554,6 +571,7 @@ async fn run_session(
             }
             msg = reader.next() => match msg {
                 Read::Msg(ControlMessage::Inputs(run)) => {
+                    last_input = tokio::time::Instant::now();
                     if inputs.offer(&run, handle).is_err() { break; }
                 }
                 Read::Msg(ControlMessage::RequestKeyframe { missing_from }) => {
@@ -579,6 +597,7 @@ async fn run_session(
             },
             d = conn.read_datagram() => match d.map(|b| Datagram::decode(&b)) {
                 Ok(Ok(Datagram::Input(run))) => {
+                    last_input = tokio::time::Instant::now();
                     if inputs.offer(&run, handle).is_err() { break; }
                 }
                 Ok(Ok(Datagram::Audio { .. }) | Err(_)) => {

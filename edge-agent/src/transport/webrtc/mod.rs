@@ -319,7 +319,8 @@ impl Whep {
         });
         tokio::spawn(
             async move {
-                let end = run_peer(&peer, session, wiring, session_kbps).await;
+                let idle = slot.as_ref().and_then(Slot::idle);
+                let end = run_peer(&peer, session, wiring, session_kbps, idle).await;
                 if let Some(a) = asked {
                     a.abort();
                 }

@@ -192,6 +192,7 @@ pub(super) async fn run_peer(
     session: SessionHandle,
     mut w: Wiring,
     session_kbps: u32,
+    idle: Option<std::time::Duration>,
 ) -> PeerEnd {
     let connected = tokio::select! {
         () = peer.stop.notified() => false,
@@ -232,9 +233,17 @@ pub(super) async fn run_peer(
     let mut rate_tick = tokio::time::interval(RATE_INTERVAL);
     rate_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reason = EndReason::PlayerLeft;
+    // The player's last input: a session without one for the idle time ends.
+    let mut last_input = tokio::time::Instant::now();
     loop {
         let deadline = vanished_at.map(|t| t + VANISHED_GRACE);
+        let idle_at = idle.map(|d| last_input + d);
         tokio::select! {
+            () = crate::transport::quic::sleep_until_or_never(idle_at) => {
+                info!("no input from the player for the idle time: ending the session");
+                reason = EndReason::Idle;
+                break;
+            }
             () = peer.stop.notified() => {
                 info!("peer deleted");
                 break;
@@ -287,6 +296,9 @@ pub(super) async fn run_peer(
                 }
             }
             Some(ctl) = ctl_rx.recv() => {
+                if matches!(ctl, Control::Input { .. }) {
+                    last_input = tokio::time::Instant::now();
+                }
                 if let Err(e) = session.send(ctl) {
                     warn!(error = %e, "session refused a control message");
                     if matches!(e, SessionError::Ended(_)) {
