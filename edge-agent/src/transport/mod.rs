@@ -9,3 +9,12 @@
 pub mod quic;
 pub mod token;
 pub mod webrtc;
+
+/// Sleeps until `at`, or forever without one: the player-idle deadline both transports keep
+/// (none when the edge's `--idle-secs` is 0).
+pub(crate) async fn sleep_until_or_never(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -9,6 +9,8 @@
 //! due ones from an ordered set, a dead edge its own sessions, and start-up loads live records
 //! only (summaries stay in the store).
 
+use std::collections::HashSet;
+
 use edgeplay_protocol::lifecycle::{self, EndReason, SessionEnded};
 use edgeplay_protocol::token::{EdgeId, SessionId};
 use tracing::{debug, info, warn};
@@ -205,24 +207,26 @@ impl Service {
             self.metrics.session_reports_refused.inc();
             return Err(BrokerError::BadReport(e.to_string()));
         }
-        let (known, started): (Vec<SessionId>, Vec<SessionId>) = {
+        // The running sessions of this edge as the broker has them, against the edge's list:
+        // sets, so a full 4096-entry list costs no more than its length.
+        let started: HashSet<SessionId> = {
             let live = self.live();
-            let mine = live.sessions.on_edge(&edge);
-            let started = mine
-                .iter()
+            live.sessions
+                .on_edge(&edge)
+                .into_iter()
                 .filter(|s| {
                     live.sessions
                         .get(s)
                         .is_some_and(|r| r.phase() == Phase::Running)
                 })
-                .copied()
-                .collect();
-            (mine, started)
+                .collect()
         };
+        let listed: HashSet<SessionId> = running.iter().copied().collect();
         let mut orders = Vec::new();
         for sid in running {
-            let here = known.contains(sid) && started.contains(sid);
-            if !here && let Some(reason) = self.mark_started(edge, *sid).await? {
+            if !started.contains(sid)
+                && let Some(reason) = self.mark_started(edge, *sid).await?
+            {
                 orders.push(EndOrder {
                     edge,
                     session: *sid,
@@ -231,7 +235,7 @@ impl Service {
             }
         }
         for sid in started {
-            if !running.contains(&sid) {
+            if !listed.contains(&sid) {
                 debug!(session = %sid, %edge, "running session no longer listed by its edge");
                 self.end_session(sid, EndReason::Vanished, None, Some(edge))
                     .await?;

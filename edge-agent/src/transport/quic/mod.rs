@@ -472,14 +472,6 @@ async fn serve_connection(ctx: Arc<Ctx>, conn: quinn::Connection, stopping: watc
     }
 }
 
-/// Sleeps until `at`, or forever without one.
-pub(crate) async fn sleep_until_or_never(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// What the goodbye says when the broker ends a session.
 fn ended_by_broker(reason: EndReason) -> &'static str {
     match reason {
@@ -555,7 +547,7 @@ async fn run_session(
     loop {
         let idle_at = ctx.admission.idle().map(|d| last_input + d);
         tokio::select! {
-            () = sleep_until_or_never(idle_at) => {
+            () = super::sleep_until_or_never(idle_at) => {
                 info!("no input from the player for the idle time: ending the session");
                 end = Some((close_code::IDLE, "no input for the edge's idle time"));
                 break;

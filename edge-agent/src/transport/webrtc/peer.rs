@@ -239,7 +239,7 @@ pub(super) async fn run_peer(
         let deadline = vanished_at.map(|t| t + VANISHED_GRACE);
         let idle_at = idle.map(|d| last_input + d);
         tokio::select! {
-            () = crate::transport::quic::sleep_until_or_never(idle_at) => {
+            () = crate::transport::sleep_until_or_never(idle_at) => {
                 info!("no input from the player for the idle time: ending the session");
                 reason = EndReason::Idle;
                 break;
@@ -248,12 +248,7 @@ pub(super) async fn run_peer(
                 info!("peer deleted");
                 break;
             }
-            () = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            } => {
+            () = crate::transport::sleep_until_or_never(deadline) => {
                 info!("peer vanished (ICE disconnected); freeing its session");
                 break;
             }
