@@ -69,7 +69,7 @@ pub struct Metrics {
     /// Inputs dropped, by reason (duplicate, too far ahead, queue full).
     pub inputs_dropped: Family<Labels, Counter>,
     /// Per-stage latency of the media path, in [`Stage::ALL`] order (label `stage`).
-    stage_seconds: [Histogram; 6],
+    stage_seconds: [Histogram; Stage::ALL.len()],
     /// Frames whose deadline had passed before they started (the loop fell behind).
     pub frames_late: Counter,
     /// Times a session's encoder switched to intra refresh (persistent keyframe requests).

@@ -1,8 +1,9 @@
 //! RGBA → NV12 colour conversion, BT.709 limited range.
 //!
-//! The GPU does it (`shaders/convert.comp`, run by [`RenderTarget`](crate::render::RenderTarget));
-//! [`cpu_nv12_reference`] is the same integer arithmetic on the CPU, the reference the tests hold
-//! the shader to, and a fallback for tools without a GPU.
+//! The GPU does it as it draws (`shaders/render.comp`, run by
+//! [`RenderTarget`](crate::render::RenderTarget)); [`cpu_nv12_reference`] is the same integer
+//! arithmetic on the CPU, the reference the tests hold the shader to, and a fallback for tools
+//! without a GPU.
 //!
 //! NV12 layout: the Y plane (`width` bytes per row, `height` rows), then the interleaved
 //! U,V plane (`width` bytes per row, `height / 2` rows; one U,V pair per 2x2 block).

@@ -2,8 +2,9 @@
 //!
 //! [`Gpu`] loads `libvulkan.so.1` at run time (no window, no surface, no extension), picks the
 //! best physical device, opens one compute queue on it and builds the compute pipelines of the
-//! frame path (`shaders/render.comp`: scene → RGBA, five passes from one module through a
-//! specialization constant; `shaders/convert.comp`: RGBA → NV12).
+//! frame path: `shaders/render.comp`, which draws the scene and writes it as NV12 in one pass,
+//! one pipeline per kind of tile, and their variants that also store the RGBA picture (for
+//! tests).
 //! It is cheap to clone and shared by every session on the machine; submissions to the one
 //! queue are serialised by a mutex, everything else a session uses is its own.
 //!
@@ -34,32 +35,19 @@ use std::time::{Duration, Instant};
 
 use ash::vk;
 use ash::vk::PipelineStageFlags as Stage;
-use edgeplay_game::stamp::{STAMP_COLS, STAMP_ROWS};
 use tracing::{debug, info};
 
 /// SPIR-V of `shaders/render.comp`, compiled by build.rs.
 static RENDER_SPV: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/render.spv"));
-/// SPIR-V of `shaders/convert.comp`, compiled by build.rs.
-static CONVERT_SPV: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/convert.spv"));
-
-/// Workgroup size of render.comp (`local_size_x`, `local_size_y`), in pixels: one tile.
-const RENDER_GROUP: (u32, u32) = (16, 16);
-/// Passes of render.comp (its `PASS` specialization constant): the full-picture background,
-/// three object passes dispatched indirectly over tile jobs, the stamp.
-const RENDER_PASSES: usize = 5;
 /// Bytes of one `VkDispatchIndirectCommand` slot at the head of the jobs buffer (a `uvec4`).
 const DISPATCH_SLOT: u64 = 16;
-/// Pixels along x one invocation of render.comp's background pass fills.
-const BACKGROUND_SPAN: u32 = 4;
-/// Workgroup size of convert.comp, in invocations of 8x2 pixels each.
-const CONVERT_GROUP: (u32, u32) = (16, 8);
-/// Pixels along x one invocation of convert.comp converts (two 4x2 blocks).
-const CONVERT_SPAN: u32 = 8;
+/// Kinds of tile, one render pipeline each (render.comp's `KIND`).
+const KINDS: usize = crate::render::KINDS;
 /// Longest wait for one submission: far above any frame time, short enough that a hung
 /// device turns into an error instead of a stuck session.
 const FENCE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The descriptor set of both shaders, binding by binding (their `layout(binding = N)`): the
-/// scene uniform, then the RGBA, NV12 and jobs storage buffers.
+/// The descriptor set of render.comp, binding by binding (its `layout(binding = N)`): the
+/// scene uniform, then the RGBA, NV12 and tile jobs storage buffers.
 const BINDINGS: [vk::DescriptorType; 4] = [
     vk::DescriptorType::UNIFORM_BUFFER,
     vk::DescriptorType::STORAGE_BUFFER,
@@ -189,10 +177,8 @@ unsafe fn record_commands(
 
 /// One side of a barrier: a pipeline stage and the accesses of that stage it orders.
 type Access = (Stage, vk::AccessFlags);
-/// The compute shaders' writes (render's passes, convert's NV12).
+/// The compute shader's writes (NV12, and RGBA in the test variant).
 const SHADER_WRITE: Access = (Stage::COMPUTE_SHADER, vk::AccessFlags::SHADER_WRITE);
-/// The compute shaders' reads (convert reading the RGBA).
-const SHADER_READ: Access = (Stage::COMPUTE_SHADER, vk::AccessFlags::SHADER_READ);
 /// The copy's reads and writes (the RGBA readback).
 const COPY_READ: Access = (Stage::TRANSFER, vk::AccessFlags::TRANSFER_READ);
 const COPY_WRITE: Access = (Stage::TRANSFER, vk::AccessFlags::TRANSFER_WRITE);
@@ -232,24 +218,6 @@ unsafe fn cmd_buffer_barrier(
     }
 }
 
-/// Records a dispatch of `pipeline` over `groups` (x, y) workgroups.
-///
-/// # Safety
-/// `cb` is a command buffer of `device` in the recording state with the pipeline's descriptor
-/// set bound; `pipeline` is a live compute pipeline of `device`.
-unsafe fn cmd_dispatch(
-    device: &ash::Device,
-    cb: vk::CommandBuffer,
-    pipeline: vk::Pipeline,
-    (x, y): (u32, u32),
-) {
-    // SAFETY: per the caller's contract.
-    unsafe {
-        device.cmd_bind_pipeline(cb, vk::PipelineBindPoint::COMPUTE, pipeline);
-        device.cmd_dispatch(cb, x, y, 1);
-    }
-}
-
 /// The physical device in use, for logs, `/metrics` labels and the broker's registry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceInfo {
@@ -270,9 +238,9 @@ pub struct DeviceInfo {
 pub struct GpuOptions {
     /// Use the first device whose name contains this (case-insensitive) instead of the best.
     pub device: Option<String>,
-    /// Time the render and convert passes with timestamp queries when the queue has them;
-    /// `false` (or no support) times each pass as its own submission waited on a fence, which
-    /// costs one extra submit and wait per frame.
+    /// Time the render pass with timestamp queries when the queue has them; `false` (or no
+    /// support) times it as the submission waited on a fence (which adds the submit and wake-up
+    /// to the figure).
     pub timestamp_queries: bool,
 }
 
@@ -367,9 +335,10 @@ struct Shared {
     queue: Mutex<vk::Queue>,
     set_layout: vk::DescriptorSetLayout,
     pipeline_layout: vk::PipelineLayout,
-    /// render.comp with `PASS` = 0..5.
-    render_pipelines: [vk::Pipeline; RENDER_PASSES],
-    convert_pipeline: vk::Pipeline,
+    /// render.comp with `KIND` = 0..4 and `WRITE_RGBA` = 0: the production pass, NV12 only.
+    render_pipelines: [vk::Pipeline; KINDS],
+    /// The same with `WRITE_RGBA` = 1: NV12 and the RGBA picture, for `read_rgba`.
+    rgba_pipelines: [vk::Pipeline; KINDS],
     device: ash::Device,
     instance: ash::Instance,
     /// Keeps libvulkan loaded while the instance lives.
@@ -463,8 +432,8 @@ impl Shared {
                     queue: Mutex::new(queue),
                     set_layout: vk::DescriptorSetLayout::null(),
                     pipeline_layout: vk::PipelineLayout::null(),
-                    render_pipelines: [vk::Pipeline::null(); RENDER_PASSES],
-                    convert_pipeline: vk::Pipeline::null(),
+                    render_pipelines: [vk::Pipeline::null(); KINDS],
+                    rgba_pipelines: [vk::Pipeline::null(); KINDS],
                     device,
                     instance,
                     _entry: entry,
@@ -622,7 +591,7 @@ impl Shared {
         Ok((device, candidate, info, timestamps))
     }
 
-    /// Descriptor set layout, pipeline layout and the two compute pipelines.
+    /// Descriptor set layout, pipeline layout and the two variants of the render pipeline.
     fn build_pipelines(&mut self) -> Result<(), GpuError> {
         let bindings: Vec<_> = (0..).zip(BINDINGS).map(|(i, t)| binding(i, t)).collect();
         let info = vk::DescriptorSetLayoutCreateInfo::default().bindings(&bindings);
@@ -634,20 +603,23 @@ impl Shared {
         // SAFETY: as above; the set layout was just created on this device.
         self.pipeline_layout = unsafe { self.device.create_pipeline_layout(&info, None) }
             .map_err(vkr("vkCreatePipelineLayout"))?;
-        let passes: [i32; RENDER_PASSES] = [0, 1, 2, 3, 4];
-        let render = self.pipelines(RENDER_SPV, "render.comp", &passes)?;
-        self.render_pipelines.copy_from_slice(&render);
-        self.convert_pipeline = self.pipelines(CONVERT_SPV, "convert.comp", &[0])?[0];
+        let specs: Vec<[i32; 2]> = [0, 1]
+            .into_iter()
+            .flat_map(|rgba| (0..).take(KINDS).map(move |kind| [kind, rgba]))
+            .collect();
+        let made = self.pipelines(RENDER_SPV, "render.comp", &specs)?;
+        self.render_pipelines.copy_from_slice(&made[..KINDS]);
+        self.rgba_pipelines.copy_from_slice(&made[KINDS..]);
         Ok(())
     }
 
-    /// One pipeline per entry of `specs`, each with the shader's specialization constant 0
-    /// set to it (shaders without one ignore it).
+    /// One pipeline per entry of `specs`, each with the shader's specialization constants 0
+    /// and 1 set to it.
     fn pipelines(
         &self,
         spv: &[u8],
         what: &'static str,
-        specs: &[i32],
+        specs: &[[i32; 2]],
     ) -> Result<Vec<vk::Pipeline>, GpuError> {
         let code =
             ash::util::read_spv(&mut std::io::Cursor::new(spv)).map_err(|e| GpuError::Vk {
@@ -658,11 +630,21 @@ impl Shared {
         // SAFETY: `code` is SPIR-V compiled by glslangValidator for Vulkan 1.1.
         let module = unsafe { self.device.create_shader_module(&info, None) }
             .map_err(vkr("vkCreateShaderModule"))?;
-        let entries = [vk::SpecializationMapEntry::default()
-            .constant_id(0)
-            .offset(0)
-            .size(4)];
-        let data: Vec<[u8; 4]> = specs.iter().map(|v| v.to_ne_bytes()).collect();
+        let entries = [0, 1].map(|id| {
+            vk::SpecializationMapEntry::default()
+                .constant_id(id)
+                .offset(4 * id)
+                .size(4)
+        });
+        let data: Vec<[u8; 8]> = specs
+            .iter()
+            .map(|[a, b]| {
+                let mut d = [0u8; 8];
+                d[..4].copy_from_slice(&a.to_ne_bytes());
+                d[4..].copy_from_slice(&b.to_ne_bytes());
+                d
+            })
+            .collect();
         let spec_infos: Vec<_> = data
             .iter()
             .map(|d| {
@@ -754,8 +736,12 @@ impl Drop for Shared {
         unsafe {
             // Nothing useful to do on failure (device lost): destroy anyway.
             let _ = self.device.device_wait_idle();
-            self.device.destroy_pipeline(self.convert_pipeline, None);
-            for &pipeline in self.render_pipelines.iter().rev() {
+            for &pipeline in self
+                .rgba_pipelines
+                .iter()
+                .chain(&self.render_pipelines)
+                .rev()
+            {
                 self.device.destroy_pipeline(pipeline, None);
             }
             self.device
@@ -831,16 +817,18 @@ pub(crate) struct Target {
     width: u32,
     height: u32,
     uniform: Buffer,
-    /// Tile jobs of the object passes and their indirect dispatch commands, written per frame.
+    /// The tiles of each kind and their indirect dispatch commands, written per frame.
     jobs: Buffer,
+    /// Written only by [`Target::read_rgba`]'s pass.
     rgba: Buffer,
     nv12: Buffer,
     /// Host copy of `rgba` for [`Target::read_rgba`], made on first use.
     staging: Buffer,
     descriptor_pool: vk::DescriptorPool,
+    set: vk::DescriptorSet,
     command_pool: vk::CommandPool,
     render_commands: vk::CommandBuffer,
-    convert_commands: vk::CommandBuffer,
+    /// The RGBA variant of the render pass and the copy of its picture into `staging`.
     copy_commands: vk::CommandBuffer,
     fence: vk::Fence,
     queries: vk::QueryPool,
@@ -857,13 +845,6 @@ impl fmt::Debug for Target {
             .field("in_flight", &self.in_flight)
             .finish_non_exhaustive()
     }
-}
-
-/// GPU time of the two passes of one frame.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct PassTimes {
-    pub(crate) render: Duration,
-    pub(crate) convert: Duration,
 }
 
 impl Target {
@@ -887,9 +868,9 @@ impl Target {
             nv12: Buffer::NULL,
             staging: Buffer::NULL,
             descriptor_pool: vk::DescriptorPool::null(),
+            set: vk::DescriptorSet::null(),
             command_pool: vk::CommandPool::null(),
             render_commands: vk::CommandBuffer::null(),
-            convert_commands: vk::CommandBuffer::null(),
             copy_commands: vk::CommandBuffer::null(),
             fence: vk::Fence::null(),
             queries: vk::QueryPool::null(),
@@ -1053,7 +1034,7 @@ impl Target {
         Ok(set)
     }
 
-    /// Records the render and convert command buffers once; every frame replays them.
+    /// Records the render command buffer once; every frame replays it.
     fn record(&mut self, set: vk::DescriptorSet) -> Result<(), GpuError> {
         let info = vk::CommandPoolCreateInfo::default().queue_family_index(self.gpu.queue_family);
         // SAFETY: live device; the family exists.
@@ -1062,75 +1043,63 @@ impl Target {
         if self.gpu.timestamps.is_some() {
             let info = vk::QueryPoolCreateInfo::default()
                 .query_type(vk::QueryType::TIMESTAMP)
-                .query_count(3);
+                .query_count(2);
             // SAFETY: live device, valid create info.
             self.queries = unsafe { self.device().create_query_pool(&info, None) }
                 .map_err(vkr("vkCreateQueryPool"))?;
         }
-        let buffers = self.command_buffers(2)?;
-        self.render_commands = buffers[0];
-        self.convert_commands = buffers[1];
+        self.render_commands = self.command_buffers(1)?[0];
+        self.set = set;
 
         let device = &self.gpu.device;
-        let timed = self.queries != vk::QueryPool::null();
-        // Writes timestamp `query` after the work before it reaches `stage`, when timed.
-        let timestamp = |cb, stage, query| {
-            if timed {
-                // SAFETY: `cb` is recording (called from the recordings below only); the query
-                // pool is live and `query` < 3, reset at the start of the render commands.
-                unsafe { device.cmd_write_timestamp(cb, stage, self.queries, query) };
-            }
-        };
-
-        // Render: scene → RGBA. The background pass covers the picture; each object pass runs
-        // one workgroup per tile job, as many as the CPU wrote into the jobs buffer's head.
         let cb = self.render_commands;
+        let timed = self.queries != vk::QueryPool::null();
         // SAFETY: `cb` is a fresh primary command buffer of this device; every object recorded
         // (pipelines, layout, set, buffers, query pool) is live and outlives the command buffer;
-        // the background dispatch covers the target with the shader's workgroup size, the
-        // indirect ones read commands the CPU writes before each submit (host writes are
-        // visible to the device at vkQueueSubmit); barriers order the passes' overlapping
-        // writes.
+        // the indirect dispatches read commands and jobs the CPU writes before each submit (host
+        // writes are visible to the device at vkQueueSubmit), one workgroup per tile of the
+        // kind; the kinds' tiles are disjoint, so their writes need no order among them; the
+        // barrier orders the NV12 writes before the host reads it after the fence. The two
+        // queries are reset before they are written.
         unsafe {
             record_commands(device, cb, || {
                 if timed {
-                    device.cmd_reset_query_pool(cb, self.queries, 0, 3);
+                    device.cmd_reset_query_pool(cb, self.queries, 0, 2);
+                    device.cmd_write_timestamp(cb, Stage::TOP_OF_PIPE, self.queries, 0);
                 }
-                timestamp(cb, vk::PipelineStageFlags::TOP_OF_PIPE, 0);
-                self.bind_set(cb, set);
-                let background = (
-                    self.width.div_ceil(BACKGROUND_SPAN * RENDER_GROUP.0),
-                    self.height.div_ceil(RENDER_GROUP.1),
-                );
-                cmd_dispatch(device, cb, self.gpu.render_pipelines[0], background);
-                for (slot, &pipeline) in (0u64..).zip(&self.gpu.render_pipelines[1..4]) {
-                    cmd_buffer_barrier(device, cb, self.rgba.buffer, SHADER_WRITE, SHADER_WRITE);
-                    device.cmd_bind_pipeline(cb, vk::PipelineBindPoint::COMPUTE, pipeline);
-                    device.cmd_dispatch_indirect(cb, self.jobs.buffer, slot * DISPATCH_SLOT);
+                self.dispatch(cb, &self.gpu.render_pipelines);
+                if timed {
+                    device.cmd_write_timestamp(cb, Stage::BOTTOM_OF_PIPE, self.queries, 1);
                 }
-                cmd_buffer_barrier(device, cb, self.rgba.buffer, SHADER_WRITE, SHADER_WRITE);
-                let stamp = (STAMP_COLS as u32, STAMP_ROWS as u32);
-                cmd_dispatch(device, cb, self.gpu.render_pipelines[4], stamp);
-                timestamp(cb, vk::PipelineStageFlags::BOTTOM_OF_PIPE, 1);
-            })?;
-        }
-
-        // Convert: RGBA → NV12 in host-visible memory, then make it visible to the host.
-        let cb = self.convert_commands;
-        // SAFETY: as for the render command buffer; the barriers order render's writes before
-        // convert's reads, and convert's writes before the host reads after the fence.
-        unsafe {
-            record_commands(device, cb, || {
-                cmd_buffer_barrier(device, cb, self.rgba.buffer, SHADER_WRITE, SHADER_READ);
-                self.bind_set(cb, set);
-                let groups = (
-                    (self.width / CONVERT_SPAN).div_ceil(CONVERT_GROUP.0),
-                    (self.height / 2).div_ceil(CONVERT_GROUP.1),
-                );
-                cmd_dispatch(device, cb, self.gpu.convert_pipeline, groups);
-                timestamp(cb, vk::PipelineStageFlags::BOTTOM_OF_PIPE, 2);
                 cmd_buffer_barrier(device, cb, self.nv12.buffer, SHADER_WRITE, HOST_READ);
             })
+        }
+    }
+
+    /// Records the render pass of `pipelines` (one per kind of tile, either variant of
+    /// render.comp): the target's set, then per kind one workgroup per tile of its job list.
+    ///
+    /// # Safety
+    /// `cb` is a command buffer of this device in the recording state; `pipelines` are the
+    /// device's render pipelines; `self.set` is the target's live descriptor set.
+    unsafe fn dispatch(&self, cb: vk::CommandBuffer, pipelines: &[vk::Pipeline; KINDS]) {
+        let layout = self.gpu.pipeline_layout;
+        let device = self.device();
+        // SAFETY: per the caller's contract; the layout is the one the set was allocated for;
+        // slot k of the jobs buffer's head is kind k's VkDispatchIndirectCommand.
+        unsafe {
+            device.cmd_bind_descriptor_sets(
+                cb,
+                vk::PipelineBindPoint::COMPUTE,
+                layout,
+                0,
+                &[self.set],
+                &[],
+            );
+            for (slot, &pipeline) in (0u64..).zip(pipelines) {
+                device.cmd_bind_pipeline(cb, vk::PipelineBindPoint::COMPUTE, pipeline);
+                device.cmd_dispatch_indirect(cb, self.jobs.buffer, slot * DISPATCH_SLOT);
+            }
         }
     }
 
@@ -1144,26 +1113,6 @@ impl Target {
         // callers), so not from two threads at once.
         unsafe { self.device().allocate_command_buffers(&info) }
             .map_err(vkr("vkAllocateCommandBuffers"))
-    }
-
-    /// Records the binding of the target's descriptor set for the compute pipelines.
-    ///
-    /// # Safety
-    /// `cb` is a command buffer of this device in the recording state; `set` is the target's
-    /// live descriptor set.
-    unsafe fn bind_set(&self, cb: vk::CommandBuffer, set: vk::DescriptorSet) {
-        let layout = self.gpu.pipeline_layout;
-        // SAFETY: per the caller's contract; the layout is the one the set was allocated for.
-        unsafe {
-            self.device().cmd_bind_descriptor_sets(
-                cb,
-                vk::PipelineBindPoint::COMPUTE,
-                layout,
-                0,
-                &[set],
-                &[],
-            );
-        }
     }
 
     /// Waits for a submission left pending by an earlier failed wait.
@@ -1191,12 +1140,13 @@ impl Target {
         self.wait(what)
     }
 
-    /// Lets `fill` write the frame's scene uniform and jobs (as 32-bit words; write only: the
-    /// memory may be uncached), runs render then convert, and waits for both.
+    /// Lets `fill` write the frame's scene uniform and tile jobs (as 32-bit words; write
+    /// only: the memory may be uncached), runs the render pass and waits for it. Returns its
+    /// GPU time (from timestamps, or submit to fence).
     pub(crate) fn execute(
         &mut self,
         fill: impl FnOnce(&mut [u32], &mut [u32]),
-    ) -> Result<PassTimes, GpuError> {
+    ) -> Result<Duration, GpuError> {
         self.ensure_idle("the previous frame")?;
         let (Some(uniform), Some(jobs)) = (self.uniform.mapped.as_mut(), self.jobs.mapped.as_mut())
         else {
@@ -1207,51 +1157,31 @@ impl Target {
         // Host-coherent memory: vkQueueSubmit makes these writes visible to the device.
         fill(uniform.words_mut(), jobs.words_mut());
 
-        match self.gpu.timestamps {
-            Some(ts) => {
-                self.run(
-                    &[self.render_commands, self.convert_commands],
-                    "render + convert",
-                )?;
-                let mut ticks = [0u64; 3];
-                // SAFETY: the three queries were written by the submission just waited on.
-                unsafe {
-                    self.device().get_query_pool_results(
-                        self.queries,
-                        0,
-                        &mut ticks,
-                        vk::QueryResultFlags::TYPE_64 | vk::QueryResultFlags::WAIT,
-                    )
-                }
-                .map_err(vkr("vkGetQueryPoolResults"))?;
-                let span = |a: u64, b: u64| {
-                    let ticks = b.wrapping_sub(a) & ts.mask;
-                    // Precision loss only beyond 2^53 ns.
-                    #[allow(
-                        clippy::cast_precision_loss,
-                        clippy::cast_possible_truncation,
-                        clippy::cast_sign_loss,
-                        reason = "tick counts of one frame are far below 2^53"
-                    )]
-                    let ns = (ticks as f64 * ts.period_ns) as u64;
-                    Duration::from_nanos(ns)
-                };
-                Ok(PassTimes {
-                    render: span(ticks[0], ticks[1]),
-                    convert: span(ticks[1], ticks[2]),
-                })
-            }
-            None => {
-                let start = Instant::now();
-                self.run(&[self.render_commands], "render")?;
-                let rendered = Instant::now();
-                self.run(&[self.convert_commands], "convert")?;
-                Ok(PassTimes {
-                    render: rendered - start,
-                    convert: rendered.elapsed(),
-                })
-            }
+        let start = Instant::now();
+        self.run(&[self.render_commands], "render")?;
+        let Some(ts) = self.gpu.timestamps else {
+            return Ok(start.elapsed());
+        };
+        let mut ticks = [0u64; 2];
+        // SAFETY: both queries were written by the submission just waited on.
+        unsafe {
+            self.device().get_query_pool_results(
+                self.queries,
+                0,
+                &mut ticks,
+                vk::QueryResultFlags::TYPE_64 | vk::QueryResultFlags::WAIT,
+            )
         }
+        .map_err(vkr("vkGetQueryPoolResults"))?;
+        let ticks = ticks[1].wrapping_sub(ticks[0]) & ts.mask;
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "tick counts of one frame are far below 2^53"
+        )]
+        let ns = (ticks as f64 * ts.period_ns) as u64;
+        Ok(Duration::from_nanos(ns))
     }
 
     /// The NV12 picture of the last [`Target::execute`].
@@ -1267,7 +1197,9 @@ impl Target {
     }
 
     /// Copies the RGBA picture of the last [`Target::execute`] into `out` (width * height * 4
-    /// bytes). Makes a host staging buffer on first use; for tests and debugging.
+    /// bytes): draws the same scene again with the variant of the pass that stores RGBA too
+    /// (the uniform and tile jobs are still those of the last frame), and copies it out
+    /// through a host staging buffer made on first use. For tests and debugging.
     pub(crate) fn read_rgba(&mut self, out: &mut [u8]) -> Result<(), GpuError> {
         if out.len() != self.rgba.size {
             return Err(GpuError::BufferSize {
@@ -1299,11 +1231,12 @@ impl Target {
         let device = self.device();
         let cb = self.command_buffers(1)?[0];
         let region = [vk::BufferCopy::default().size(self.rgba.size as vk::DeviceSize)];
-        // SAFETY: fresh command buffer; both buffers are live, of equal size, with TRANSFER_SRC
-        // and TRANSFER_DST usage; barriers order the render writes before the copy and the
-        // copy before the host read.
+        // SAFETY: fresh command buffer; the pipeline, set and both buffers are live; the
+        // buffers are of equal size, with TRANSFER_SRC and TRANSFER_DST usage; barriers order
+        // the pass's writes before the copy and the copy before the host read.
         unsafe {
             record_commands(device, cb, || {
+                self.dispatch(cb, &self.gpu.rgba_pipelines);
                 let (rgba, staging) = (self.rgba.buffer, self.staging.buffer);
                 cmd_buffer_barrier(device, cb, rgba, SHADER_WRITE, COPY_READ);
                 device.cmd_copy_buffer(cb, rgba, staging, &region);

@@ -1,4 +1,4 @@
-//! One session's media path: game tick → Vulkan render → GPU NV12 convert → readback → encode,
+//! One session's media path: game tick → Vulkan render (as NV12) → readback → encode,
 //! and the game's sound → Opus on the same clock.
 //!
 //! A [`SessionPipeline`] owns its game instance, its render target on the shared [`Gpu`] and
@@ -204,7 +204,7 @@ impl SessionPipeline {
     }
 
     /// Runs one tick: `apply_inputs` applies the inputs due at this tick, the game steps, the
-    /// frame is rendered with its stamp, converted, read back and encoded; the tick's sound is
+    /// frame is rendered with its stamp as NV12, read back and encoded; the tick's sound is
     /// pushed to the Opus encoder with the same PTS.
     ///
     /// # Errors
@@ -273,7 +273,6 @@ impl SessionPipeline {
         let timings = FrameTimings {
             tick,
             render: stages.render,
-            convert: stages.convert,
             readback: stages.readback,
             encode: video.encode_time,
             total,

@@ -11,10 +11,8 @@ use std::time::Duration;
 pub enum Stage {
     /// Applying due inputs and stepping the game one tick.
     Tick,
-    /// Vulkan render of the scene into the RGBA target.
+    /// Vulkan render of the scene, written as NV12 by the same compute pass.
     Render,
-    /// Compute-shader conversion RGBA → NV12.
-    Convert,
     /// Copying NV12 from mapped GPU memory into the encoder's input buffer.
     Readback,
     /// Encoder push → access unit out.
@@ -25,10 +23,9 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in pipeline order.
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 5] = [
         Stage::Tick,
         Stage::Render,
-        Stage::Convert,
         Stage::Readback,
         Stage::Encode,
         Stage::Total,
@@ -40,7 +37,6 @@ impl Stage {
         match self {
             Stage::Tick => "tick",
             Stage::Render => "render",
-            Stage::Convert => "convert",
             Stage::Readback => "readback",
             Stage::Encode => "encode",
             Stage::Total => "total",
@@ -55,8 +51,6 @@ pub struct FrameTimings {
     pub tick: Duration,
     /// See [`Stage::Render`].
     pub render: Duration,
-    /// See [`Stage::Convert`].
-    pub convert: Duration,
     /// See [`Stage::Readback`].
     pub readback: Duration,
     /// See [`Stage::Encode`].
@@ -72,7 +66,6 @@ impl FrameTimings {
         match stage {
             Stage::Tick => self.tick,
             Stage::Render => self.render,
-            Stage::Convert => self.convert,
             Stage::Readback => self.readback,
             Stage::Encode => self.encode,
             Stage::Total => self.total,
@@ -228,7 +221,7 @@ impl StageStats {
 
 /// The per-stage latency table, printable with `{}`.
 #[derive(Clone, Copy, Debug)]
-pub struct StageTable(pub [(Stage, Summary); 6]);
+pub struct StageTable(pub [(Stage, Summary); 5]);
 
 /// The nearest-rank `q`-quantile (0 < `q` ≤ 1) of `sorted` (ascending): the value at rank
 /// ceil(q * n), clamped to the slice; `None` when there are no values.
