@@ -47,6 +47,10 @@ struct RunArgs {
     /// must also share `broker.key`, so that edges accept any of their join tokens).
     #[arg(long, env = "BROKER_STORE", default_value = "redb")]
     store: String,
+    /// Pages of the redb store kept in memory, in MiB (the rest is read through the operating
+    /// system's file cache); bounds the broker's resident memory. Ignored with etcd.
+    #[arg(long, env = "BROKER_STORE_CACHE_MIB", default_value_t = RedbStore::DEFAULT_CACHE_MIB, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
+    store_cache_mib: usize,
     /// The URL edges and players reach this broker at, listed by `GET /v1/brokers`
     /// (default `http://` + the listening address).
     #[arg(long, env = "BROKER_ADVERTISE")]
@@ -122,7 +126,10 @@ async fn main() -> anyhow::Result<()> {
     let Cmd::Run(args) = Cli::parse().cmd;
     let key = BrokerKey::load_or_create(&args.data_dir)?;
     let backend = if args.store == "redb" {
-        Backend::Redb(Arc::new(RedbStore::open(&args.data_dir)?))
+        Backend::Redb(Arc::new(RedbStore::open_with_cache(
+            &args.data_dir,
+            args.store_cache_mib,
+        )?))
     } else {
         let url: EtcdUrl = args.store.parse()?;
         Backend::Etcd(Arc::new(EtcdStore::connect(&url).await?))

@@ -2,6 +2,12 @@
 //! that it stays flat: its resident memory, its live table and its store stop growing once the
 //! summaries reach their cap, and its latency in the last window is what it was in the first.
 //!
+//! The run starts with a warm-up under the same load, not counted: until the summaries reach
+//! their cap (`--summary-max` / `--rate` seconds) and the deadline-ended lives flow, plus half a
+//! minute (`--warmup S` overrides it). Before that the broker is not yet in its steady state
+//! (an empty store, nothing pruned), and "flat" and "as fast as at the start" compare against
+//! the steady state.
+//!
 //! A release `session-broker run` on loopback (redb in a temp dir, or a fresh etcd), `--edges`
 //! signed edges registered over HTTP and heartbeating every 5 s, and `--rate` session lives per
 //! second started open loop: life i is due at start + i / rate whatever happened to the earlier
@@ -19,7 +25,8 @@
 //! p50/p99 (a create's latency counts from its due time; a select's and an end's from their own
 //! send), non-2xx answers and the samples at the window's end; then the targets: memory and live
 //! table flat within 10 % over the last half, summaries at their cap, p99 of the last window
-//! within 1.2× that of the first.
+//! within 1.2× that of the first. The windows and the halves are of the measured run, after the
+//! warm-up.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -41,7 +48,11 @@ use hyper::Method;
 use serde_json::{Value, json};
 
 const USAGE: &str = "flags: --edges N (10000) --rate R sessions/s (500) --seconds S (600, 30..=3600) \
-                     --summary-max N (rate x seconds / 4, at most 100000) --store redb|etcd (redb)";
+                     --summary-max N (rate x seconds / 4, at most 100000) --warmup S (summary-max / \
+                     rate + 30, at most 600) --store redb|etcd (redb)";
+/// Warm-up beyond the time the summaries take to reach their cap: the lives left to the
+/// broker's deadlines end up to 40 s after they start.
+const WARMUP_MARGIN_S: u64 = 30;
 /// Lives in flight at most; one due while this many are open is counted as not started.
 const MAX_IN_FLIGHT: usize = 4096;
 /// A request without an answer after this long counts as failed.
@@ -56,6 +67,7 @@ struct Args {
     rate: u32,
     seconds: u64,
     summary_max: u64,
+    warmup: Option<u64>,
     store: String,
 }
 
@@ -65,6 +77,7 @@ fn parse_args() -> Result<Args> {
         rate: 500,
         seconds: 600,
         summary_max: 0,
+        warmup: None,
         store: "redb".into(),
     };
     let mut it = std::env::args().skip(1);
@@ -81,6 +94,7 @@ fn parse_args() -> Result<Args> {
             "--rate" => a.rate = u32::try_from(num()?)?,
             "--seconds" => a.seconds = num()?,
             "--summary-max" => a.summary_max = num()?,
+            "--warmup" => a.warmup = Some(num()?.min(600)),
             "--store" => a.store.clone_from(&v),
             _ => bail!("unknown flag {flag}; {USAGE}"),
         }
@@ -94,7 +108,16 @@ fn parse_args() -> Result<Args> {
     if a.summary_max == 0 {
         a.summary_max = (u64::from(a.rate) * a.seconds / 4).clamp(1, 100_000);
     }
+    if a.warmup.is_none() {
+        a.warmup = Some((a.summary_max / u64::from(a.rate) + WARMUP_MARGIN_S).min(600));
+    }
     Ok(a)
+}
+
+impl Args {
+    fn warmup_s(&self) -> u64 {
+        self.warmup.unwrap_or(0)
+    }
 }
 
 /// One answered (or failed) request.
@@ -264,8 +287,14 @@ fn main() -> Result<()> {
         "soak bench: {} session lives/s for {} s against a release session-broker ({} store) on \
          127.0.0.1 with {} signed edges heartbeating every 5 s; a life is create → select → the \
          edge's signed end report (1 in 20 only created, 1 in 20 only created and selected, left \
-         to the broker's deadlines); summaries capped at {}.",
-        a.rate, a.seconds, a.store, a.edges, a.summary_max
+         to the broker's deadlines); summaries capped at {}; after a warm-up of {} s under the \
+         same load, not counted.",
+        a.rate,
+        a.seconds,
+        a.store,
+        a.edges,
+        a.summary_max,
+        a.warmup_s()
     );
     println!(
         "machine: {}; load average at start {}",
@@ -336,7 +365,7 @@ fn main() -> Result<()> {
         })
     };
     let not_started = Arc::new(AtomicU64::new(0));
-    let run = Duration::from_secs(a.seconds);
+    let run = Duration::from_secs(a.warmup_s() + a.seconds);
     rt.block_on({
         let load = Arc::clone(&load_state);
         let not_started = Arc::clone(&not_started);
@@ -376,6 +405,22 @@ fn main() -> Result<()> {
         .clone();
     let windows = 10u64;
     let width_ms = a.seconds * 1000 / windows;
+    let warm_ms = a.warmup_s() * 1000;
+    let warm_end = snaps
+        .iter()
+        .rev()
+        .find(|s| s.at_s * 1000 <= warm_ms)
+        .copied()
+        .unwrap_or_default();
+    println!(
+        "\nwarm-up: {} s, {} answers; at its end: broker RSS {}, {} live sessions, {} summaries, store {}",
+        a.warmup_s(),
+        thousands(samples.iter().filter(|s| s.at_ms < warm_ms).count() as u64),
+        warm_end.rss.map_or_else(|| "n/a".into(), mib),
+        warm_end.live.map_or_else(|| "n/a".into(), thousands),
+        warm_end.summaries.map_or_else(|| "n/a".into(), thousands),
+        warm_end.store.map_or_else(|| "n/a".into(), mib),
+    );
     println!(
         "\nper window of {} s (p50/p99 over every answer in it; samples at its end):",
         width_ms / 1000
@@ -386,7 +431,7 @@ fn main() -> Result<()> {
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut p99s = Vec::new();
     for w in 0..windows {
-        let (lo, hi) = (w * width_ms, (w + 1) * width_ms);
+        let (lo, hi) = (warm_ms + w * width_ms, warm_ms + (w + 1) * width_ms);
         let mut lat: Vec<u32> = samples
             .iter()
             .filter(|s| (lo..hi).contains(&s.at_ms))
@@ -407,8 +452,8 @@ fn main() -> Result<()> {
         p99s.push(pct(&lat, 99.0));
         println!(
             "| {}–{} s | {} | {:.2} ms | {:.2} ms | {} | {} | {} | {} | {} | {} |",
-            lo / 1000,
-            hi / 1000,
+            (lo - warm_ms) / 1000,
+            (hi - warm_ms) / 1000,
             thousands(lat.len() as u64),
             f64::from(pct(&lat, 50.0)) / 1000.0,
             f64::from(pct(&lat, 99.0)) / 1000.0,
@@ -420,14 +465,18 @@ fn main() -> Result<()> {
             load(snap.load),
         );
     }
-    let half: Vec<&Snapshot> = snaps.iter().filter(|s| s.at_s * 2 >= a.seconds).collect();
+    let half: Vec<&Snapshot> = snaps
+        .iter()
+        .filter(|s| s.at_s * 2 >= a.warmup_s() * 2 + a.seconds)
+        .collect();
     let rss: Vec<u64> = half.iter().filter_map(|s| s.rss).collect();
     let live: Vec<u64> = half.iter().filter_map(|s| s.live).collect();
     let last_summaries = snaps.iter().rev().find_map(|s| s.summaries).unwrap_or(0);
-    let answered = samples.len();
-    let failed = samples.iter().filter(|s| !s.ok).count();
+    let measured: Vec<&Sample> = samples.iter().filter(|s| s.at_ms >= warm_ms).collect();
+    let answered = measured.len();
+    let failed = measured.iter().filter(|s| !s.ok).count();
     println!(
-        "\n{} requests answered, {failed} not 2xx or timed out; {} lives not started (over {MAX_IN_FLIGHT} in flight); heartbeats {beats_ok} ok, {beats_bad} failed",
+        "\nmeasured run: {} requests answered, {failed} not 2xx or timed out; whole run: {} lives not started (over {MAX_IN_FLIGHT} in flight); heartbeats {beats_ok} ok, {beats_bad} failed",
         thousands(answered as u64),
         not_started.load(Ordering::Relaxed)
     );
