@@ -77,8 +77,9 @@ layout(std430, set = 0, binding = 2) writeonly buffer Nv12 {
 // Written by the CPU every frame: one VkDispatchIndirectCommand per kind of tile (x = number of
 // tiles; w = index of the kind's first job), then the jobs: (tile x | tile y << 16, the bit set
 // of the shapes touching the tile).
+// A fifth command lists every background-only tile (the first command only those to redraw).
 layout(std430, set = 0, binding = 3) readonly buffer Jobs {
-    uvec4 dispatch[4];
+    uvec4 dispatch[5];
     uvec2 list[];
 } jobs;
 

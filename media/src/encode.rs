@@ -56,7 +56,10 @@ use gstreamer_app as gst_app;
 pub(crate) use edgeplay_decode::pipe::{clock_time, running_time};
 
 pub use audio::{AUDIO_CHANNELS, AUDIO_FRAME, AUDIO_SAMPLE_RATE, AudioEncoder, EncodedAudio};
-pub use video::{EncodedFrame, EncoderStats, H264Profile, VideoConfig, VideoEncoder, h264_level};
+pub use video::{
+    AccessUnits, EncodedFrame, EncoderStats, H264Profile, MAX_QUEUED, VideoConfig, VideoEncoder,
+    h264_level,
+};
 pub use writer::MediaFileWriter;
 
 /// How long [`probe`] waits for the NVENC test session to produce its first access unit.

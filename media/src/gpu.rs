@@ -43,6 +43,8 @@ static RENDER_SPV: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/render.spv"
 const DISPATCH_SLOT: u64 = 16;
 /// Kinds of tile, one render pipeline each (render.comp's `KIND`).
 const KINDS: usize = crate::render::KINDS;
+/// Slot of the jobs buffer's head with every plain tile (the other slots are one per kind).
+const ALL_PLAIN_SLOT: u64 = crate::render::ALL_PLAIN_SLOT;
 /// Longest wait for one submission: far above any frame time, short enough that a hung
 /// device turns into an error instead of a stuck session.
 const FENCE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -1067,7 +1069,7 @@ impl Target {
                     device.cmd_reset_query_pool(cb, self.queries, 0, 2);
                     device.cmd_write_timestamp(cb, Stage::TOP_OF_PIPE, self.queries, 0);
                 }
-                self.dispatch(cb, &self.gpu.render_pipelines);
+                self.dispatch(cb, &self.gpu.render_pipelines, false);
                 if timed {
                     device.cmd_write_timestamp(cb, Stage::BOTTOM_OF_PIPE, self.queries, 1);
                 }
@@ -1082,7 +1084,12 @@ impl Target {
     /// # Safety
     /// `cb` is a command buffer of this device in the recording state; `pipelines` are the
     /// device's render pipelines; `self.set` is the target's live descriptor set.
-    unsafe fn dispatch(&self, cb: vk::CommandBuffer, pipelines: &[vk::Pipeline; KINDS]) {
+    unsafe fn dispatch(
+        &self,
+        cb: vk::CommandBuffer,
+        pipelines: &[vk::Pipeline; KINDS],
+        rgba: bool,
+    ) {
         let layout = self.gpu.pipeline_layout;
         let device = self.device();
         // SAFETY: per the caller's contract; the layout is the one the set was allocated for;
@@ -1097,6 +1104,12 @@ impl Target {
                 &[],
             );
             for (slot, &pipeline) in (0u64..).zip(pipelines) {
+                // The RGBA variant draws every plain tile, not only those whose pixels changed.
+                let slot = if rgba && slot == 0 {
+                    ALL_PLAIN_SLOT
+                } else {
+                    slot
+                };
                 device.cmd_bind_pipeline(cb, vk::PipelineBindPoint::COMPUTE, pipeline);
                 device.cmd_dispatch_indirect(cb, self.jobs.buffer, slot * DISPATCH_SLOT);
             }
@@ -1236,7 +1249,7 @@ impl Target {
         // the pass's writes before the copy and the copy before the host read.
         unsafe {
             record_commands(device, cb, || {
-                self.dispatch(cb, &self.gpu.rgba_pipelines);
+                self.dispatch(cb, &self.gpu.rgba_pipelines, true);
                 let (rgba, staging) = (self.rgba.buffer, self.staging.buffer);
                 cmd_buffer_barrier(device, cb, rgba, SHADER_WRITE, COPY_READ);
                 device.cmd_copy_buffer(cb, rgba, staging, &region);

@@ -12,11 +12,11 @@ use edgeplay_game::game::{Game, GameError};
 use edgeplay_game::stamp::Stamp;
 
 use crate::encode::{
-    AudioEncoder, EncodeError, EncodedAudio, EncodedFrame, EncoderKind, H264Profile, VideoConfig,
-    VideoEncoder,
+    AccessUnits, AudioEncoder, EncodeError, EncodedAudio, EncodedFrame, EncoderKind, H264Profile,
+    VideoConfig, VideoEncoder,
 };
 use crate::gpu::{Gpu, GpuError};
-use crate::render::RenderTarget;
+use crate::render::{RenderTarget, StageTimes};
 use crate::stats::FrameTimings;
 
 /// Resolutions the edge renders and encodes.
@@ -234,6 +234,29 @@ impl SessionPipeline {
         apply_inputs: impl FnOnce(&mut Game) -> Result<(), PipelineError>,
         on_audio: impl FnOnce(Vec<EncodedAudio>),
     ) -> Result<Produced, PipelineError> {
+        let units = self.access_units();
+        let frame = self.start_frame(force_keyframe, apply_inputs, on_audio)?;
+        frame.finish(&units)
+    }
+
+    /// The encoder's output side, where [`InFlight::finish`] takes the access units of the
+    /// frames [`Self::start_frame`] pushed.
+    pub(crate) fn access_units(&self) -> AccessUnits {
+        self.video.access_units()
+    }
+
+    /// The first half of [`Self::produce_with`]: inputs, the tick, the sound, the render, and
+    /// the push of the picture to the encoder, which encodes it on its own threads. The session
+    /// runtime renders the next frame while this one is encoded (see [`crate::session`]).
+    ///
+    /// # Errors
+    /// As [`Self::produce`].
+    pub(crate) fn start_frame(
+        &mut self,
+        force_keyframe: bool,
+        apply_inputs: impl FnOnce(&mut Game) -> Result<(), PipelineError>,
+        on_audio: impl FnOnce(Vec<EncodedAudio>),
+    ) -> Result<InFlight, PipelineError> {
         let started = Instant::now();
         apply_inputs(&mut self.game)?;
         self.game.step();
@@ -260,27 +283,71 @@ impl SessionPipeline {
             on_audio(audio);
         }
         let target = &mut self.target;
-        let (mut video, stages) = self.video.encode(pts, force_keyframe, |buf| {
+        let (pushed, stages) = self.video.push(pts, force_keyframe, |buf| {
             target.render_nv12(&scene, &stamp, buf)
         })?;
+        let stages = stages?;
+        self.frame += 1;
+        Ok(InFlight {
+            pts,
+            skipped: self.skipped,
+            stamp,
+            applied_input: self.game.last_input_seq(),
+            started,
+            pushed,
+            tick,
+            stages,
+        })
+    }
+}
+
+/// A frame [`SessionPipeline::start_frame`] pushed to the encoder, its access unit still to
+/// come: what [`Self::finish`] needs to make it a [`Produced`].
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    /// The encoder's (gapless) presentation time.
+    pts: Duration,
+    /// The schedule skipped before this frame, added to its PTS on the way out.
+    skipped: Duration,
+    stamp: Stamp,
+    /// The sequence of the last input this frame's tick applied.
+    applied_input: u64,
+    /// When its tick started.
+    started: Instant,
+    /// When its picture was pushed to the encoder.
+    pushed: Instant,
+    tick: Duration,
+    stages: StageTimes,
+}
+
+impl InFlight {
+    /// The sequence of the last input this frame's tick applied.
+    pub(crate) fn applied_input(&self) -> u64 {
+        self.applied_input
+    }
+
+    /// Waits for this frame's access unit from `units` (its pipeline's encoder's; frames
+    /// finish in the order they started).
+    ///
+    /// # Errors
+    /// The encoder failed or timed out.
+    pub(crate) fn finish(self, units: &AccessUnits) -> Result<Produced, PipelineError> {
+        let mut video = units.next(self.pts, self.pushed)?;
         // The encoders see a gapless clock; the skipped schedule is added on the way out.
         video.pts += self.skipped;
-        let stages = stages?;
         // The video's latency ends when its access unit is out.
-        let total = started.elapsed();
-
-        self.frame += 1;
+        let total = self.started.elapsed();
         let timings = FrameTimings {
-            tick,
-            render: stages.render,
-            readback: stages.readback,
+            tick: self.tick,
+            render: self.stages.render,
+            readback: self.stages.readback,
             encode: video.encode_time,
             total,
         };
         Ok(Produced {
             video,
             audio: Vec::new(),
-            stamp,
+            stamp: self.stamp,
             timings,
         })
     }

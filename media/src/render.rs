@@ -28,6 +28,11 @@
 //! every loop body of a shader at every pixel whether taken or not, and pays for each storage
 //! access with a loop over its SIMD lanes, it is what makes a 720p frame cost about a
 //! millisecond instead of six (see the README's figures).
+//!
+//! Background-only tiles are drawn only when their pixels change: when the tile held a shape
+//! in the frame before, or when the background itself changed (the hit flash tints the border,
+//! or it is the target's first frame). The NV12 buffer keeps the others from the frame before,
+//! which drew the same bits. The test variant that stores RGBA draws every tile.
 
 use std::f64::consts::TAU;
 use std::fmt;
@@ -67,8 +72,11 @@ const KIND_BODIES: usize = 1;
 const KIND_SHAPES: usize = 2;
 const KIND_STAMP: usize = 3;
 /// Words of the jobs buffer's head: one `uvec4` (a `VkDispatchIndirectCommand` and the first
-/// job's index) per kind.
-const JOBS_HEAD_WORDS: usize = 4 * KINDS;
+/// job's index) per kind, the plain kind's covering only the tiles to redraw, then one more for
+/// every plain tile (the RGBA variant's).
+const JOBS_HEAD_WORDS: usize = 4 * (KINDS + 1);
+/// Slot of the head with every plain tile.
+pub(crate) const ALL_PLAIN_SLOT: u64 = KINDS as u64;
 const _: () = assert!(MAX_BODIES <= 16);
 /// Colours of the ship and its flame, packed RGBA8.
 const SHIP_COLOUR: u32 = rgb(232, 240, 255);
@@ -188,7 +196,7 @@ impl RenderTarget {
             for (dst, src) in uniform_words.iter_mut().zip(uniform.words) {
                 *dst = src.to_le();
             }
-            binner.write_jobs(job_words);
+            binner.write_jobs(job_words, scene.flash);
         })?;
         let start = Instant::now();
         out.copy_from_slice(self.target.nv12()?);
@@ -452,15 +460,23 @@ struct Binner {
     tiles_x: u32,
     tiles_y: u32,
     masks: Vec<u32>,
+    /// Per tile, whether the frame before drew it as plain background.
+    was_plain: Vec<bool>,
+    /// The background the frame before drew (the hit flash's ticks left), `None` before the
+    /// first frame.
+    background: Option<u8>,
 }
 
 impl Binner {
     fn new(width: u32, height: u32) -> Self {
         let (tiles_x, tiles_y) = (width.div_ceil(TILE), height.div_ceil(TILE));
+        let tiles = tiles_x as usize * tiles_y as usize;
         Self {
             tiles_x,
             tiles_y,
-            masks: vec![0; tiles_x as usize * tiles_y as usize],
+            masks: vec![0; tiles],
+            was_plain: vec![false; tiles],
+            background: None,
         }
     }
 
@@ -508,30 +524,53 @@ impl Binner {
         }
     }
 
-    /// Writes the jobs buffer (head, then every tile as a (tile, mask) pair, grouped by kind)
-    /// and empties the bins.
-    fn write_jobs(&mut self, words: &mut [u32]) {
+    /// Writes the jobs buffer (head, then every tile as a (tile, mask) pair, grouped by kind;
+    /// the plain ones to redraw first) for a frame whose background is `background` (the hit
+    /// flash's ticks left), and empties the bins.
+    fn write_jobs(&mut self, words: &mut [u32], background: u8) {
+        let same_background = self.background == Some(background);
+        self.background = Some(background);
         let mut counts = [0usize; KINDS];
+        let mut redraw = 0usize;
         for (i, &mask) in self.masks.iter().enumerate() {
-            counts[self.kind(i, mask)] += 1;
+            let kind = self.kind(i, mask);
+            counts[kind] += 1;
+            redraw += usize::from(kind == KIND_PLAIN && !(same_background && self.was_plain[i]));
         }
         let (head, list) = words.split_at_mut(JOBS_HEAD_WORDS);
+        let mut slot = |at: usize, count: usize, first: usize| {
+            let [count, first] = [count, first].map(|v| u32::try_from(v).unwrap_or(0));
+            head[4 * at..4 * at + 4].copy_from_slice(&[count, 1, 1, first].map(u32::to_le));
+        };
         let mut next = [0usize; KINDS];
         let mut first = 0;
         for kind in 0..KINDS {
             next[kind] = first;
-            let [count, start] = [counts[kind], first].map(|v| u32::try_from(v).unwrap_or(0));
-            head[4 * kind..4 * kind + 4].copy_from_slice(&[count, 1, 1, start].map(u32::to_le));
+            let count = if kind == KIND_PLAIN {
+                redraw
+            } else {
+                counts[kind]
+            };
+            slot(kind, count, first);
             first += counts[kind];
         }
+        slot(KINDS, counts[KIND_PLAIN], 0);
+        // The plain tiles to redraw, then the plain ones kept.
+        let mut kept = redraw;
         for i in 0..self.masks.len() {
             let mask = std::mem::take(&mut self.masks[i]);
             let kind = self.kind(i, mask);
+            let at = if kind == KIND_PLAIN && same_background && self.was_plain[i] {
+                kept += 1;
+                kept - 1
+            } else {
+                next[kind] += 1;
+                next[kind] - 1
+            };
+            self.was_plain[i] = kind == KIND_PLAIN;
             let (tx, ty) = (i as u32 % self.tiles_x, i as u32 / self.tiles_x);
-            let at = next[kind];
             list[2 * at] = (tx | (ty << 16)).to_le();
             list[2 * at + 1] = mask.to_le();
-            next[kind] += 1;
         }
     }
 }
@@ -584,7 +623,7 @@ mod tests {
         bins.add(TRIANGLE_BIT << 1, [20, 0, 20, 0]);
         let tiles = 80 * 45;
         let mut words = vec![0u32; JOBS_HEAD_WORDS + 2 * tiles];
-        bins.write_jobs(&mut words);
+        bins.write_jobs(&mut words, 0);
         let (head, list) = words.split_at(JOBS_HEAD_WORDS);
         // Bodies: tiles (0..=2, 0..=2) minus the stamp's (1..=2, 1..=2) and (1, 0), which
         // has the ship too; shapes: (1, 0) and the score's two.
@@ -594,6 +633,7 @@ mod tests {
         assert_eq!(&head[4..8], &[4, 1, 1, plain as u32]);
         assert_eq!(&head[8..12], &[3, 1, 1, plain as u32 + 4]);
         assert_eq!(&head[12..16], &[stamp as u32, 1, 1, plain as u32 + 7]);
+        assert_eq!(&head[16..20], &[plain as u32, 1, 1, 0]);
         let jobs: Vec<(u32, u32, u32)> = list
             .chunks(2)
             .map(|j| (j[0] & 0xFFFF, j[0] >> 16, j[1]))
@@ -627,7 +667,23 @@ mod tests {
         assert_eq!(seen.len(), tiles);
         // The bins are empty again.
         assert!(bins.masks.iter().all(|&m| m == 0));
-        bins.write_jobs(&mut words);
+        // Next frame, same background, nothing drawn: only the seven tiles that held shapes
+        // are redrawn, listed first; the RGBA variant's slot still has every plain tile.
+        bins.write_jobs(&mut words, 0);
+        assert_eq!(&words[0..4], &[7, 1, 1, 0]);
+        assert_eq!(&words[16..20], &[(tiles - stamp) as u32, 1, 1, 0]);
+        let redrawn: Vec<u32> = words[JOBS_HEAD_WORDS..JOBS_HEAD_WORDS + 14]
+            .chunks(2)
+            .map(|j| j[0])
+            .collect();
+        assert_eq!(
+            redrawn,
+            [0, 1, 2, 1 << 16, 2 << 16, 79 | 43 << 16, 79 | 44 << 16]
+        );
+        // Then nothing to redraw; a new background redraws every plain tile.
+        bins.write_jobs(&mut words, 0);
+        assert_eq!(words[0], 0);
+        bins.write_jobs(&mut words, 5);
         assert_eq!(words[0], (tiles - stamp) as u32);
     }
 }

@@ -16,6 +16,17 @@
 //! What a session counts (frames, bytes, inputs, keyframes, bitrate changes, stage timings) it
 //! reports through [`SessionMetrics`]; the edge agent exports that to Prometheus.
 //!
+//! Frames are pipelined over two threads. The session's thread runs the schedule: at each
+//! frame's time it applies the due inputs, steps the game, sends the tick's sound, renders the
+//! picture and pushes it to the encoder, which encodes on threads of its own. A second thread
+//! takes each access unit the moment the encoder hands it out and publishes it. So frame N+1
+//! renders while frame N is encoded, and no frame waits for another's publishing. What a frame
+//! waits for: its time in the schedule; the render of the frame before it (one thread renders,
+//! in order); the encoder finishing the frame before it (x264 encodes in order); and, when
+//! [`MAX_QUEUED`] frames are already waiting for the encoder, the oldest of them to come out
+//! (the schedule then slips and skips, as when the machine is too slow, instead of queueing
+//! latency).
+//!
 //! ```no_run
 //! # fn demo(gpu: edgeplay_media::gpu::Gpu, cfg: edgeplay_media::pipeline::PipelineConfig)
 //! # -> Result<(), Box<dyn std::error::Error>> {
@@ -37,6 +48,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -47,9 +59,10 @@ use edgeplay_protocol::input::InputEvent;
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{debug, info, info_span, warn};
 
+use crate::encode::{AccessUnits, MAX_QUEUED};
 use crate::gpu::Gpu;
 use crate::keyframe::KeyframePolicy;
-use crate::pipeline::{PipelineConfig, PipelineError, SessionPipeline, unix_micros};
+use crate::pipeline::{InFlight, PipelineConfig, PipelineError, SessionPipeline, unix_micros};
 use crate::stats::FrameTimings;
 use crate::stats::{StageStats, StageTable};
 
@@ -64,6 +77,8 @@ pub const MEDIA_BUFFER: usize = 128;
 pub const CONTROL_BUFFER: usize = 4096;
 /// Frames of latency history kept for a session's stats.
 const STATS_WINDOW: usize = 3600;
+/// The longest an intra refresh switch waits for the frames in the encoder to come out.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 /// What a session reports as it runs: the edge's metrics registry implements it (one instance
 /// shared by every session, so the methods take `&self` and must not block). Every method has
@@ -313,6 +328,7 @@ impl Session {
             stats: Arc::clone(&stats),
             metrics,
             pending: BTreeMap::new(),
+            in_flight: Arc::new(AtomicUsize::new(0)),
         };
         let thread = std::thread::Builder::new()
             .name(format!("session-{}", cfg.id))
@@ -429,6 +445,61 @@ struct Runner {
     metrics: Arc<dyn SessionMetrics>,
     /// Inputs that arrived ahead of a missing predecessor, by sequence.
     pending: BTreeMap<u64, InputEvent>,
+    /// Frames pushed to the encoder and not yet published.
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// The session's second thread: takes each frame's access unit as soon as the encoder hands it
+/// out, and publishes it.
+struct Publisher {
+    units: AccessUnits,
+    media: broadcast::Sender<MediaPacket>,
+    acks: watch::Sender<InputAck>,
+    stats: Arc<Mutex<Live>>,
+    metrics: Arc<dyn SessionMetrics>,
+    /// When each keyframe went out, for the schedule's keyframe policy.
+    keyframes: std::sync::mpsc::Sender<Instant>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Publisher {
+    /// Publishes every frame the schedule pushes, in order, until the queue closes and is
+    /// empty. An encoder failure ends it (dropping the queue stops the schedule).
+    fn run(self, queue: &std::sync::mpsc::Receiver<InFlight>) -> Result<(), PipelineError> {
+        while let Ok(frame) = queue.recv() {
+            let applied = frame.applied_input();
+            let produced = frame.finish(&self.units);
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            let p = produced?;
+            if p.video.keyframe {
+                let _ = self.keyframes.send(Instant::now());
+                self.metrics.keyframe();
+            }
+            self.metrics.video_frame(p.video.data.len(), &p.timings);
+            {
+                let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+                stats.frames = p.stamp.frame.saturating_add(1);
+                stats.bytes += p.video.data.len() as u64;
+                stats.latency.record(&p.timings);
+            }
+            self.acks.send_if_modified(|ack| {
+                let changed = ack.applied != applied;
+                ack.applied = applied;
+                ack.committed = applied;
+                changed
+            });
+            // A send error only means every viewer left since the tick began.
+            let _ = self.media.send(MediaPacket::Video(Arc::new(VideoPacket {
+                frame: p.stamp.frame,
+                pts: p.video.pts,
+                keyframe: p.video.keyframe,
+                data: p.video.data,
+                stamp: p.stamp,
+                encoded_at_us: unix_micros(),
+            })));
+        }
+        Ok(())
+    }
 }
 
 impl Runner {
@@ -447,6 +518,46 @@ impl Runner {
     }
 
     fn run_loop(&mut self) -> Result<SessionSummary, PipelineError> {
+        let (frames, queue) = std::sync::mpsc::sync_channel::<InFlight>(MAX_QUEUED - 1);
+        let (keyframes_tx, keyframes_rx) = std::sync::mpsc::channel::<Instant>();
+        let publisher = Publisher {
+            units: self.pipeline.access_units(),
+            media: self.media.clone(),
+            acks: self.acks.clone(),
+            stats: Arc::clone(&self.stats),
+            metrics: Arc::clone(&self.metrics),
+            keyframes: keyframes_tx,
+            in_flight: Arc::clone(&self.in_flight),
+        };
+        let span = tracing::Span::current();
+        let out = std::thread::Builder::new()
+            .name(format!("session-{}-out", self.id))
+            .spawn(move || {
+                let _enter = span.enter();
+                publisher.run(&queue)
+            })
+            .map_err(|e| {
+                PipelineError::Unsupported(format!("cannot start a session thread: {e}"))
+            })?;
+        let result = self.schedule(&frames, &keyframes_rx);
+        // Closing the queue lets the publisher finish the frames still in the encoder.
+        drop(frames);
+        let published = out
+            .join()
+            .unwrap_or_else(|_| Err(PipelineError::Unsupported("the publisher panicked".into())));
+        match (result, published) {
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            (Ok(()), Ok(())) => Ok(self.summary()),
+        }
+    }
+
+    /// The session's schedule: one frame per tick while someone watches, handed to the
+    /// publisher once pushed. Returns when the session is ended, or the publisher stopped.
+    fn schedule(
+        &mut self,
+        frames: &std::sync::mpsc::SyncSender<InFlight>,
+        keyframes_sent: &std::sync::mpsc::Receiver<Instant>,
+    ) -> Result<(), PipelineError> {
         let frame = Duration::from_secs(1) / self.fps;
         let mut deadline = Instant::now();
         let mut paused = true;
@@ -457,11 +568,14 @@ impl Runner {
             loop {
                 match self.control.try_recv() {
                     Ok(Control::End) | Err(mpsc::error::TryRecvError::Disconnected) => {
-                        return Ok(self.summary());
+                        return Ok(());
                     }
                     Ok(msg) => self.handle_control(msg, &mut keyframes),
                     Err(mpsc::error::TryRecvError::Empty) => break,
                 }
+            }
+            while let Ok(at) = keyframes_sent.try_recv() {
+                keyframes.handle_keyframe_sent(at);
             }
             if self.media.receiver_count() == 0 {
                 if !paused {
@@ -497,7 +611,7 @@ impl Runner {
             let pending = &mut self.pending;
             let metrics = &*self.metrics;
             let media = &self.media;
-            let produced = self.pipeline.produce_with(
+            let started = self.pipeline.start_frame(
                 force,
                 |game| {
                     apply_due(game, pending, metrics);
@@ -505,21 +619,27 @@ impl Runner {
                 },
                 |audio| publish_audio(media, metrics, audio),
             )?;
-            if produced.video.keyframe {
-                keyframes.handle_keyframe_sent(Instant::now());
-                self.metrics.keyframe();
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+            // Blocks while MAX_QUEUED frames wait for the encoder; fails once the publisher
+            // stopped (its error is what run_loop returns).
+            if frames.send(started).is_err() {
+                return Ok(());
             }
-            self.publish(produced);
             deadline += frame;
         }
     }
 
     /// Switches the encoder's intra refresh to what the keyframe policy wants.
     fn apply_intra_refresh(&mut self, on: bool) -> Result<(), PipelineError> {
-        let encoder = self.pipeline.video_encoder();
-        if encoder.stats().intra_refresh == on {
+        if self.pipeline.video_encoder().stats().intra_refresh == on {
             return Ok(());
         }
+        // The switch restarts the encoder: first let the frames in it come out.
+        let since = Instant::now();
+        while self.in_flight.load(Ordering::Acquire) > 0 && since.elapsed() < DRAIN_LIMIT {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let encoder = self.pipeline.video_encoder();
         if encoder.set_intra_refresh(on)? {
             if on {
                 self.metrics.intra_refresh_started();
@@ -566,33 +686,6 @@ impl Runner {
             }
             Control::End => {}
         }
-    }
-
-    fn publish(&mut self, p: crate::pipeline::Produced) {
-        self.metrics.video_frame(p.video.data.len(), &p.timings);
-        {
-            let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
-            stats.frames = self.pipeline.frames();
-            stats.bytes += p.video.data.len() as u64;
-            stats.latency.record(&p.timings);
-        }
-        let applied = self.pipeline.game().last_input_seq();
-        self.acks.send_if_modified(|ack| {
-            let changed = ack.applied != applied;
-            ack.applied = applied;
-            ack.committed = applied;
-            changed
-        });
-        // A send error only means every viewer left since the tick began; the next loop pauses.
-        let _ = self.media.send(MediaPacket::Video(Arc::new(VideoPacket {
-            frame: p.stamp.frame,
-            pts: p.video.pts,
-            keyframe: p.video.keyframe,
-            data: p.video.data,
-            stamp: p.stamp,
-            encoded_at_us: unix_micros(),
-        })));
-        publish_audio(&self.media, &*self.metrics, p.audio);
     }
 
     fn summary(&self) -> SessionSummary {

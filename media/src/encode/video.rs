@@ -1,5 +1,6 @@
 //! H.264 video: `appsrc ! <encoder> ! h264parse ! appsink`, one frame in, one access unit out.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 pub use edgeplay_protocol::whep::H264Profile;
@@ -129,9 +130,9 @@ pub struct VideoEncoder {
     pool: gst::BufferPool,
     kind: EncoderKind,
     frame_duration: gst::ClockTime,
-    timeout: Duration,
     keyframe_pending: bool,
-    stats: EncoderStats,
+    /// Counters and the pull timeout, shared with the [`AccessUnits`] handles.
+    shared: Arc<Mutex<Shared>>,
     /// x264's `key-int-max` from before intra refresh was switched on.
     keyint_before_refresh: Option<u32>,
 }
@@ -219,13 +220,15 @@ impl VideoEncoder {
             pool,
             kind: cfg.encoder.clone(),
             frame_duration: gst::ClockTime::SECOND / u64::from(cfg.fps),
-            timeout: DEFAULT_TIMEOUT,
             keyframe_pending: false,
             keyint_before_refresh: None,
-            stats: EncoderStats {
-                bitrate_kbps: cfg.bitrate_kbps,
-                ..EncoderStats::default()
-            },
+            shared: Arc::new(Mutex::new(Shared {
+                stats: EncoderStats {
+                    bitrate_kbps: cfg.bitrate_kbps,
+                    ..EncoderStats::default()
+                },
+                timeout: DEFAULT_TIMEOUT,
+            })),
         })
     }
 
@@ -245,6 +248,24 @@ impl VideoEncoder {
         force_keyframe: bool,
         fill: impl FnOnce(&mut [u8]) -> R,
     ) -> Result<(EncodedFrame, R), EncodeError> {
+        let (pushed, result) = self.push(pts, force_keyframe, fill)?;
+        let frame = self.access_units().next(pts, pushed)?;
+        Ok((frame, result))
+    }
+
+    /// The first half of [`Self::encode`]: fills and pushes one picture and returns when it
+    /// was pushed, without waiting for its access unit, which [`AccessUnits::next`] (on any
+    /// thread) then takes. Pictures are encoded in the order they are pushed; up to
+    /// [`MAX_QUEUED`] may wait for the encoder.
+    ///
+    /// # Errors
+    /// [`EncodeError::Pipeline`] when the pool or the source fails.
+    pub fn push<R>(
+        &mut self,
+        pts: Duration,
+        force_keyframe: bool,
+        fill: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<(Instant, R), EncodeError> {
         let mut buffer = self
             .pool
             .acquire_buffer(None)
@@ -263,7 +284,7 @@ impl VideoEncoder {
 
         if force_keyframe || self.keyframe_pending {
             self.keyframe_pending = false;
-            self.stats.keyframe_requests += 1;
+            self.lock().stats.keyframe_requests += 1;
             // appsrc queues serialized events in order with its buffers, so the encoder sees the
             // request just before this picture and makes it an IDR.
             if !self.src.send_event(force_key_unit_event()) {
@@ -274,9 +295,22 @@ impl VideoEncoder {
         let pushed = Instant::now();
         self.src
             .push_buffer(buffer)
-            .map_err(|e| self.error_or(build_error("src", &e)))?;
-        let frame = self.pull(pts, pushed)?;
-        Ok((frame, result))
+            .map_err(|e| error_or(&self.pipeline, build_error("src", &e)))?;
+        Ok((pushed, result))
+    }
+
+    /// The encoder's output side, for a thread other than the one pushing pictures.
+    #[must_use]
+    pub fn access_units(&self) -> AccessUnits {
+        AccessUnits {
+            pipeline: self.pipeline.clone(),
+            sink: self.sink.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Makes the next encoded picture a keyframe (IDR with SPS and PPS).
@@ -291,7 +325,7 @@ impl VideoEncoder {
             tracing::warn!(kbps, encoder = %self.kind, "encoder refused the bitrate");
             return;
         }
-        self.stats.bitrate_kbps = kbps;
+        self.lock().stats.bitrate_kbps = kbps;
         tracing::debug!(kbps, "video bitrate changed");
     }
 
@@ -317,12 +351,12 @@ impl VideoEncoder {
         if !self.supports_intra_refresh() {
             return Ok(false);
         }
-        if self.stats.intra_refresh == on {
+        if self.lock().stats.intra_refresh == on {
             return Ok(true);
         }
         self.pipeline
             .set_state(gst::State::Ready)
-            .map_err(|e| self.error_or(build_error("video-encoder", &e)))?;
+            .map_err(|e| error_or(&self.pipeline, build_error("video-encoder", &e)))?;
         self.encoder.set_property("intra-refresh", on);
         // A sweep takes key-int-max frames: one second; off, the configured interval again.
         let fps = u32::try_from(
@@ -342,7 +376,7 @@ impl VideoEncoder {
             self.encoder.set_property("key-int-max", keyint);
         }
         start(&self.pipeline)?;
-        self.stats.intra_refresh = on;
+        self.lock().stats.intra_refresh = on;
         tracing::info!(on, "video intra refresh switched");
         Ok(true)
     }
@@ -356,25 +390,71 @@ impl VideoEncoder {
     /// Counters since creation.
     #[must_use]
     pub fn stats(&self) -> EncoderStats {
-        self.stats
+        self.lock().stats
     }
 
-    /// Bounds [`Self::encode`]'s wait for an access unit (default 2 s).
+    /// Bounds [`Self::encode`]'s wait for an access unit (default 2 s), and
+    /// [`AccessUnits::next`]'s.
     pub fn set_timeout(&mut self, timeout: Duration) {
-        self.timeout = timeout;
+        self.lock().timeout = timeout;
+    }
+}
+
+/// What a [`VideoEncoder`] and its [`AccessUnits`] handles share.
+#[derive(Debug)]
+struct Shared {
+    stats: EncoderStats,
+    timeout: Duration,
+}
+
+/// Pictures [`VideoEncoder::push`] may have waiting for the encoder before the caller should
+/// wait for access units: one being encoded and one queued behind it (more only add latency).
+pub const MAX_QUEUED: usize = 2;
+
+/// The output side of a [`VideoEncoder`]: its access units in push order, taken on any thread
+/// (a session's runtime renders the next picture while this one is encoded). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AccessUnits {
+    pipeline: gst::Pipeline,
+    sink: gst_app::AppSink,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl AccessUnits {
+    /// Waits for the access unit of the picture of `pts` pushed at `pushed`.
+    ///
+    /// # Errors
+    /// [`EncodeError::Timeout`] when none arrives within the encoder's timeout,
+    /// [`EncodeError::Pipeline`] when an element failed, [`EncodeError::Finished`] after the
+    /// end of the stream.
+    pub fn next(&self, pts: Duration, pushed: Instant) -> Result<EncodedFrame, EncodeError> {
+        let timeout = self.lock().timeout;
+        self.pull(pts, pushed, timeout)
     }
 
-    /// Waits for the access unit of the picture pushed at `pushed`.
-    fn pull(&mut self, pts: Duration, pushed: Instant) -> Result<EncodedFrame, EncodeError> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for the access unit of the picture pushed at `pushed`, at most `timeout`.
+    fn pull(
+        &self,
+        pts: Duration,
+        pushed: Instant,
+        timeout: Duration,
+    ) -> Result<EncodedFrame, EncodeError> {
         loop {
             let waited = pushed.elapsed();
-            if waited >= self.timeout {
-                return Err(self.error_or(EncodeError::Timeout {
-                    what: "an encoded access unit",
-                    waited,
-                }));
+            if waited >= timeout {
+                return Err(error_or(
+                    &self.pipeline,
+                    EncodeError::Timeout {
+                        what: "an encoded access unit",
+                        waited,
+                    },
+                ));
             }
-            let slice = PULL_SLICE.min(self.timeout - waited);
+            let slice = PULL_SLICE.min(timeout - waited);
             if let Some(sample) = self.sink.try_pull_sample(clock_time(slice)) {
                 let encode_time = pushed.elapsed();
                 let Some(buffer) = sample.buffer() else {
@@ -405,8 +485,8 @@ impl VideoEncoder {
         }
     }
 
-    fn count(&mut self, frame: &EncodedFrame) {
-        let s = &mut self.stats;
+    fn count(&self, frame: &EncodedFrame) {
+        let s = &mut self.lock().stats;
         s.frames += 1;
         s.bytes += frame.data.len() as u64;
         s.keyframes += u64::from(frame.keyframe);
@@ -414,11 +494,11 @@ impl VideoEncoder {
         s.encode_time_last = frame.encode_time;
         s.encode_time_max = s.encode_time_max.max(frame.encode_time);
     }
+}
 
-    /// The pipeline's pending error if there is one, else `fallback`.
-    fn error_or(&self, fallback: EncodeError) -> EncodeError {
-        pending_error(&self.pipeline).unwrap_or(fallback)
-    }
+/// The pipeline's pending error if there is one, else `fallback`.
+fn error_or(pipeline: &gst::Pipeline, fallback: EncodeError) -> EncodeError {
+    pending_error(pipeline).unwrap_or(fallback)
 }
 
 impl Drop for VideoEncoder {
