@@ -33,7 +33,7 @@ fn render_convert_readback(c: &mut Criterion) {
     let mut target = gpu.create_target(W, H).expect("render target");
     let mut game = Game::new(1, GameConfig { tick_hz: 60 }).expect("game");
     let mut out = vec![0u8; (W * H * 3 / 2) as usize];
-    c.bench_function("render+convert+readback 720p", |b| {
+    c.bench_function("render+readback 720p", |b| {
         b.iter(|| {
             game.step();
             let stamp = Stamp {
