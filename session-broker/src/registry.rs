@@ -25,8 +25,8 @@ use crate::store::{Change, StoreError};
 pub const SWEEP: Duration = Duration::from_millis(100);
 /// How often the sweep looks for edges whose home broker is gone.
 pub const ADOPT_EVERY: Duration = Duration::from_secs(1);
-/// How often summaries beyond the retention are removed.
-pub const PRUNE_EVERY: Duration = Duration::from_secs(1);
+/// How often summaries beyond the retention are removed (every sweep: small passes).
+pub const PRUNE_EVERY: Duration = SWEEP;
 
 /// The broker's state over `cfg`'s store, loaded, with its background tasks started (inside a
 /// tokio runtime).

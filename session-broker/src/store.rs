@@ -354,6 +354,9 @@ impl RedbStore {
     }
 }
 
+/// A commit slower than this is logged: every write waiting on it waits that long.
+const SLOW_COMMIT: Duration = Duration::from_millis(50);
+
 fn commit_loop(db: &Database, rx: &mpsc::Receiver<Write>, commits: &AtomicU64) {
     while let Ok(first) = rx.recv() {
         let deadline = Instant::now() + RedbStore::WINDOW;
@@ -370,7 +373,17 @@ fn commit_loop(db: &Database, rx: &mpsc::Receiver<Write>, commits: &AtomicU64) {
                 Err(_) => break,
             }
         }
-        match apply(db, &batch) {
+        let started = Instant::now();
+        let applied = apply(db, &batch);
+        let took = started.elapsed();
+        if took > SLOW_COMMIT {
+            tracing::warn!(
+                ?took,
+                writes = batch.len(),
+                "slow store commit: the disk's sync is slow or the machine is overloaded"
+            );
+        }
+        match applied {
             Ok(results) => {
                 commits.fetch_add(1, Ordering::Relaxed);
                 for (w, r) in batch.into_iter().zip(results) {

@@ -24,8 +24,10 @@ use crate::store::{Batch, StoreError, Swap, Table, ended_key, ended_key_time};
 pub const SWEEP_BATCH: usize = 512;
 /// Summaries removed per store transaction (two keys each, under etcd's 128 operations).
 const PRUNE_CHUNK: usize = 60;
-/// The most summaries one pruning pass removes (the rest go on the next pass).
-const PRUNE_PASS: usize = 50 * PRUNE_CHUNK;
+/// The most summaries one pruning pass removes (the rest go on the next pass, 100 ms later:
+/// up to 3,000 a second). Small passes often, not one large one a second: a pass's deletes
+/// share commits with the requests' writes, and one large pass made a latency spike.
+const PRUNE_PASS: usize = 5 * PRUNE_CHUNK;
 /// Times an end is retried when another broker changed the record meanwhile.
 const END_TRIES: usize = 3;
 /// How long an edge told to end a session (maximum duration) has to report the end with its
