@@ -41,10 +41,10 @@ use tracing::{debug, info};
 static RENDER_SPV: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/render.spv"));
 /// Bytes of one `VkDispatchIndirectCommand` slot at the head of the jobs buffer (a `uvec4`).
 const DISPATCH_SLOT: u64 = 16;
-/// Kinds of tile, one render pipeline each (render.comp's `KIND`).
-const KINDS: usize = crate::render::KINDS;
+/// Kinds of tile, one render pipeline each (render.comp's `KIND`; render.rs sorts the tiles).
+pub(crate) const KINDS: usize = 4;
 /// Slot of the jobs buffer's head with every plain tile (the other slots are one per kind).
-const ALL_PLAIN_SLOT: u64 = crate::render::ALL_PLAIN_SLOT;
+pub(crate) const ALL_PLAIN_SLOT: u64 = KINDS as u64;
 /// Longest wait for one submission: far above any frame time, short enough that a hung
 /// device turns into an error instead of a stuck session.
 const FENCE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -42,7 +42,7 @@ use edgeplay_game::game::{ARENA_H, ARENA_W, MAX_BODIES, Scene};
 use edgeplay_game::stamp::{STAMP_CELL_PX, STAMP_COLS, STAMP_ROWS, Stamp};
 
 use crate::convert::nv12_len;
-use crate::gpu::{Gpu, GpuError, Target};
+use crate::gpu::{Gpu, GpuError, KINDS, Target};
 
 /// The production resolutions.
 pub const SUPPORTED_RESOLUTIONS: [(u32, u32); 2] = [(1280, 720), (1920, 1080)];
@@ -65,8 +65,7 @@ const TILE: u32 = 16;
 const BODY_BITS: u32 = 0xFFFF;
 const TRIANGLE_BIT: u32 = 1 << 16;
 const DIGITS_BIT: u32 = 1 << 18;
-/// Kinds of tile, each drawn by its own pipeline (render.comp's `KIND`).
-pub(crate) const KINDS: usize = 4;
+// Kinds of tile, each drawn by its own pipeline (render.comp's `KIND`; gpu::KINDS of them).
 const KIND_PLAIN: usize = 0;
 const KIND_BODIES: usize = 1;
 const KIND_SHAPES: usize = 2;
@@ -75,8 +74,6 @@ const KIND_STAMP: usize = 3;
 /// job's index) per kind, the plain kind's covering only the tiles to redraw, then one more for
 /// every plain tile (the RGBA variant's).
 const JOBS_HEAD_WORDS: usize = 4 * (KINDS + 1);
-/// Slot of the head with every plain tile.
-pub(crate) const ALL_PLAIN_SLOT: u64 = KINDS as u64;
 const _: () = assert!(MAX_BODIES <= 16);
 /// Colours of the ship and its flame, packed RGBA8.
 const SHIP_COLOUR: u32 = rgb(232, 240, 255);
