@@ -123,6 +123,7 @@ uint luma(ivec3 c) {
 // Per-tile state every pixel's shading reads.
 uint g_mask;
 uint g_edge;
+ivec3 g_edge_yuv;
 
 // Four horizontally adjacent pixels: colour (only the WRITE_RGBA variant keeps it), luma, and
 // the U and V dot products of their RGB (the chroma of a 2x2 block is that of the sum).
@@ -166,7 +167,7 @@ Row4 background(ivec2 p, bool row_grid, bool row_edge) {
     bvec4 edge = or4(lessThan(min(xs, f.dims.x - 1 - xs), ivec4(f.dims.w)), bvec4(row_edge));
     Row4 r = solid(BACKGROUND);
     paint(r, grid, GRID, yuv(GRID));
-    paint(r, edge, g_edge, yuv(g_edge));
+    paint(r, edge, g_edge, g_edge_yuv);
     return r;
 }
 
@@ -283,6 +284,7 @@ void main() {
     g_mask = job.y;
     int flash = f.dims.z;
     g_edge = flash > 0 ? (0xFF3C00FFu | (uint(max(40, 120 - flash * 8)) << 8)) : BORDER;
+    g_edge_yuv = yuv(g_edge);
 
     // Per row: on a grid line, in the border.
     ivec2 rows = p0.yy + ivec2(0, 1);

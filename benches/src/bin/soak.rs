@@ -67,7 +67,8 @@ struct Args {
     rate: u32,
     seconds: u64,
     summary_max: u64,
-    warmup: Option<u64>,
+    /// Seconds of warm-up before the measured run.
+    warmup: u64,
     store: String,
 }
 
@@ -77,9 +78,10 @@ fn parse_args() -> Result<Args> {
         rate: 500,
         seconds: 600,
         summary_max: 0,
-        warmup: None,
+        warmup: 0,
         store: "redb".into(),
     };
+    let mut warmup = None;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let v = it
@@ -94,7 +96,7 @@ fn parse_args() -> Result<Args> {
             "--rate" => a.rate = u32::try_from(num()?)?,
             "--seconds" => a.seconds = num()?,
             "--summary-max" => a.summary_max = num()?,
-            "--warmup" => a.warmup = Some(num()?.min(600)),
+            "--warmup" => warmup = Some(num()?.min(600)),
             "--store" => a.store.clone_from(&v),
             _ => bail!("unknown flag {flag}; {USAGE}"),
         }
@@ -108,16 +110,9 @@ fn parse_args() -> Result<Args> {
     if a.summary_max == 0 {
         a.summary_max = (u64::from(a.rate) * a.seconds / 4).clamp(1, 100_000);
     }
-    if a.warmup.is_none() {
-        a.warmup = Some((a.summary_max / u64::from(a.rate) + WARMUP_MARGIN_S).min(600));
-    }
+    a.warmup =
+        warmup.unwrap_or_else(|| (a.summary_max / u64::from(a.rate) + WARMUP_MARGIN_S).min(600));
     Ok(a)
-}
-
-impl Args {
-    fn warmup_s(&self) -> u64 {
-        self.warmup.unwrap_or(0)
-    }
 }
 
 /// One answered (or failed) request.
@@ -289,12 +284,7 @@ fn main() -> Result<()> {
          edge's signed end report (1 in 20 only created, 1 in 20 only created and selected, left \
          to the broker's deadlines); summaries capped at {}; after a warm-up of {} s under the \
          same load, not counted.",
-        a.rate,
-        a.seconds,
-        a.store,
-        a.edges,
-        a.summary_max,
-        a.warmup_s()
+        a.rate, a.seconds, a.store, a.edges, a.summary_max, a.warmup
     );
     println!(
         "machine: {}; load average at start {}",
@@ -365,7 +355,7 @@ fn main() -> Result<()> {
         })
     };
     let not_started = Arc::new(AtomicU64::new(0));
-    let run = Duration::from_secs(a.warmup_s() + a.seconds);
+    let run = Duration::from_secs(a.warmup + a.seconds);
     rt.block_on({
         let load = Arc::clone(&load_state);
         let not_started = Arc::clone(&not_started);
@@ -405,7 +395,7 @@ fn main() -> Result<()> {
         .clone();
     let windows = 10u64;
     let width_ms = a.seconds * 1000 / windows;
-    let warm_ms = a.warmup_s() * 1000;
+    let warm_ms = a.warmup * 1000;
     let warm_end = snaps
         .iter()
         .rev()
@@ -414,7 +404,7 @@ fn main() -> Result<()> {
         .unwrap_or_default();
     println!(
         "\nwarm-up: {} s, {} answers; at its end: broker RSS {}, {} live sessions, {} summaries, store {}",
-        a.warmup_s(),
+        a.warmup,
         thousands(samples.iter().filter(|s| s.at_ms < warm_ms).count() as u64),
         warm_end.rss.map_or_else(|| "n/a".into(), mib),
         warm_end.live.map_or_else(|| "n/a".into(), thousands),
@@ -467,7 +457,7 @@ fn main() -> Result<()> {
     }
     let half: Vec<&Snapshot> = snaps
         .iter()
-        .filter(|s| s.at_s * 2 >= a.warmup_s() * 2 + a.seconds)
+        .filter(|s| s.at_s * 2 >= a.warmup * 2 + a.seconds)
         .collect();
     let rss: Vec<u64> = half.iter().filter_map(|s| s.rss).collect();
     let live: Vec<u64> = half.iter().filter_map(|s| s.live).collect();
