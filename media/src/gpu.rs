@@ -9,9 +9,15 @@
 //! queue are serialised by a mutex, everything else a session uses is its own.
 //!
 //! A [`RenderTarget`](crate::render::RenderTarget) owns the per-session half, built here as
-//! `Target`: buffers (scene uniform, tile jobs, RGBA, NV12), a descriptor set, command buffers
-//! recorded once and replayed every frame, a fence and a timestamp query pool. No Vulkan type
-//! leaves this module, and no other module of the crate needs `unsafe`.
+//! `Target`: buffers (scene uniform, tile jobs, RGBA, a ring of NV12 pictures), a descriptor set
+//! and a render command buffer per NV12 slot, recorded once and replayed every frame, a fence
+//! and a timestamp query pool. No Vulkan type leaves this module, and no other module of the
+//! crate needs `unsafe`.
+//!
+//! The NV12 ring: the GPU draws each picture into host-visible memory, which the encoder reads
+//! in place when the memory is host-cached (an [`Nv12Frame`] lends one slot until it is
+//! dropped), so no frame is copied on its way from the render to x264. Slot 0 stays with the
+//! target for the copying [`RenderTarget::render_nv12`](crate::render::RenderTarget::render_nv12).
 //!
 //! Destroy order: dropping the last [`Gpu`] clone (every `Target` holds one) waits for the
 //! device to go idle, then destroys in reverse creation order: pipelines, pipeline layout,
@@ -30,6 +36,7 @@
 use std::ffi::CStr;
 use std::fmt;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -45,6 +52,12 @@ const DISPATCH_SLOT: u64 = 16;
 pub(crate) const KINDS: usize = 4;
 /// Slot of the jobs buffer's head with every plain tile (the other slots are one per kind).
 pub(crate) const ALL_PLAIN_SLOT: u64 = KINDS as u64;
+/// NV12 pictures per target: slot 0 is read back by copy, the others are lent out in place
+/// ([`Nv12Frame`]): up to the encoder's queue of two pictures, the one it is encoding and the
+/// one being drawn. When all are out, a frame falls back to the copy.
+pub(crate) const NV12_SLOTS: usize = 5;
+/// Slots start at multiples of this (a page: above any minStorageBufferOffsetAlignment).
+const SLOT_ALIGN: usize = 4096;
 /// Longest wait for one submission: far above any frame time, short enough that a hung
 /// device turns into an error instead of a stuck session.
 const FENCE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -762,6 +775,8 @@ struct Buffer {
     memory: vk::DeviceMemory,
     size: usize,
     mapped: Option<Mapped>,
+    /// The property flags of the memory type it was bound to.
+    flags: vk::MemoryPropertyFlags,
 }
 
 impl Buffer {
@@ -770,6 +785,7 @@ impl Buffer {
         memory: vk::DeviceMemory::null(),
         size: 0,
         mapped: None,
+        flags: vk::MemoryPropertyFlags::empty(),
     };
 
     /// # Safety
@@ -813,7 +829,102 @@ impl Mapped {
     }
 }
 
-/// Per-session GPU objects of a render target: the frame path's buffers, descriptor set,
+/// The NV12 pictures of one target: [`NV12_SLOTS`] frames in one host-visible buffer, and
+/// which of them are lent out. Shared by the target and the [`Nv12Frame`]s it lends, so the
+/// memory lives until the last of them is gone.
+struct Nv12Ring {
+    buffer: Buffer,
+    /// Bytes from one slot's start to the next's.
+    stride: usize,
+    /// Bytes of one picture.
+    frame_len: usize,
+    /// Bit `i` set: slot `i` is lent out (slot 0 never is).
+    lent: AtomicU32,
+    gpu: Arc<Shared>,
+}
+
+const _: () = assert!(NV12_SLOTS <= 32);
+
+impl Nv12Ring {
+    /// The bytes of slot `slot`.
+    ///
+    /// # Safety
+    /// The GPU is not writing the slot: its last render was waited on, and no later one into
+    /// it was submitted.
+    unsafe fn slot(&self, slot: usize) -> &[u8] {
+        let all = self.buffer.mapped.as_ref().map_or(&[][..], Mapped::bytes);
+        all.get(slot * self.stride..slot * self.stride + self.frame_len)
+            .unwrap_or(&[])
+    }
+
+    /// Marks a free slot other than 0 as lent; `None` when every one is out.
+    fn take(&self) -> Option<usize> {
+        let mut lent = self.lent.load(Ordering::Acquire);
+        loop {
+            let slot = (1..NV12_SLOTS).find(|&i| lent & (1 << i) == 0)?;
+            match self.lent.compare_exchange_weak(
+                lent,
+                lent | (1 << slot),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(slot),
+                Err(now) => lent = now,
+            }
+        }
+    }
+}
+
+impl Drop for Nv12Ring {
+    fn drop(&mut self) {
+        // SAFETY: the last reference: the target waited for its submissions before dropping
+        // its own, and frames only read.
+        unsafe { self.buffer.destroy(&self.gpu.device) };
+    }
+}
+
+/// One NV12 picture drawn by a [`RenderTarget`](crate::render::RenderTarget), read in place in
+/// the target's host-visible memory (Y plane, then the interleaved UV plane, both with a stride
+/// of the width). Its slot is lent out until this is dropped; the target draws into other
+/// slots meanwhile. `Send` and `'static`, so a GStreamer buffer can own it.
+pub struct Nv12Frame {
+    ring: Arc<Nv12Ring>,
+    slot: usize,
+}
+
+impl fmt::Debug for Nv12Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Nv12Frame")
+            .field("slot", &self.slot)
+            .field("len", &self.ring.frame_len)
+            .finish()
+    }
+}
+
+impl Nv12Frame {
+    /// The target's NV12 slot this frame holds.
+    pub(crate) fn slot(&self) -> usize {
+        self.slot
+    }
+}
+
+impl AsRef<[u8]> for Nv12Frame {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the slot is lent to this frame, so the target renders nothing into it; the
+        // frame is handed out only after its render was waited on (Target::render_into).
+        unsafe { self.ring.slot(self.slot) }
+    }
+}
+
+impl Drop for Nv12Frame {
+    fn drop(&mut self) {
+        self.ring
+            .lent
+            .fetch_and(!(1 << self.slot), Ordering::AcqRel);
+    }
+}
+
+/// Per-session GPU objects of a render target: the frame path's buffers, descriptor sets,
 /// pre-recorded command buffers, fence and timestamp queries.
 pub(crate) struct Target {
     width: u32,
@@ -823,13 +934,14 @@ pub(crate) struct Target {
     jobs: Buffer,
     /// Written only by [`Target::read_rgba`]'s pass.
     rgba: Buffer,
-    nv12: Buffer,
+    nv12: Arc<Nv12Ring>,
     /// Host copy of `rgba` for [`Target::read_rgba`], made on first use.
     staging: Buffer,
     descriptor_pool: vk::DescriptorPool,
-    set: vk::DescriptorSet,
+    /// Per NV12 slot: the descriptor set that binds it, and the render pass drawing into it.
+    sets: [vk::DescriptorSet; NV12_SLOTS],
     command_pool: vk::CommandPool,
-    render_commands: vk::CommandBuffer,
+    render_commands: [vk::CommandBuffer; NV12_SLOTS],
     /// The RGBA variant of the render pass and the copy of its picture into `staging`.
     copy_commands: vk::CommandBuffer,
     fence: vk::Fence,
@@ -867,12 +979,18 @@ impl Target {
             uniform: Buffer::NULL,
             jobs: Buffer::NULL,
             rgba: Buffer::NULL,
-            nv12: Buffer::NULL,
+            nv12: Arc::new(Nv12Ring {
+                buffer: Buffer::NULL,
+                stride: 0,
+                frame_len: 0,
+                lent: AtomicU32::new(0),
+                gpu: Arc::clone(&gpu.shared),
+            }),
             staging: Buffer::NULL,
             descriptor_pool: vk::DescriptorPool::null(),
-            set: vk::DescriptorSet::null(),
+            sets: [vk::DescriptorSet::null(); NV12_SLOTS],
             command_pool: vk::CommandPool::null(),
-            render_commands: vk::CommandBuffer::null(),
+            render_commands: [vk::CommandBuffer::null(); NV12_SLOTS],
             copy_commands: vk::CommandBuffer::null(),
             fence: vk::Fence::null(),
             queries: vk::QueryPool::null(),
@@ -902,16 +1020,25 @@ impl Target {
             vk::MemoryPropertyFlags::DEVICE_LOCAL,
             vk::MemoryPropertyFlags::empty(),
         )?;
-        target.nv12 = target.buffer(
-            "NV12 readback",
-            pixels * 3 / 2,
+        let frame_len = pixels * 3 / 2;
+        let stride = frame_len.next_multiple_of(SLOT_ALIGN);
+        let buffer = target.buffer(
+            "NV12 pictures",
+            stride * NV12_SLOTS,
             vk::BufferUsageFlags::STORAGE_BUFFER,
             host,
             // CPU reads of uncached (write-combined) memory are many times slower.
             vk::MemoryPropertyFlags::HOST_CACHED,
         )?;
-        let set = target.descriptors()?;
-        target.record(set)?;
+        target.nv12 = Arc::new(Nv12Ring {
+            buffer,
+            stride,
+            frame_len,
+            lent: AtomicU32::new(0),
+            gpu: Arc::clone(&gpu.shared),
+        });
+        target.descriptors()?;
+        target.record()?;
         let info = vk::FenceCreateInfo::default();
         // SAFETY: live device.
         target.fence =
@@ -948,6 +1075,7 @@ impl Target {
                 .gpu
                 .memory_type(needs.memory_type_bits, required, preferred)
                 .ok_or(GpuError::NoMemoryType { what })?;
+            out.flags = self.gpu.memory.memory_types[memory_type as usize].property_flags;
             let alloc = vk::MemoryAllocateInfo::default()
                 .allocation_size(needs.size)
                 .memory_type_index(memory_type);
@@ -986,58 +1114,69 @@ impl Target {
         }
     }
 
-    fn descriptors(&mut self) -> Result<vk::DescriptorSet, GpuError> {
+    /// Makes one descriptor set per NV12 slot, alike but for the slot they bind.
+    fn descriptors(&mut self) -> Result<(), GpuError> {
+        let slots = NV12_SLOTS as u32;
         let sizes = [
             vk::DescriptorPoolSize::default()
                 .ty(vk::DescriptorType::UNIFORM_BUFFER)
-                .descriptor_count(1),
+                .descriptor_count(slots),
             vk::DescriptorPoolSize::default()
                 .ty(vk::DescriptorType::STORAGE_BUFFER)
-                .descriptor_count(3),
+                .descriptor_count(3 * slots),
         ];
         let info = vk::DescriptorPoolCreateInfo::default()
-            .max_sets(1)
+            .max_sets(slots)
             .pool_sizes(&sizes);
         // SAFETY: live device, valid create info.
         self.descriptor_pool = unsafe { self.device().create_descriptor_pool(&info, None) }
             .map_err(vkr("vkCreateDescriptorPool"))?;
-        let layouts = [self.gpu.set_layout];
+        let layouts = [self.gpu.set_layout; NV12_SLOTS];
         let info = vk::DescriptorSetAllocateInfo::default()
             .descriptor_pool(self.descriptor_pool)
             .set_layouts(&layouts);
-        // SAFETY: the pool has room for exactly this set; the layout is live.
-        let set = unsafe { self.device().allocate_descriptor_sets(&info) }
-            .map_err(vkr("vkAllocateDescriptorSets"))?[0];
-        // In binding order (see BINDINGS).
-        let buffers = [
-            self.uniform.buffer,
-            self.rgba.buffer,
-            self.nv12.buffer,
-            self.jobs.buffer,
-        ];
-        let infos = buffers.map(|buffer| {
-            [vk::DescriptorBufferInfo::default()
-                .buffer(buffer)
-                .range(vk::WHOLE_SIZE)]
-        });
-        let writes: Vec<_> = (0..)
-            .zip(BINDINGS)
-            .zip(&infos)
-            .map(|((binding, kind), info)| {
-                vk::WriteDescriptorSet::default()
-                    .dst_set(set)
-                    .dst_binding(binding)
-                    .descriptor_type(kind)
-                    .buffer_info(info)
-            })
-            .collect();
-        // SAFETY: the set is not in use by any command buffer yet; the buffers are live.
-        unsafe { self.device().update_descriptor_sets(&writes, &[]) };
-        Ok(set)
+        // SAFETY: the pool has room for exactly these sets; the layout is live.
+        let sets = unsafe { self.device().allocate_descriptor_sets(&info) }
+            .map_err(vkr("vkAllocateDescriptorSets"))?;
+        self.sets.copy_from_slice(&sets);
+        let ring = &self.nv12;
+        for (slot, &set) in sets.iter().enumerate() {
+            let whole = |buffer| {
+                [vk::DescriptorBufferInfo::default()
+                    .buffer(buffer)
+                    .range(vk::WHOLE_SIZE)]
+            };
+            // In binding order (see BINDINGS).
+            let infos = [
+                whole(self.uniform.buffer),
+                whole(self.rgba.buffer),
+                [vk::DescriptorBufferInfo::default()
+                    .buffer(ring.buffer.buffer)
+                    .offset((slot * ring.stride) as vk::DeviceSize)
+                    .range(ring.frame_len as vk::DeviceSize)],
+                whole(self.jobs.buffer),
+            ];
+            let writes: Vec<_> = (0..)
+                .zip(BINDINGS)
+                .zip(&infos)
+                .map(|((binding, kind), info)| {
+                    vk::WriteDescriptorSet::default()
+                        .dst_set(set)
+                        .dst_binding(binding)
+                        .descriptor_type(kind)
+                        .buffer_info(info)
+                })
+                .collect();
+            // SAFETY: the set is not in use by any command buffer yet; the buffers are live;
+            // the slot's offset is a multiple of SLOT_ALIGN, above any storage buffer offset
+            // alignment, and its range lies inside the buffer.
+            unsafe { self.device().update_descriptor_sets(&writes, &[]) };
+        }
+        Ok(())
     }
 
-    /// Records the render command buffer once; every frame replays it.
-    fn record(&mut self, set: vk::DescriptorSet) -> Result<(), GpuError> {
+    /// Records the render command buffers once, one per NV12 slot; every frame replays one.
+    fn record(&mut self) -> Result<(), GpuError> {
         let info = vk::CommandPoolCreateInfo::default().queue_family_index(self.gpu.queue_family);
         // SAFETY: live device; the family exists.
         self.command_pool = unsafe { self.device().create_command_pool(&info, None) }
@@ -1050,11 +1189,18 @@ impl Target {
             self.queries = unsafe { self.device().create_query_pool(&info, None) }
                 .map_err(vkr("vkCreateQueryPool"))?;
         }
-        self.render_commands = self.command_buffers(1)?[0];
-        self.set = set;
+        let buffers = self.command_buffers(NV12_SLOTS as u32)?;
+        self.render_commands.copy_from_slice(&buffers);
+        for slot in 0..NV12_SLOTS {
+            self.record_render(slot)?;
+        }
+        Ok(())
+    }
 
+    /// Records the render pass into NV12 slot `slot`.
+    fn record_render(&self, slot: usize) -> Result<(), GpuError> {
         let device = &self.gpu.device;
-        let cb = self.render_commands;
+        let cb = self.render_commands[slot];
         let timed = self.queries != vk::QueryPool::null();
         // SAFETY: `cb` is a fresh primary command buffer of this device; every object recorded
         // (pipelines, layout, set, buffers, query pool) is live and outlives the command buffer;
@@ -1069,27 +1215,29 @@ impl Target {
                     device.cmd_reset_query_pool(cb, self.queries, 0, 2);
                     device.cmd_write_timestamp(cb, Stage::TOP_OF_PIPE, self.queries, 0);
                 }
-                self.dispatch(cb, &self.gpu.render_pipelines, false);
+                self.dispatch(cb, false, slot);
                 if timed {
                     device.cmd_write_timestamp(cb, Stage::BOTTOM_OF_PIPE, self.queries, 1);
                 }
-                cmd_buffer_barrier(device, cb, self.nv12.buffer, SHADER_WRITE, HOST_READ);
+                let nv12 = self.nv12.buffer.buffer;
+                cmd_buffer_barrier(device, cb, nv12, SHADER_WRITE, HOST_READ);
             })
         }
     }
 
-    /// Records the render pass of `pipelines` (one per kind of tile, either variant of
-    /// render.comp): the target's set, then per kind one workgroup per tile of its job list.
+    /// Records the render pass (one pipeline per kind of tile; with `rgba` the variant of
+    /// render.comp that stores RGBA too, which draws every tile) into NV12 slot `nv12_slot`: the
+    /// slot's set, then per kind one workgroup per tile of its job list.
     ///
     /// # Safety
-    /// `cb` is a command buffer of this device in the recording state; `pipelines` are the
-    /// device's render pipelines; `self.set` is the target's live descriptor set.
-    unsafe fn dispatch(
-        &self,
-        cb: vk::CommandBuffer,
-        pipelines: &[vk::Pipeline; KINDS],
-        rgba: bool,
-    ) {
+    /// `cb` is a command buffer of this device in the recording state; the target's descriptor
+    /// sets are live.
+    unsafe fn dispatch(&self, cb: vk::CommandBuffer, rgba: bool, nv12_slot: usize) {
+        let pipelines = if rgba {
+            &self.gpu.rgba_pipelines
+        } else {
+            &self.gpu.render_pipelines
+        };
         let layout = self.gpu.pipeline_layout;
         let device = self.device();
         // SAFETY: per the caller's contract; the layout is the one the set was allocated for;
@@ -1100,7 +1248,7 @@ impl Target {
                 vk::PipelineBindPoint::COMPUTE,
                 layout,
                 0,
-                &[self.set],
+                &[self.sets[nv12_slot]],
                 &[],
             );
             for (slot, &pipeline) in (0u64..).zip(pipelines) {
@@ -1153,11 +1301,53 @@ impl Target {
         self.wait(what)
     }
 
+    /// Lends out a free NV12 slot for [`Self::render_into`]; `None` when every slot is out, or
+    /// when the memory is not host-cached (reading it in place would cost more than the copy).
+    pub(crate) fn lend(&self) -> Option<Nv12Frame> {
+        let ring = &self.nv12;
+        if !ring
+            .buffer
+            .flags
+            .contains(vk::MemoryPropertyFlags::HOST_CACHED)
+        {
+            return None;
+        }
+        ring.take().map(|slot| Nv12Frame {
+            ring: Arc::clone(ring),
+            slot,
+        })
+    }
+
+    /// [`Self::execute`] into the slot of `frame` (lent by this target) instead of slot 0; the
+    /// frame holds the picture once this returns `Ok`.
+    pub(crate) fn render_into(
+        &mut self,
+        frame: &Nv12Frame,
+        fill: impl FnOnce(&mut [u32], &mut [u32]),
+    ) -> Result<Duration, GpuError> {
+        if !Arc::ptr_eq(&frame.ring, &self.nv12) {
+            return Err(GpuError::Vk {
+                what: "render_into",
+                result: "a frame lent by another target".to_owned(),
+            });
+        }
+        self.execute_slot(frame.slot, fill)
+    }
+
     /// Lets `fill` write the frame's scene uniform and tile jobs (as 32-bit words; write
-    /// only: the memory may be uncached), runs the render pass and waits for it. Returns its
-    /// GPU time (from timestamps, or submit to fence).
+    /// only: the memory may be uncached), runs the render pass into NV12 slot 0 (read with
+    /// [`Self::nv12`]) and waits for it. Returns its GPU time (from timestamps, or submit to
+    /// fence).
     pub(crate) fn execute(
         &mut self,
+        fill: impl FnOnce(&mut [u32], &mut [u32]),
+    ) -> Result<Duration, GpuError> {
+        self.execute_slot(0, fill)
+    }
+
+    fn execute_slot(
+        &mut self,
+        slot: usize,
         fill: impl FnOnce(&mut [u32], &mut [u32]),
     ) -> Result<Duration, GpuError> {
         self.ensure_idle("the previous frame")?;
@@ -1171,7 +1361,7 @@ impl Target {
         fill(uniform.words_mut(), jobs.words_mut());
 
         let start = Instant::now();
-        self.run(&[self.render_commands], "render")?;
+        self.run(&[self.render_commands[slot]], "render")?;
         let Some(ts) = self.gpu.timestamps else {
             return Ok(start.elapsed());
         };
@@ -1197,16 +1387,17 @@ impl Target {
         Ok(Duration::from_nanos(ns))
     }
 
-    /// The NV12 picture of the last [`Target::execute`].
+    /// The NV12 picture of the last [`Target::execute`] (slot 0).
     pub(crate) fn nv12(&mut self) -> Result<&[u8], GpuError> {
         self.ensure_idle("the previous frame")?;
-        self.nv12
-            .mapped
-            .as_ref()
-            .map(Mapped::bytes)
-            .ok_or(GpuError::NoMemoryType {
+        // SAFETY: nothing is in flight (waited above), so the GPU is not writing slot 0.
+        let bytes = unsafe { self.nv12.slot(0) };
+        if bytes.is_empty() {
+            return Err(GpuError::NoMemoryType {
                 what: "NV12 readback",
-            })
+            });
+        }
+        Ok(bytes)
     }
 
     /// Copies the RGBA picture of the last [`Target::execute`] into `out` (width * height * 4
@@ -1249,7 +1440,8 @@ impl Target {
         // the pass's writes before the copy and the copy before the host read.
         unsafe {
             record_commands(device, cb, || {
-                self.dispatch(cb, &self.gpu.rgba_pipelines, true);
+                // Into slot 0, which is never lent out.
+                self.dispatch(cb, true, 0);
                 let (rgba, staging) = (self.rgba.buffer, self.staging.buffer);
                 cmd_buffer_barrier(device, cb, rgba, SHADER_WRITE, COPY_READ);
                 device.cmd_copy_buffer(cb, rgba, staging, &region);
@@ -1269,14 +1461,14 @@ impl Drop for Target {
         let device = &self.gpu.device;
         // SAFETY: no submission of this Target is pending (waited above), and nothing else
         // uses its objects. Reverse creation order; null handles are no-ops. Destroying the
-        // command pool frees its command buffers, the descriptor pool its set.
+        // command pool frees its command buffers, the descriptor pool its sets. The NV12 ring
+        // goes with the last of this target and the frames it lent.
         unsafe {
             self.staging.destroy(device);
             device.destroy_fence(self.fence, None);
             device.destroy_query_pool(self.queries, None);
             device.destroy_command_pool(self.command_pool, None);
             device.destroy_descriptor_pool(self.descriptor_pool, None);
-            self.nv12.destroy(device);
             self.rgba.destroy(device);
             self.jobs.destroy(device);
             self.uniform.destroy(device);

@@ -282,11 +282,18 @@ impl SessionPipeline {
             }
             on_audio(audio);
         }
-        let target = &mut self.target;
-        let (pushed, stages) = self.video.push(pts, force_keyframe, |buf| {
-            target.render_nv12(&scene, &stamp, buf)
-        })?;
-        let stages = stages?;
+        // Drawn into memory the encoder reads in place; copied into a pooled picture only when
+        // the target has no slot free (or no cached host memory).
+        let (pushed, stages) =
+            if let Some((frame, stages)) = self.target.render_frame(&scene, &stamp)? {
+                (self.video.push_picture(pts, force_keyframe, frame)?, stages)
+            } else {
+                let target = &mut self.target;
+                let (pushed, stages) = self.video.push(pts, force_keyframe, |buf| {
+                    target.render_nv12(&scene, &stamp, buf)
+                })?;
+                (pushed, stages?)
+            };
         self.frame += 1;
         Ok(InFlight {
             pts,

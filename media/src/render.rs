@@ -30,9 +30,10 @@
 //! millisecond instead of six (see the README's figures).
 //!
 //! Background-only tiles are drawn only when their pixels change: when the tile held a shape
-//! in the frame before, or when the background itself changed (the hit flash tints the border,
-//! or it is the target's first frame). The NV12 buffer keeps the others from the frame before,
-//! which drew the same bits. The test variant that stores RGBA draws every tile.
+//! in the picture last drawn into the same NV12 slot (the target has several, see
+//! [`RenderTarget::render_frame`]), or when the background itself changed since (the hit flash
+//! tints the border, or it is the slot's first frame). The slot keeps the others from that
+//! picture, which drew the same bits. The test variant that stores RGBA draws every tile.
 
 use std::f64::consts::TAU;
 use std::fmt;
@@ -42,7 +43,8 @@ use edgeplay_game::game::{ARENA_H, ARENA_W, MAX_BODIES, Scene};
 use edgeplay_game::stamp::{STAMP_CELL_PX, STAMP_COLS, STAMP_ROWS, Stamp};
 
 use crate::convert::nv12_len;
-use crate::gpu::{Gpu, GpuError, KINDS, Target};
+pub use crate::gpu::Nv12Frame;
+use crate::gpu::{Gpu, GpuError, KINDS, NV12_SLOTS, Target};
 
 /// The production resolutions.
 pub const SUPPORTED_RESOLUTIONS: [(u32, u32); 2] = [(1280, 720), (1920, 1080)];
@@ -189,18 +191,54 @@ impl RenderTarget {
         self.uniform
             .fill(scene, stamp, self.width, self.height, &mut self.binner);
         let (uniform, binner) = (&self.uniform, &mut self.binner);
-        let render = self.target.execute(|uniform_words, job_words| {
-            for (dst, src) in uniform_words.iter_mut().zip(uniform.words) {
-                *dst = src.to_le();
-            }
-            binner.write_jobs(job_words, scene.flash);
-        })?;
+        let render = self
+            .target
+            .execute(|uniform_words, job_words| {
+                write_uniform(uniform_words, uniform);
+                binner.write_jobs(job_words, scene.flash, 0);
+            })
+            .inspect_err(|_| self.binner.forget(0))?;
         let start = Instant::now();
         out.copy_from_slice(self.target.nv12()?);
         Ok(StageTimes {
             render,
             readback: start.elapsed(),
         })
+    }
+
+    /// Draws `scene` with `stamp` as NV12 on the GPU into memory the CPU reads in place: no
+    /// copy (the stage times' readback is zero). The picture is the same as
+    /// [`Self::render_nv12`]'s; the target draws into other slots while the frame is held.
+    /// `Ok(None)`, drawing nothing, when every slot is lent out or the device's host-visible
+    /// memory is not cached; [`Self::render_nv12`] then serves.
+    ///
+    /// # Errors
+    /// As [`Self::render_nv12`].
+    pub fn render_frame(
+        &mut self,
+        scene: &Scene,
+        stamp: &Stamp,
+    ) -> Result<Option<(Nv12Frame, StageTimes)>, GpuError> {
+        let Some(frame) = self.target.lend() else {
+            return Ok(None);
+        };
+        self.uniform
+            .fill(scene, stamp, self.width, self.height, &mut self.binner);
+        let (uniform, binner, slot) = (&self.uniform, &mut self.binner, frame.slot());
+        let render = self
+            .target
+            .render_into(&frame, |uniform_words, job_words| {
+                write_uniform(uniform_words, uniform);
+                binner.write_jobs(job_words, scene.flash, slot);
+            })
+            .inspect_err(|_| self.binner.forget(slot))?;
+        Ok(Some((
+            frame,
+            StageTimes {
+                render,
+                readback: Duration::ZERO,
+            },
+        )))
     }
 
     /// Copies the RGBA picture (R first, `width * height * 4` bytes) of the last frame into
@@ -210,7 +248,16 @@ impl RenderTarget {
     /// # Errors
     /// [`GpuError::BufferSize`] if `out` has the wrong length, or a Vulkan failure.
     pub fn read_rgba(&mut self, out: &mut [u8]) -> Result<(), GpuError> {
+        // The pass redraws every tile of the last frame into slot 0, whatever it held.
+        self.binner.forget(0);
         self.target.read_rgba(out)
+    }
+}
+
+/// Copies the frame's uniform words into the mapped uniform buffer (little-endian).
+fn write_uniform(to: &mut [u32], uniform: &FrameUniform) {
+    for (dst, src) in to.iter_mut().zip(uniform.words) {
+        *dst = src.to_le();
     }
 }
 
@@ -457,10 +504,17 @@ struct Binner {
     tiles_x: u32,
     tiles_y: u32,
     masks: Vec<u32>,
-    /// Per tile, whether the frame before drew it as plain background.
+    /// Per NV12 slot, what it holds.
+    slots: [SlotState; NV12_SLOTS],
+}
+
+/// What the picture last drawn into one NV12 slot left there.
+#[derive(Debug, Default)]
+struct SlotState {
+    /// Per tile, whether it was drawn as plain background.
     was_plain: Vec<bool>,
-    /// The background the frame before drew (the hit flash's ticks left), `None` before the
-    /// first frame.
+    /// The background drawn (the hit flash's ticks left); `None` before the first frame, or
+    /// when the slot's content is unknown.
     background: Option<u8>,
 }
 
@@ -472,9 +526,16 @@ impl Binner {
             tiles_x,
             tiles_y,
             masks: vec![0; tiles],
-            was_plain: vec![false; tiles],
-            background: None,
+            slots: std::array::from_fn(|_| SlotState {
+                was_plain: vec![false; tiles],
+                background: None,
+            }),
         }
+    }
+
+    /// Slot `slot`'s content is no longer what its last frame drew: redraw it whole next time.
+    fn forget(&mut self, slot: usize) {
+        self.slots[slot].background = None;
     }
 
     /// Whether tile (`tx`, `ty`) is a cell of the stamp.
@@ -523,16 +584,17 @@ impl Binner {
 
     /// Writes the jobs buffer (head, then every tile as a (tile, mask) pair, grouped by kind;
     /// the plain ones to redraw first) for a frame whose background is `background` (the hit
-    /// flash's ticks left), and empties the bins.
-    fn write_jobs(&mut self, words: &mut [u32], background: u8) {
-        let same_background = self.background == Some(background);
-        self.background = Some(background);
+    /// flash's ticks left), drawn into NV12 slot `slot`, and empties the bins.
+    fn write_jobs(&mut self, words: &mut [u32], background: u8, nv12_slot: usize) {
+        let mut state = std::mem::take(&mut self.slots[nv12_slot]);
+        let same_background = state.background == Some(background);
+        state.background = Some(background);
         let mut counts = [0usize; KINDS];
         let mut redraw = 0usize;
         for (i, &mask) in self.masks.iter().enumerate() {
             let kind = self.kind(i, mask);
             counts[kind] += 1;
-            redraw += usize::from(kind == KIND_PLAIN && !(same_background && self.was_plain[i]));
+            redraw += usize::from(kind == KIND_PLAIN && !(same_background && state.was_plain[i]));
         }
         let (head, list) = words.split_at_mut(JOBS_HEAD_WORDS);
         let mut slot = |at: usize, count: usize, first: usize| {
@@ -557,18 +619,19 @@ impl Binner {
         for i in 0..self.masks.len() {
             let mask = std::mem::take(&mut self.masks[i]);
             let kind = self.kind(i, mask);
-            let at = if kind == KIND_PLAIN && same_background && self.was_plain[i] {
+            let at = if kind == KIND_PLAIN && same_background && state.was_plain[i] {
                 kept += 1;
                 kept - 1
             } else {
                 next[kind] += 1;
                 next[kind] - 1
             };
-            self.was_plain[i] = kind == KIND_PLAIN;
+            state.was_plain[i] = kind == KIND_PLAIN;
             let (tx, ty) = (i as u32 % self.tiles_x, i as u32 / self.tiles_x);
             list[2 * at] = (tx | (ty << 16)).to_le();
             list[2 * at + 1] = mask.to_le();
         }
+        self.slots[nv12_slot] = state;
     }
 }
 
@@ -620,7 +683,7 @@ mod tests {
         bins.add(TRIANGLE_BIT << 1, [20, 0, 20, 0]);
         let tiles = 80 * 45;
         let mut words = vec![0u32; JOBS_HEAD_WORDS + 2 * tiles];
-        bins.write_jobs(&mut words, 0);
+        bins.write_jobs(&mut words, 0, 0);
         let (head, list) = words.split_at(JOBS_HEAD_WORDS);
         // Bodies: tiles (0..=2, 0..=2) minus the stamp's (1..=2, 1..=2) and (1, 0), which
         // has the ship too; shapes: (1, 0) and the score's two.
@@ -666,7 +729,7 @@ mod tests {
         assert!(bins.masks.iter().all(|&m| m == 0));
         // Next frame, same background, nothing drawn: only the seven tiles that held shapes
         // are redrawn, listed first; the RGBA variant's slot still has every plain tile.
-        bins.write_jobs(&mut words, 0);
+        bins.write_jobs(&mut words, 0, 0);
         assert_eq!(&words[0..4], &[7, 1, 1, 0]);
         assert_eq!(&words[16..20], &[(tiles - stamp) as u32, 1, 1, 0]);
         let redrawn: Vec<u32> = words[JOBS_HEAD_WORDS..JOBS_HEAD_WORDS + 14]
@@ -678,9 +741,9 @@ mod tests {
             [0, 1, 2, 1 << 16, 2 << 16, 79 | 43 << 16, 79 | 44 << 16]
         );
         // Then nothing to redraw; a new background redraws every plain tile.
-        bins.write_jobs(&mut words, 0);
+        bins.write_jobs(&mut words, 0, 0);
         assert_eq!(words[0], 0);
-        bins.write_jobs(&mut words, 5);
+        bins.write_jobs(&mut words, 5, 0);
         assert_eq!(words[0], (tiles - stamp) as u32);
     }
 }

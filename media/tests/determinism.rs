@@ -1,13 +1,15 @@
 //! The game is a pure function of (seed, ordered input log): the same seed and log give the same
 //! pictures bit for bit on the same device, and a snapshot restored mid-run continues exactly.
 
+use std::collections::VecDeque;
 use std::path::Path;
+use std::time::Duration;
 
 use edgeplay_game::game::{Game, GameConfig};
 use edgeplay_game::hash::StateHasher;
 use edgeplay_game::stamp::Stamp;
 use edgeplay_media::gpu::Gpu;
-use edgeplay_media::render::RenderTarget;
+use edgeplay_media::render::{Nv12Frame, RenderTarget};
 use edgeplay_protocol::input::{ScriptedInput, parse_script};
 
 const W: u32 = 1280;
@@ -113,4 +115,73 @@ fn a_restored_snapshot_renders_exactly_what_the_uninterrupted_run_does() {
     let tail = play(&mut resumed, &mut target, &script, 60);
     assert_eq!(tail, all[60..].to_vec(), "the restored game diverged");
     assert_eq!(resumed.state_hash(), whole.state_hash());
+}
+
+/// Frames lent in place (`render_frame`) are the pictures the copying `render_nv12` draws,
+/// whichever slots they land in and however long the encoder holds them: each slot redraws what
+/// changed since its own last picture, and a held frame is never drawn over.
+#[test]
+fn frames_read_in_place_match_the_copied_ones_while_held() {
+    let gpu = Gpu::new().expect("a Vulkan device");
+    let (mut lent, mut copied) = (
+        gpu.create_target(W, H).expect("target"),
+        gpu.create_target(W, H).expect("target"),
+    );
+    let (script, cfg) = (script(), GameConfig { tick_hz: 60 });
+    let mut game = Game::new(3, cfg).expect("game");
+    let mut held: VecDeque<(Nv12Frame, Vec<u8>)> = VecDeque::new();
+    let mut expected = vec![0u8; (W * H * 3 / 2) as usize];
+    let (mut in_place, mut fell_back) = (0, 0);
+    for n in 0..150u64 {
+        let now = game.tick();
+        for input in script.iter().filter(|i| i.tick == now) {
+            game.apply(input.seq, &input.event).expect("applies");
+        }
+        game.step();
+        let stamp = Stamp {
+            frame: u32::try_from(n).expect("fits"),
+            tick: u32::try_from(game.tick()).expect("fits"),
+            render_time_us: game.tick(),
+            input_seq: u32::try_from(game.last_input_seq()).expect("fits"),
+            state_hash: game.state_hash(),
+        };
+        copied
+            .render_nv12(&game.scene(), &stamp, &mut expected)
+            .expect("copied render");
+        // Hold 0 to 5 frames, in a pattern that moves every slot's last picture around.
+        const HOLD: [usize; 17] = [1, 4, 4, 4, 4, 4, 2, 0, 3, 3, 5, 5, 5, 5, 5, 1, 0];
+        let hold = HOLD[usize::try_from(n).expect("small") % HOLD.len()];
+        match lent.render_frame(&game.scene(), &stamp).expect("render") {
+            Some((frame, times)) => {
+                in_place += 1;
+                assert_eq!(times.readback, Duration::ZERO);
+                assert!(frame.as_ref() == expected.as_slice(), "frame {n} differs");
+                held.push_back((frame, expected.clone()));
+            }
+            None => {
+                fell_back += 1;
+                assert!(
+                    held.len() >= 4,
+                    "no slot free with {} frames held",
+                    held.len()
+                );
+                let mut out = vec![0u8; expected.len()];
+                lent.render_nv12(&game.scene(), &stamp, &mut out)
+                    .expect("copy");
+                assert!(out == expected, "frame {n} (copied) differs");
+            }
+        }
+        while held.len() > hold {
+            let (frame, was) = held.pop_front().expect("held");
+            assert!(
+                frame.as_ref() == was.as_slice(),
+                "a held frame was drawn over"
+            );
+        }
+    }
+    println!("{in_place} frames read in place, {fell_back} copied (every slot lent out)");
+    assert!(
+        in_place > 60 && fell_back > 30,
+        "{in_place} in place, {fell_back} copied"
+    );
 }

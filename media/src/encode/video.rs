@@ -129,6 +129,8 @@ pub struct VideoEncoder {
     encoder: gst::Element,
     pool: gst::BufferPool,
     kind: EncoderKind,
+    /// Bytes of one NV12 picture.
+    picture_len: usize,
     frame_duration: gst::ClockTime,
     keyframe_pending: bool,
     /// Counters and the pull timeout, shared with the [`AccessUnits`] handles.
@@ -219,6 +221,7 @@ impl VideoEncoder {
             encoder,
             pool,
             kind: cfg.encoder.clone(),
+            picture_len: cfg.nv12_size(),
             frame_duration: gst::ClockTime::SECOND / u64::from(cfg.fps),
             keyframe_pending: false,
             keyint_before_refresh: None,
@@ -274,14 +277,56 @@ impl VideoEncoder {
             let Some(buf) = buffer.get_mut() else {
                 return Err(build_error("buffer pool", &"pooled buffer is shared"));
             };
-            buf.set_pts(clock_time(pts));
-            buf.set_duration(self.frame_duration);
             let mut map = buf
                 .map_writable()
                 .map_err(|e| build_error("buffer pool", &e))?;
             fill(map.as_mut_slice())
         };
+        Ok((self.send(buffer, pts, force_keyframe)?, result))
+    }
 
+    /// [`Self::push`] of a picture already in memory the encoder may read in place (an
+    /// [`Nv12Frame`](crate::render::Nv12Frame), say): no copy; `picture` is dropped once the
+    /// encoder is done with it. Returns when it was pushed.
+    ///
+    /// # Errors
+    /// [`EncodeError::InvalidConfig`] when `picture` is not one NV12 picture of the
+    /// encoder's size; [`EncodeError::Pipeline`] when the source fails.
+    pub fn push_picture<P>(
+        &mut self,
+        pts: Duration,
+        force_keyframe: bool,
+        picture: P,
+    ) -> Result<Instant, EncodeError>
+    where
+        P: AsRef<[u8]> + Send + 'static,
+    {
+        if picture.as_ref().len() != self.picture_len {
+            return Err(EncodeError::InvalidConfig {
+                reason: format!(
+                    "a picture of {} bytes for an encoder of {}-byte NV12 pictures",
+                    picture.as_ref().len(),
+                    self.picture_len
+                ),
+            });
+        }
+        self.send(gst::Buffer::from_slice(picture), pts, force_keyframe)
+    }
+
+    /// Stamps `buffer` with `pts`, asks for an IDR first when one is due, and pushes it.
+    fn send(
+        &mut self,
+        mut buffer: gst::Buffer,
+        pts: Duration,
+        force_keyframe: bool,
+    ) -> Result<Instant, EncodeError> {
+        {
+            let Some(buf) = buffer.get_mut() else {
+                return Err(build_error("src", &"buffer is shared"));
+            };
+            buf.set_pts(clock_time(pts));
+            buf.set_duration(self.frame_duration);
+        }
         if force_keyframe || self.keyframe_pending {
             self.keyframe_pending = false;
             self.lock().stats.keyframe_requests += 1;
@@ -296,7 +341,7 @@ impl VideoEncoder {
         self.src
             .push_buffer(buffer)
             .map_err(|e| error_or(&self.pipeline, build_error("src", &e)))?;
-        Ok((pushed, result))
+        Ok(pushed)
     }
 
     /// The encoder's output side, for a thread other than the one pushing pictures.
