@@ -6,6 +6,7 @@
 //!
 //! - [`input`]: input events and the JSON-lines input script format.
 //! - [`media`]: the QUIC media protocol (frame header, control messages, input datagrams).
+//! - [`mode`]: a session's picture size and frame rate.
 //! - [`link`]: the edge's persistent, authenticated connection to its broker, and the UDP echo.
 //! - [`web`]: which web player files the edge and the broker serve, and as what.
 //!
@@ -21,6 +22,7 @@ pub mod input;
 pub mod lifecycle;
 pub mod link;
 pub mod media;
+pub mod mode;
 pub mod token;
 pub mod web;
 pub mod whep;

@@ -64,7 +64,27 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ),
     (
         "xvfb",
-        "a virtual X server for edgeplay-play's window-mode test",
+        "a virtual X server for edgeplay-play's window-mode test and each hosted app's display",
+    ),
+    (
+        "bubblewrap",
+        "bwrap, the namespaces of each hosted app's sandbox",
+    ),
+    (
+        "pulseaudio",
+        "each hosted app's own sound server (a null sink the edge records)",
+    ),
+    (
+        "pulseaudio-utils",
+        "pactl, which makes the null sink the sandbox's default",
+    ),
+    (
+        "mesa-utils",
+        "glxgears, a real OpenGL app the hosting tests run",
+    ),
+    (
+        "vulkan-tools",
+        "vkcube, a real Vulkan app the hosting tests run",
     ),
     (
         "xdotool",

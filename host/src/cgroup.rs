@@ -1,0 +1,302 @@
+//! A session's control group: CPU, memory and process-count limits on everything its sandbox
+//! runs, and the means to stop all of it.
+//!
+//! cgroup v2 where the unified hierarchy has the cpu, memory and pids controllers; otherwise
+//! v1, one group in each of the cpu, memory and pids hierarchies. Groups live under
+//! `edgeplay/<name>` in each hierarchy. A process joins by writing its pid to every file of
+//! [`Cgroup::procs_files`] before it starts the sandbox, so nothing the sandbox forks escapes.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Where the hierarchies are mounted.
+pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
+/// The group every session's group sits in.
+const PARENT: &str = "edgeplay";
+/// The CFS period limits are set over.
+const PERIOD_US: u64 = 100_000;
+
+/// What one session may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// CPU time, in thousandths of a core (1500: one and a half cores).
+    pub cpu_millicores: u32,
+    /// Resident memory, tmpfs files included (its home and /tmp are in memory), in bytes.
+    pub memory_bytes: u64,
+    /// Processes and threads.
+    pub pids: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            cpu_millicores: 1000,
+            memory_bytes: 2 << 30,
+            pids: 512,
+        }
+    }
+}
+
+/// Which cgroup version a group is made with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// The unified hierarchy.
+    V2,
+    /// One hierarchy per controller.
+    V1,
+}
+
+/// Why a group could not be made or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// Neither a v2 hierarchy with the controllers nor the v1 ones are mounted and writable.
+    #[error(
+        "no usable cgroup hierarchy under {root}: need cgroup v2 with the cpu, memory and pids \
+         controllers, or cgroup v1's cpu, memory and pids mounted, and root to write them"
+    )]
+    Unavailable {
+        /// Where they were looked for.
+        root: PathBuf,
+    },
+    /// A file of the group could not be written.
+    #[error("cgroup {path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Processes were still in the group when it had to go.
+    #[error("cgroup {path}: {left} process(es) still in it after SIGKILL")]
+    Busy {
+        /// The group.
+        path: PathBuf,
+        /// How many.
+        left: usize,
+    },
+}
+
+/// One session's group (in one or three hierarchies).
+#[derive(Debug)]
+pub struct Cgroup {
+    version: Version,
+    /// The group's folder in each hierarchy; the first is the one whose `cgroup.procs` is read.
+    dirs: Vec<PathBuf>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
+    move |source| CgroupError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    fs::write(path, value).map_err(io(path))
+}
+
+/// Which version `root` offers.
+#[must_use]
+pub fn detect(root: &Path) -> Option<Version> {
+    let controllers = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+    let words: Vec<&str> = controllers.split_whitespace().collect();
+    if ["cpu", "memory", "pids"].iter().all(|c| words.contains(c)) {
+        return Some(Version::V2);
+    }
+    let v1 = ["cpu", "memory", "pids"]
+        .iter()
+        .all(|c| root.join(c).join("cgroup.procs").exists());
+    v1.then_some(Version::V1)
+}
+
+impl Cgroup {
+    /// Makes group `name` (a session id: [a-zA-Z0-9_-]) under `root` with `limits`.
+    ///
+    /// # Errors
+    /// [`CgroupError::Unavailable`] when the machine has no usable hierarchy,
+    /// [`CgroupError::Io`] when a file cannot be written (not root, say).
+    pub fn create(root: &Path, name: &str, limits: &Limits) -> Result<Self, CgroupError> {
+        let version = detect(root).ok_or_else(|| CgroupError::Unavailable {
+            root: root.to_owned(),
+        })?;
+        let mut group = Self {
+            version,
+            dirs: Vec::new(),
+        };
+        // On an error `group` drops, removing what was made.
+        match version {
+            Version::V2 => {
+                let parent = root.join(PARENT);
+                make_dir(&parent)?;
+                // Children get the controllers; neither root nor the parent holds processes.
+                write(&root.join("cgroup.subtree_control"), "+cpu +memory +pids")?;
+                write(&parent.join("cgroup.subtree_control"), "+cpu +memory +pids")?;
+                let dir = parent.join(name);
+                make_dir(&dir)?;
+                group.dirs.push(dir.clone());
+                let quota = u64::from(limits.cpu_millicores) * PERIOD_US / 1000;
+                write(&dir.join("cpu.max"), &format!("{quota} {PERIOD_US}"))?;
+                write(&dir.join("memory.max"), &limits.memory_bytes.to_string())?;
+                let swap = dir.join("memory.swap.max");
+                if swap.exists() {
+                    write(&swap, "0")?;
+                }
+                write(&dir.join("pids.max"), &limits.pids.to_string())?;
+            }
+            Version::V1 => {
+                for controller in ["pids", "cpu", "memory"] {
+                    let parent = root.join(controller).join(PARENT);
+                    make_dir(&parent)?;
+                    let dir = parent.join(name);
+                    make_dir(&dir)?;
+                    group.dirs.push(dir.clone());
+                    match controller {
+                        "pids" => write(&dir.join("pids.max"), &limits.pids.to_string())?,
+                        "cpu" => {
+                            write(&dir.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
+                            let quota = u64::from(limits.cpu_millicores) * PERIOD_US / 1000;
+                            write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                        }
+                        _ => {
+                            write(
+                                &dir.join("memory.limit_in_bytes"),
+                                &limits.memory_bytes.to_string(),
+                            )?;
+                            // Without swap accounting the file is absent: nothing to cap.
+                            let memsw = dir.join("memory.memsw.limit_in_bytes");
+                            if memsw.exists() {
+                                let _ = fs::write(&memsw, limits.memory_bytes.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(group)
+    }
+
+    /// The version it was made with.
+    #[must_use]
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The files a process writes its pid to, to join the group in every hierarchy.
+    #[must_use]
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
+    /// The pids in the group now.
+    #[must_use]
+    pub fn pids(&self) -> Vec<i32> {
+        let Some(dir) = self.dirs.first() else {
+            return Vec::new();
+        };
+        fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// Peak memory use so far in bytes, where the machine reports it.
+    #[must_use]
+    pub fn memory_peak(&self) -> Option<u64> {
+        let file = match self.version {
+            Version::V2 => "memory.peak",
+            Version::V1 => "memory.max_usage_in_bytes",
+        };
+        self.dirs
+            .iter()
+            .map(|d| d.join(file))
+            .find(|p| p.exists())
+            .and_then(|p| fs::read_to_string(p).ok())
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    /// Sends `signal` to every process in the group.
+    pub fn signal_all(&self, signal: rustix::process::Signal) {
+        for pid in self.pids() {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                // Gone already: nothing to do.
+                let _ = rustix::process::kill_process(pid, signal);
+            }
+        }
+    }
+
+    /// SIGKILLs every process in the group until it is empty or `within` has passed (a fork
+    /// bomb refills it while it is read, up to its pids limit).
+    ///
+    /// # Errors
+    /// [`CgroupError::Busy`] when processes remain.
+    pub fn kill_all(&self, within: Duration) -> Result<(), CgroupError> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = self.pids().len();
+            if left == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(CgroupError::Busy {
+                    path: self.dirs.first().cloned().unwrap_or_default(),
+                    left,
+                });
+            }
+            self.signal_all(rustix::process::Signal::KILL);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Kills what is left and removes the group from every hierarchy.
+    ///
+    /// # Errors
+    /// [`CgroupError::Busy`] or [`CgroupError::Io`]; the group is then left behind.
+    pub fn remove(mut self) -> Result<(), CgroupError> {
+        self.kill_all(Duration::from_secs(5))?;
+        let dirs = std::mem::take(&mut self.dirs);
+        remove_dirs(&dirs)
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        if self.dirs.is_empty() {
+            return;
+        }
+        let _ = self.kill_all(Duration::from_secs(5));
+        if let Err(e) = remove_dirs(&self.dirs) {
+            tracing::warn!(error = %e, "a session's cgroup was left behind");
+        }
+    }
+}
+
+fn make_dir(dir: &Path) -> Result<(), CgroupError> {
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io(dir)(e)),
+    }
+}
+
+/// Removes the groups' folders; a group whose last process just exited may still read busy
+/// for a moment.
+fn remove_dirs(dirs: &[PathBuf]) -> Result<(), CgroupError> {
+    for dir in dirs.iter().rev() {
+        let mut tries = 0;
+        loop {
+            match fs::remove_dir(dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(io(dir)(e)),
+            }
+        }
+    }
+    Ok(())
+}
