@@ -1,9 +1,9 @@
-//! RGBA → NV12 colour conversion, BT.709 limited range.
+//! RGBA (and BGRX) → NV12 colour conversion, BT.709 limited range.
 //!
 //! The GPU does it as it draws (`shaders/render.comp`, run by
 //! [`RenderTarget`](crate::render::RenderTarget)); [`cpu_nv12_reference`] is the same integer
 //! arithmetic on the CPU, the reference the tests hold the shader to, and a fallback for tools
-//! without a GPU.
+//! without a GPU. [`bgrx_to_nv12`] converts hosted apps' captured pictures the same way.
 //!
 //! NV12 layout: the Y plane (`width` bytes per row, `height` rows), then the interleaved
 //! U,V plane (`width` bytes per row, `height / 2` rows; one U,V pair per 2x2 block).
@@ -57,15 +57,36 @@ pub fn cpu_nv12_reference(
     height: u32,
     out: &mut [u8],
 ) -> Result<(), GpuError> {
+    to_nv12::<0, 1, 2>(rgba, width, height, out)
+}
+
+/// Converts a BGRX picture (32 bits per pixel, B first: what an X server's 24-bit ZPixmap
+/// image is on little-endian machines; `width * height * 4` bytes) to NV12 in `out`, with the
+/// same arithmetic as [`cpu_nv12_reference`]. The capture path of hosted apps.
+///
+/// # Errors
+/// As [`cpu_nv12_reference`].
+pub fn bgrx_to_nv12(bgrx: &[u8], width: u32, height: u32, out: &mut [u8]) -> Result<(), GpuError> {
+    to_nv12::<2, 1, 0>(bgrx, width, height, out)
+}
+
+/// NV12 from 4-byte pixels whose red, green and blue are bytes `R`, `G` and `B` (plain integer
+/// loops the compiler vectorises).
+fn to_nv12<const R: usize, const G: usize, const B: usize>(
+    pixels: &[u8],
+    width: u32,
+    height: u32,
+    out: &mut [u8],
+) -> Result<(), GpuError> {
     if !width.is_multiple_of(2) || !height.is_multiple_of(2) || width == 0 || height == 0 {
         return Err(GpuError::UnsupportedResolution { width, height });
     }
     let (w, h) = (width as usize, height as usize);
-    if rgba.len() != w * h * 4 {
+    if pixels.len() != w * h * 4 {
         return Err(GpuError::BufferSize {
             what: "RGBA",
             expected: w * h * 4,
-            actual: rgba.len(),
+            actual: pixels.len(),
         });
     }
     if out.len() != nv12_len(width, height) {
@@ -76,23 +97,35 @@ pub fn cpu_nv12_reference(
         });
     }
     let (y_plane, uv_plane) = out.split_at_mut(w * h);
-    for (y_row, px_row) in y_plane.chunks_exact_mut(w).zip(rgba.chunks_exact(w * 4)) {
+    // Luma row by row: one straight loop over pixels, which the compiler vectorises.
+    for (y_row, px_row) in y_plane.chunks_exact_mut(w).zip(pixels.chunks_exact(w * 4)) {
         for (y, px) in y_row.iter_mut().zip(px_row.chunks_exact(4)) {
-            *y = luma(px[0], px[1], px[2]);
+            let v = Y_COEF[0] * i32::from(px[R])
+                + Y_COEF[1] * i32::from(px[G])
+                + Y_COEF[2] * i32::from(px[B])
+                + (1 << 15);
+            // 16..=235 by construction of the coefficients.
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "0..=219 + 16"
+            )]
+            let v = ((v >> 16) + 16) as u8;
+            *y = v;
         }
     }
-    for (by, uv_row) in uv_plane.chunks_exact_mut(w).enumerate() {
-        let top = &rgba[by * 2 * w * 4..(by * 2 + 1) * w * 4];
-        let bottom = &rgba[(by * 2 + 1) * w * 4..(by * 2 + 2) * w * 4];
-        for (bx, uv) in uv_row.chunks_exact_mut(2).enumerate() {
-            let mut sum = [0i32; 3];
-            for row in [top, bottom] {
-                for px in row[bx * 8..bx * 8 + 8].chunks_exact(4) {
-                    for (s, &c) in sum.iter_mut().zip(px) {
-                        *s += i32::from(c);
-                    }
-                }
-            }
+    // Chroma per 2x2 block from the sums of its pixels' channels.
+    for (two_rows, uv_row) in pixels.chunks_exact(w * 8).zip(uv_plane.chunks_exact_mut(w)) {
+        let (top, bottom) = two_rows.split_at(w * 4);
+        for ((t, b), uv) in top
+            .chunks_exact(8)
+            .zip(bottom.chunks_exact(8))
+            .zip(uv_row.chunks_exact_mut(2))
+        {
+            let sum = |c: usize| {
+                i32::from(t[c]) + i32::from(t[c + 4]) + i32::from(b[c]) + i32::from(b[c + 4])
+            };
+            let sum = [sum(R), sum(G), sum(B)];
             uv[0] = chroma(sum, U_COEF);
             uv[1] = chroma(sum, V_COEF);
         }
@@ -166,5 +199,28 @@ mod tests {
         );
         assert_eq!(&out[8..10], &[128, 128]);
         assert_eq!(out[10], 240);
+    }
+
+    #[test]
+    fn bgrx_converts_as_the_reference_does() {
+        let (w, h) = (64u32, 32u32);
+        let mut rgba = vec![0u8; (w * h * 4) as usize];
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for b in &mut rgba {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *b = (state >> 24) as u8;
+        }
+        let bgrx: Vec<u8> = rgba
+            .chunks_exact(4)
+            .flat_map(|p| [p[2], p[1], p[0], 0xAA])
+            .collect();
+        let (mut a, mut b) = (vec![0u8; nv12_len(w, h)], vec![0u8; nv12_len(w, h)]);
+        cpu_nv12_reference(&rgba, w, h, &mut a).expect("reference");
+        bgrx_to_nv12(&bgrx, w, h, &mut b).expect("bgrx");
+        assert_eq!(a, b);
+        assert!(bgrx_to_nv12(&bgrx[4..], w, h, &mut b).is_err());
+        assert!(bgrx_to_nv12(&bgrx, w, h + 1, &mut b).is_err());
     }
 }
