@@ -39,7 +39,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 const DISPLAY_SOCKET: &str = "x11/X0";
 /// The sound server's socket inside the session's folder.
 const PULSE_SOCKET: &str = "run/pulse/native";
-/// Size of the in-memory /tmp and home (the memory limit bounds them together too).
+/// Largest size of the in-memory /tmp and home (each at most a quarter of the memory limit).
 const TMPFS_BYTES: u64 = 512 << 20;
 
 /// What a sandbox is made of.
@@ -299,7 +299,9 @@ impl Sandbox {
                 arg(a);
             }
         }
-        let size = TMPFS_BYTES.to_string();
+        // Each in-memory folder holds at most a quarter of the memory limit: a disk filler
+        // meets ENOSPC, a clear error, before the memory limit's OOM kill.
+        let size = (spec.limits.memory_bytes / 4).min(TMPFS_BYTES).to_string();
         for (perms, at) in [("1777", "/tmp"), ("0777", "/home/player")] {
             for a in ["--size", &size, "--perms", perms, "--tmpfs", at] {
                 arg(a);

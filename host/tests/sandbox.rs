@@ -53,6 +53,10 @@ fn launch(command: &str, args: &[&str]) -> Launch {
 }
 
 fn start(tag: &str, launch: &Launch, runtime: &Path) -> Sandbox {
+    start_limited(tag, launch, runtime, Limits::default())
+}
+
+fn start_limited(tag: &str, launch: &Launch, runtime: &Path, limits: Limits) -> Sandbox {
     init_logs();
     assert!(
         rustix::process::geteuid().is_root(),
@@ -66,7 +70,7 @@ fn start(tag: &str, launch: &Launch, runtime: &Path) -> Sandbox {
         uid,
         mode: Mode::DEFAULT,
         launch,
-        limits: Limits::default(),
+        limits,
     };
     Sandbox::start(&spec).unwrap_or_else(|e| panic!("sandbox {session}: {e}"))
 }
@@ -286,4 +290,54 @@ fn an_app_that_fails_at_start_ends_its_sandbox_with_its_status() {
     };
     assert_eq!(status.code(), Some(3));
     sandbox.stop().expect("stop");
+}
+
+#[test]
+fn a_memory_hog_a_disk_filler_and_a_fork_bomb_are_stopped_by_their_limits() {
+    let rt = runtime();
+    let b = start("limits-b", &launch("glxgears", &[]), &rt);
+    let mut b_display = connect(&b);
+    // Each abuse in turn: a line read forever into memory, a file filling the in-memory home,
+    // then processes forked until the limit refuses them.
+    let abuse = "timeout 30 tail /dev/zero; \
+                 dd if=/dev/zero of=/home/player/fill bs=1M count=2048 2>/dev/null; \
+                 for i in $(seq 1000); do sleep 60 & done 2>/dev/null; sleep 60";
+    let limits = Limits {
+        cpu_millicores: 500,
+        memory_bytes: 256 << 20,
+        pids: 64,
+    };
+    let a = start_limited("limits-a", &launch("bash", &["-c", abuse]), &rt, limits);
+    let cgroup = a.cgroup().expect("cgroup");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut most = 0;
+    while most < 60 {
+        let pids = cgroup.pids().len();
+        most = most.max(pids);
+        assert!(pids <= 64, "{pids} processes in a session limited to 64");
+        assert!(
+            Instant::now() < deadline,
+            "the fork bomb never reached the limit ({most})"
+        );
+        // B goes on drawing meanwhile.
+        assert!(
+            changes(
+                &mut b_display,
+                Duration::from_millis(50),
+                Duration::from_secs(5)
+            ),
+            "session B stopped drawing while A misbehaved"
+        );
+    }
+    if let Some(peak) = cgroup.memory_peak() {
+        assert!(
+            peak <= (256 << 20) + (4 << 20),
+            "A's memory peaked at {peak} bytes"
+        );
+        println!("A's memory peak {} MiB", peak >> 20);
+    }
+    println!("A reached {most} processes");
+    a.stop().expect("stop A");
+    drop(b_display);
+    b.stop().expect("stop B");
 }
