@@ -510,6 +510,15 @@ impl Sandbox {
         Ok(status)
     }
 
+    /// The sandbox's IPC namespace (`/proc/<init>/ns/ipc`), for a process on the edge's side
+    /// that must share System V memory with the display (a baseline capturing with Xlib's
+    /// MIT-SHM, say); `None` once the sandbox has ended.
+    #[must_use]
+    pub fn ipc_namespace(&self) -> Option<PathBuf> {
+        self.init_pid()
+            .map(|pid| PathBuf::from(format!("/proc/{}/ns/ipc", pid.as_raw_nonzero())))
+    }
+
     /// The host pid of the sandbox's init (pid 1 of its namespace).
     fn init_pid(&self) -> Option<rustix::process::Pid> {
         let cgroup = self.cgroup.as_ref()?;

@@ -164,7 +164,7 @@ usage: cargo xtask <command>
                    the URL of a playable session in the browser player (Enter stops them);
                    --check plays once in headless Chromium and edgeplay-play, then stops
   test             set up, then run fmt, clippy, every test and a short fuzz run of each target
-  bench [NAME]     set up, then run a bench harness: `pipeline` (default), `placement`, `quic`, `webrtc`, `broker`, `soak`, or `criterion`
+  bench [NAME]     set up, then run a bench harness: `pipeline` (default), `placement`, `quic`, `webrtc`, `broker`, `soak`, `hosted`, or `criterion`
   fuzz [SECONDS]   run every fuzz target for SECONDS each (default 20)
 ";
 
@@ -427,7 +427,15 @@ fn test(args: &[String]) -> Result {
 }
 
 /// The harness binaries of `benches/src/bin/`, each run in release with the remaining args.
-const BENCH_BINS: &[&str] = &["pipeline", "placement", "quic", "webrtc", "broker", "soak"];
+const BENCH_BINS: &[&str] = &[
+    "pipeline",
+    "placement",
+    "quic",
+    "webrtc",
+    "broker",
+    "soak",
+    "hosted",
+];
 
 fn bench(args: &[String]) -> Result {
     setup()?;
