@@ -5,6 +5,11 @@
 //! v1, one group in each of the cpu, memory and pids hierarchies. Groups live under
 //! `edgeplay/<name>` in each hierarchy. A process joins by writing its pid to every file of
 //! [`Cgroup::procs_files`] before it starts the sandbox, so nothing the sandbox forks escapes.
+//!
+//! Memory and processes are limited for the session as a whole; CPU time in two leaves of its
+//! own: `app` (the app and everything it forks, where a sandbox starts) and `display` (the
+//! session's X server and sound server, moved there once up), so an app that spends its CPU
+//! share does not stall its own display, and with it the capture.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,8 +25,10 @@ const PERIOD_US: u64 = 100_000;
 /// What one session may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// CPU time, in thousandths of a core (1500: one and a half cores).
+    /// The app's CPU time, in thousandths of a core (1500: one and a half cores).
     pub cpu_millicores: u32,
+    /// The display's and sound server's CPU time, in thousandths of a core.
+    pub display_millicores: u32,
     /// Resident memory, tmpfs files included (its home and /tmp are in memory), in bytes.
     pub memory_bytes: u64,
     /// Processes and threads.
@@ -32,6 +39,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             cpu_millicores: 1000,
+            display_millicores: 1000,
             memory_bytes: 2 << 30,
             pids: 512,
         }
@@ -81,8 +89,27 @@ pub enum CgroupError {
 #[derive(Debug)]
 pub struct Cgroup {
     version: Version,
-    /// The group's folder in each hierarchy; the first is the one whose `cgroup.procs` is read.
+    /// The group's folders, removed last to first: per hierarchy the session's folder, then
+    /// where there are any its `app` and `display` leaves.
     dirs: Vec<PathBuf>,
+    /// Where a process joins (the leaves `app` where CPU is split, else the session's).
+    join: Vec<PathBuf>,
+    /// The `display` leaf.
+    display: PathBuf,
+    /// Folders whose `cgroup.procs` together list every process of the session.
+    members: Vec<PathBuf>,
+}
+
+/// Sets a CFS quota of `millicores` on a v1 cpu group or a v2 group.
+fn cpu_quota(dir: &Path, version: Version, millicores: u32) -> Result<(), CgroupError> {
+    let quota = u64::from(millicores) * PERIOD_US / 1000;
+    match version {
+        Version::V2 => write(&dir.join("cpu.max"), &format!("{quota} {PERIOD_US}")),
+        Version::V1 => {
+            write(&dir.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
+            write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())
+        }
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
@@ -123,6 +150,9 @@ impl Cgroup {
         let mut group = Self {
             version,
             dirs: Vec::new(),
+            join: Vec::new(),
+            display: PathBuf::new(),
+            members: Vec::new(),
         };
         // On an error `group` drops, removing what was made.
         match version {
@@ -135,14 +165,25 @@ impl Cgroup {
                 let dir = parent.join(name);
                 make_dir(&dir)?;
                 group.dirs.push(dir.clone());
-                let quota = u64::from(limits.cpu_millicores) * PERIOD_US / 1000;
-                write(&dir.join("cpu.max"), &format!("{quota} {PERIOD_US}"))?;
                 write(&dir.join("memory.max"), &limits.memory_bytes.to_string())?;
                 let swap = dir.join("memory.swap.max");
                 if swap.exists() {
                     write(&swap, "0")?;
                 }
                 write(&dir.join("pids.max"), &limits.pids.to_string())?;
+                write(&dir.join("cgroup.subtree_control"), "+cpu")?;
+                for (leaf, millicores) in [
+                    ("app", limits.cpu_millicores),
+                    ("display", limits.display_millicores),
+                ] {
+                    let leaf_dir = dir.join(leaf);
+                    make_dir(&leaf_dir)?;
+                    group.dirs.push(leaf_dir.clone());
+                    cpu_quota(&leaf_dir, version, millicores)?;
+                    group.members.push(leaf_dir);
+                }
+                group.join.push(dir.join("app"));
+                group.display = dir.join("display");
             }
             Version::V1 => {
                 for controller in ["pids", "cpu", "memory"] {
@@ -152,11 +193,24 @@ impl Cgroup {
                     make_dir(&dir)?;
                     group.dirs.push(dir.clone());
                     match controller {
-                        "pids" => write(&dir.join("pids.max"), &limits.pids.to_string())?,
+                        "pids" => {
+                            write(&dir.join("pids.max"), &limits.pids.to_string())?;
+                            // Flat: its cgroup.procs lists every process of the session.
+                            group.members.push(dir.clone());
+                            group.join.push(dir);
+                        }
                         "cpu" => {
-                            write(&dir.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
-                            let quota = u64::from(limits.cpu_millicores) * PERIOD_US / 1000;
-                            write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                            for (leaf, millicores) in [
+                                ("app", limits.cpu_millicores),
+                                ("display", limits.display_millicores),
+                            ] {
+                                let leaf_dir = dir.join(leaf);
+                                make_dir(&leaf_dir)?;
+                                group.dirs.push(leaf_dir.clone());
+                                cpu_quota(&leaf_dir, version, millicores)?;
+                            }
+                            group.join.push(dir.join("app"));
+                            group.display = dir.join("display");
                         }
                         _ => {
                             write(
@@ -168,6 +222,7 @@ impl Cgroup {
                             if memsw.exists() {
                                 let _ = fs::write(&memsw, limits.memory_bytes.to_string());
                             }
+                            group.join.push(dir);
                         }
                     }
                 }
@@ -182,22 +237,39 @@ impl Cgroup {
         self.version
     }
 
-    /// The files a process writes its pid to, to join the group in every hierarchy.
+    /// The files a process writes its pid to, to join the group (its `app` leaf for CPU) in
+    /// every hierarchy.
     #[must_use]
     pub fn procs_files(&self) -> Vec<PathBuf> {
-        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+        self.join.iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
+    /// The session's folders in every hierarchy, leaves included (what removing it removes).
+    #[must_use]
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Moves process `pid` (and its threads) to the `display` leaf's CPU share.
+    ///
+    /// # Errors
+    /// [`CgroupError::Io`] when the process is gone or not in the session.
+    pub fn move_to_display(&self, pid: i32) -> Result<(), CgroupError> {
+        write(&self.display.join("cgroup.procs"), &pid.to_string())
     }
 
     /// The pids in the group now.
     #[must_use]
     pub fn pids(&self) -> Vec<i32> {
-        let Some(dir) = self.dirs.first() else {
-            return Vec::new();
-        };
-        fs::read_to_string(dir.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
+        self.members
+            .iter()
+            .flat_map(|dir| {
+                fs::read_to_string(dir.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<i32>>()
+            })
             .collect()
     }
 
@@ -208,7 +280,7 @@ impl Cgroup {
             Version::V2 => "memory.peak",
             Version::V1 => "memory.max_usage_in_bytes",
         };
-        self.dirs
+        self.join
             .iter()
             .map(|d| d.join(file))
             .find(|p| p.exists())
@@ -240,7 +312,7 @@ impl Cgroup {
             }
             if Instant::now() >= deadline {
                 return Err(CgroupError::Busy {
-                    path: self.dirs.first().cloned().unwrap_or_default(),
+                    path: self.members.first().cloned().unwrap_or_default(),
                     left,
                 });
             }

@@ -409,6 +409,7 @@ impl Sandbox {
             sandbox.teardown();
             return Err(e);
         }
+        sandbox.display_to_its_share();
         tracing::info!(
             session = spec.session,
             mode = %spec.mode,
@@ -452,6 +453,22 @@ impl Sandbox {
             }
         }
         Ok(())
+    }
+
+    /// Moves the display and the sound server to the session's `display` CPU share, so that
+    /// an app spending all of its own does not stall them (and the capture with them).
+    fn display_to_its_share(&self) {
+        let Some(cgroup) = &self.cgroup else {
+            return;
+        };
+        for pid in cgroup.pids() {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if matches!(comm.trim(), "Xvfb" | "pulseaudio")
+                && let Err(e) = cgroup.move_to_display(pid)
+            {
+                tracing::warn!(pid, error = %e, "the display stays in the app's CPU share");
+            }
+        }
     }
 
     /// The display's socket, for [`crate::display::Display::connect`].

@@ -10,7 +10,7 @@ use edgeplay_host::catalogue::{Catalogue, Launch};
 use edgeplay_host::cgroup::{DEFAULT_ROOT, Limits};
 use edgeplay_host::display::Display;
 use edgeplay_host::keymap::x_keycode;
-use edgeplay_host::sandbox::{Sandbox, SandboxSpec};
+use edgeplay_host::sandbox::{Sandbox, SandboxError, SandboxSpec};
 use edgeplay_protocol::mode::Mode;
 
 fn init_logs() {
@@ -101,13 +101,7 @@ fn gone(dir: &Path, cgroup_dirs: &[PathBuf]) {
 }
 
 fn cgroup_dirs(sandbox: &Sandbox) -> Vec<PathBuf> {
-    sandbox
-        .cgroup()
-        .expect("cgroup")
-        .procs_files()
-        .iter()
-        .map(|p| p.parent().expect("dir").to_owned())
-        .collect()
+    sandbox.cgroup().expect("cgroup").dirs().to_vec()
 }
 
 #[test]
@@ -278,18 +272,39 @@ fn twenty_sessions_in_a_row_leave_nothing_behind() {
 
 #[test]
 fn an_app_that_fails_at_start_ends_its_sandbox_with_its_status() {
+    init_logs();
     let rt = runtime();
-    let mut sandbox = start("fail", &launch("sh", &["-c", "exit 3"]), &rt);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = sandbox.try_wait().expect("wait") {
-            break s;
+    let (session, uid) = next_session("fail");
+    let fails = launch("sh", &["-c", "exit 3"]);
+    let spec = SandboxSpec {
+        session: &session,
+        runtime_dir: &rt,
+        cgroup_root: Path::new(DEFAULT_ROOT),
+        uid,
+        mode: Mode::DEFAULT,
+        launch: &fails,
+        limits: Limits::default(),
+    };
+    // The app may end before `start` has seen the sound server up (then start says so, with
+    // the status), or after (then the sandbox's status is the app's).
+    let status = match Sandbox::start(&spec) {
+        Err(SandboxError::StartFailed { status, .. }) => status,
+        Err(e) => panic!("{e}"),
+        Ok(mut sandbox) => {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let status = loop {
+                if let Some(s) = sandbox.try_wait().expect("wait") {
+                    break s;
+                }
+                assert!(Instant::now() < deadline, "the sandbox did not end");
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            sandbox.stop().expect("stop");
+            status
         }
-        assert!(Instant::now() < deadline, "the sandbox did not end");
-        std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(3));
-    sandbox.stop().expect("stop");
+    assert!(!rt.join(&session).exists(), "its folder was left behind");
 }
 
 #[test]
@@ -306,6 +321,7 @@ fn a_memory_hog_a_disk_filler_and_a_fork_bomb_are_stopped_by_their_limits() {
         cpu_millicores: 500,
         memory_bytes: 256 << 20,
         pids: 64,
+        ..Limits::default()
     };
     let a = start_limited("limits-a", &launch("bash", &["-c", abuse]), &rt, limits);
     let cgroup = a.cgroup().expect("cgroup");
