@@ -374,8 +374,8 @@ impl Sandbox {
                 "-c",
             ])
             .arg(
-                "mount --rbind / \"$0\" && mount --make-rprivate \"$0\" && cd \"$0\" && \
-                     exec chroot . \"$@\"",
+                "/usr/bin/mount --rbind / \"$0\" && /usr/bin/mount --make-rprivate \"$0\" && \
+                 cd \"$0\" && exec /usr/sbin/chroot . \"$@\"",
             )
             .arg(&root);
         }
