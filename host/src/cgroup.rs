@@ -172,18 +172,9 @@ impl Cgroup {
                 }
                 write(&dir.join("pids.max"), &limits.pids.to_string())?;
                 write(&dir.join("cgroup.subtree_control"), "+cpu")?;
-                for (leaf, millicores) in [
-                    ("app", limits.cpu_millicores),
-                    ("display", limits.display_millicores),
-                ] {
-                    let leaf_dir = dir.join(leaf);
-                    make_dir(&leaf_dir)?;
-                    group.dirs.push(leaf_dir.clone());
-                    cpu_quota(&leaf_dir, version, millicores)?;
-                    group.members.push(leaf_dir);
-                }
-                group.join.push(dir.join("app"));
-                group.display = dir.join("display");
+                group.cpu_leaves(&dir, limits)?;
+                // Processes live in the leaves only.
+                group.members.extend([dir.join("app"), dir.join("display")]);
             }
             Version::V1 => {
                 for controller in ["pids", "cpu", "memory"] {
@@ -199,19 +190,7 @@ impl Cgroup {
                             group.members.push(dir.clone());
                             group.join.push(dir);
                         }
-                        "cpu" => {
-                            for (leaf, millicores) in [
-                                ("app", limits.cpu_millicores),
-                                ("display", limits.display_millicores),
-                            ] {
-                                let leaf_dir = dir.join(leaf);
-                                make_dir(&leaf_dir)?;
-                                group.dirs.push(leaf_dir.clone());
-                                cpu_quota(&leaf_dir, version, millicores)?;
-                            }
-                            group.join.push(dir.join("app"));
-                            group.display = dir.join("display");
-                        }
+                        "cpu" => group.cpu_leaves(&dir, limits)?,
                         _ => {
                             write(
                                 &dir.join("memory.limit_in_bytes"),
@@ -229,6 +208,23 @@ impl Cgroup {
             }
         }
         Ok(group)
+    }
+
+    /// Makes the `app` and `display` leaves of the session's folder `dir` with their CPU
+    /// quotas; processes join `app`.
+    fn cpu_leaves(&mut self, dir: &Path, limits: &Limits) -> Result<(), CgroupError> {
+        for (leaf, millicores) in [
+            ("app", limits.cpu_millicores),
+            ("display", limits.display_millicores),
+        ] {
+            let leaf_dir = dir.join(leaf);
+            make_dir(&leaf_dir)?;
+            self.dirs.push(leaf_dir.clone());
+            cpu_quota(&leaf_dir, self.version, millicores)?;
+        }
+        self.join.push(dir.join("app"));
+        self.display = dir.join("display");
+        Ok(())
     }
 
     /// The version it was made with.

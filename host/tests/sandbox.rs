@@ -92,6 +92,18 @@ fn changes(display: &mut Display, gap: Duration, within: Duration) -> bool {
     false
 }
 
+/// Waits at most `within` for the sandbox's app to exit; its status.
+fn wait_exit(sandbox: &mut Sandbox, within: Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = sandbox.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The edge's folder and cgroups hold nothing of `sandbox`'s session any more.
 fn gone(dir: &Path, cgroup_dirs: &[PathBuf]) {
     assert!(!dir.exists(), "{} left behind", dir.display());
@@ -175,14 +187,11 @@ fn vkcube_pauses_on_space_resumes_and_quits_on_escape_with_status_0() {
         "vkcube did not resume after a second Space"
     );
     tap(&mut display, x_keycode("Escape").expect("Escape"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = sandbox.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "vkcube did not quit on Escape");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(
+        &mut sandbox,
+        Duration::from_secs(10),
+        "vkcube did not quit on Escape",
+    );
     assert_eq!(status.code(), Some(0), "vkcube's exit status");
     let (dir, cgroups) = (sandbox.dir().to_owned(), cgroup_dirs(&sandbox));
     drop(display);
@@ -213,14 +222,7 @@ fn a_session_cannot_reach_another_session_or_the_edge() {
         b_socket = b.display_socket().display(),
     );
     let mut a = start("iso-a", &launch("bash", &["-c", &probe]), &rt);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = a.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the probe did not finish");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut a, Duration::from_secs(20), "the probe did not finish");
     let what = match status.code() {
         Some(0) => "",
         Some(10) => "B's folder is visible",
@@ -291,14 +293,11 @@ fn an_app_that_fails_at_start_ends_its_sandbox_with_its_status() {
         Err(SandboxError::StartFailed { status, .. }) => status,
         Err(e) => panic!("{e}"),
         Ok(mut sandbox) => {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let status = loop {
-                if let Some(s) = sandbox.try_wait().expect("wait") {
-                    break s;
-                }
-                assert!(Instant::now() < deadline, "the sandbox did not end");
-                std::thread::sleep(Duration::from_millis(20));
-            };
+            let status = wait_exit(
+                &mut sandbox,
+                Duration::from_secs(10),
+                "the sandbox did not end",
+            );
             sandbox.stop().expect("stop");
             status
         }
