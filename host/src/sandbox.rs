@@ -23,9 +23,12 @@
 //! Stopping: SIGTERM to init, which hands it to the app; after the app's exit timeout, SIGKILL
 //! to everything in the cgroup; then the cgroup and the session's folder are removed.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use edgeplay_protocol::mode::Mode;
@@ -39,6 +42,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 const DISPLAY_SOCKET: &str = "x11/X0";
 /// The sound server's socket inside the session's folder.
 const PULSE_SOCKET: &str = "run/pulse/native";
+/// Lines of the sandbox's stderr kept for error messages.
+const LOG_LINES: usize = 40;
+/// Longest line kept (a line without newline is cut there).
+const LOG_LINE_BYTES: usize = 400;
 /// Largest size of the in-memory /tmp and home (each at most a quarter of the memory limit).
 const TMPFS_BYTES: u64 = 512 << 20;
 
@@ -109,6 +116,9 @@ pub enum SandboxError {
 #[derive(Debug)]
 pub struct Sandbox {
     child: Child,
+    /// The last lines the sandbox (its display, sound server and app) wrote to stderr, read
+    /// all along by a thread of its own so that a chatty app never blocks on a full pipe.
+    log: Arc<Mutex<VecDeque<String>>>,
     dir: PathBuf,
     cgroup: Option<Cgroup>,
     exit_timeout: Duration,
@@ -184,6 +194,31 @@ fn init_script(launch: &Launch, mode: Mode) -> String {
     }
     s.push_str("exit \"$status\"\n");
     s
+}
+
+/// Reads the sandbox's stderr to its end, keeping the last [`LOG_LINES`] lines (each cut to
+/// [`LOG_LINE_BYTES`]; the bytes are the app's, so not trusted to be short or UTF-8).
+fn drain(stderr: std::process::ChildStderr, log: &Mutex<VecDeque<String>>, session: &str) {
+    let mut reader = std::io::BufReader::new(stderr);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        // At most one line's worth past the cap is buffered: read_until stops at newlines,
+        // and a very long line is cut when kept.
+        match std::io::Read::take(&mut reader, 64 * 1024).read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&line[..line.len().min(LOG_LINE_BYTES)])
+            .trim_end()
+            .to_owned();
+        tracing::debug!(session, "{text}");
+        let mut lines = log.lock().unwrap_or_else(PoisonError::into_inner);
+        if lines.len() == LOG_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(text);
+    }
 }
 
 /// Whether this process's root is a mount point (not so in a chroot into a plain folder).
@@ -397,9 +432,20 @@ impl Sandbox {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let child = cmd.spawn().map_err(|e| cleanup(SandboxError::Spawn(e)))?;
+        let mut child = cmd.spawn().map_err(|e| cleanup(SandboxError::Spawn(e)))?;
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let (log, session) = (Arc::clone(&log), spec.session.to_owned());
+            let reader = std::thread::Builder::new()
+                .name(format!("sandbox-log-{session}"))
+                .spawn(move || drain(stderr, &log, &session));
+            if let Err(e) = reader {
+                tracing::warn!(error = %e, "no thread to read the sandbox's output");
+            }
+        }
         let mut sandbox = Self {
             child,
+            log,
             dir,
             cgroup: Some(cgroup),
             exit_timeout: spec.launch.exit_timeout,
@@ -428,22 +474,11 @@ impl Sandbox {
                     break;
                 }
                 if let Some(status) = self.child.try_wait().map_err(SandboxError::Spawn)? {
-                    let mut log = String::new();
-                    if let Some(mut err) = self.child.stderr.take() {
-                        use std::io::Read as _;
-                        let _ = err.read_to_string(&mut log);
-                    }
-                    let log: String = log
-                        .chars()
-                        .rev()
-                        .take(2000)
-                        .collect::<Vec<_>>()
-                        .into_iter()
-                        .rev()
-                        .collect();
+                    // The reader may still be on the last lines.
+                    std::thread::sleep(Duration::from_millis(50));
                     return Err(SandboxError::StartFailed {
                         status,
-                        log: log.trim().to_owned(),
+                        log: self.log_tail(),
                     });
                 }
                 if Instant::now() >= deadline {
@@ -469,6 +504,17 @@ impl Sandbox {
                 tracing::warn!(pid, error = %e, "the display stays in the app's CPU share");
             }
         }
+    }
+
+    /// The last lines the sandbox wrote to stderr (its display, sound server and app), joined.
+    #[must_use]
+    pub fn log_tail(&self) -> String {
+        let lines = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        lines
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// The display's socket, for [`crate::display::Display::connect`].

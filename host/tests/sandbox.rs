@@ -210,7 +210,7 @@ fn a_session_cannot_reach_another_session_or_the_edge() {
     let port = edge_port.local_addr().expect("addr").port();
     let b = start("iso-b", &launch("glxgears", &[]), &rt);
     let probe = format!(
-        "test -e {b_dir} && exit 10; \
+        "sleep 1; test -e {b_dir} && exit 10; \
          test -e {b_socket} && exit 11; \
          ls /tmp/.X11-unix | grep -qv '^X0$' && exit 12; \
          timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}' 2>/dev/null && exit 13; \
@@ -355,4 +355,36 @@ fn a_memory_hog_a_disk_filler_and_a_fork_bomb_are_stopped_by_their_limits() {
     a.stop().expect("stop A");
     drop(b_display);
     b.stop().expect("stop B");
+}
+
+#[test]
+fn a_chatty_app_never_blocks_on_its_output() {
+    let rt = runtime();
+    // A megabyte on stderr, more than any pipe holds, then the app's own status.
+    let chatty = launch(
+        "sh",
+        &[
+            "-c",
+            "sleep 1; head -c 1000000 /dev/zero | tr '\\0' x >&2; printf '\\ndone\\n' >&2; exit 4",
+        ],
+    );
+    let mut sandbox = start("chatty", &chatty, &rt);
+    let status = wait_exit(
+        &mut sandbox,
+        Duration::from_secs(20),
+        "the chatty app blocked",
+    );
+    assert_eq!(status.code(), Some(4));
+    std::thread::sleep(Duration::from_millis(100));
+    let tail = sandbox.log_tail();
+    assert!(
+        tail.ends_with("done"),
+        "{}",
+        &tail[tail.len().saturating_sub(200)..]
+    );
+    assert!(
+        tail.lines().all(|l| l.len() <= 400),
+        "a line longer than the cap"
+    );
+    sandbox.stop().expect("stop");
 }
