@@ -911,7 +911,7 @@ impl Nv12Frame {
 impl AsRef<[u8]> for Nv12Frame {
     fn as_ref(&self) -> &[u8] {
         // SAFETY: the slot is lent to this frame, so the target renders nothing into it; the
-        // frame is handed out only after its render was waited on (Target::render_into).
+        // frame is handed out only after its render was waited on (Target::execute).
         unsafe { self.ring.slot(self.slot) }
     }
 }
@@ -1301,7 +1301,7 @@ impl Target {
         self.wait(what)
     }
 
-    /// Lends out a free NV12 slot for [`Self::render_into`]; `None` when every slot is out, or
+    /// Lends out a free NV12 slot for [`Self::execute`]; `None` when every slot is out, or
     /// when the memory is not host-cached (reading it in place would cost more than the copy).
     pub(crate) fn lend(&self) -> Option<Nv12Frame> {
         let ring = &self.nv12;
@@ -1318,38 +1318,26 @@ impl Target {
         })
     }
 
-    /// [`Self::execute`] into the slot of `frame` (lent by this target) instead of slot 0; the
-    /// frame holds the picture once this returns `Ok`.
-    pub(crate) fn render_into(
-        &mut self,
-        frame: &Nv12Frame,
-        fill: impl FnOnce(&mut [u32], &mut [u32]),
-    ) -> Result<Duration, GpuError> {
-        if !Arc::ptr_eq(&frame.ring, &self.nv12) {
-            return Err(GpuError::Vk {
-                what: "render_into",
-                result: "a frame lent by another target".to_owned(),
-            });
-        }
-        self.execute_slot(frame.slot, fill)
-    }
-
     /// Lets `fill` write the frame's scene uniform and tile jobs (as 32-bit words; write
-    /// only: the memory may be uncached), runs the render pass into NV12 slot 0 (read with
-    /// [`Self::nv12`]) and waits for it. Returns its GPU time (from timestamps, or submit to
-    /// fence).
+    /// only: the memory may be uncached), runs the render pass into the slot of `into` (a frame
+    /// this target lent, which holds the picture once this returns `Ok`) or, with `None`, into
+    /// slot 0 (read with [`Self::nv12`]), and waits for it. Returns its GPU time (from
+    /// timestamps, or submit to fence).
     pub(crate) fn execute(
         &mut self,
+        into: Option<&Nv12Frame>,
         fill: impl FnOnce(&mut [u32], &mut [u32]),
     ) -> Result<Duration, GpuError> {
-        self.execute_slot(0, fill)
-    }
-
-    fn execute_slot(
-        &mut self,
-        slot: usize,
-        fill: impl FnOnce(&mut [u32], &mut [u32]),
-    ) -> Result<Duration, GpuError> {
+        let slot = match into {
+            None => 0,
+            Some(frame) if Arc::ptr_eq(&frame.ring, &self.nv12) => frame.slot,
+            Some(_) => {
+                return Err(GpuError::Vk {
+                    what: "render into a lent frame",
+                    result: "a frame lent by another target".to_owned(),
+                });
+            }
+        };
         self.ensure_idle("the previous frame")?;
         let (Some(uniform), Some(jobs)) = (self.uniform.mapped.as_mut(), self.jobs.mapped.as_mut())
         else {

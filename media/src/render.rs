@@ -188,16 +188,7 @@ impl RenderTarget {
                 actual: out.len(),
             });
         }
-        self.uniform
-            .fill(scene, stamp, self.width, self.height, &mut self.binner);
-        let (uniform, binner) = (&self.uniform, &mut self.binner);
-        let render = self
-            .target
-            .execute(|uniform_words, job_words| {
-                write_uniform(uniform_words, uniform);
-                binner.write_jobs(job_words, scene.flash, 0);
-            })
-            .inspect_err(|_| self.binner.forget(0))?;
+        let render = self.draw(scene, stamp, None)?;
         let start = Instant::now();
         out.copy_from_slice(self.target.nv12()?);
         Ok(StageTimes {
@@ -222,16 +213,7 @@ impl RenderTarget {
         let Some(frame) = self.target.lend() else {
             return Ok(None);
         };
-        self.uniform
-            .fill(scene, stamp, self.width, self.height, &mut self.binner);
-        let (uniform, binner, slot) = (&self.uniform, &mut self.binner, frame.slot());
-        let render = self
-            .target
-            .render_into(&frame, |uniform_words, job_words| {
-                write_uniform(uniform_words, uniform);
-                binner.write_jobs(job_words, scene.flash, slot);
-            })
-            .inspect_err(|_| self.binner.forget(slot))?;
+        let render = self.draw(scene, stamp, Some(&frame))?;
         Ok(Some((
             frame,
             StageTimes {
@@ -239,6 +221,26 @@ impl RenderTarget {
                 readback: Duration::ZERO,
             },
         )))
+    }
+
+    /// Fills the frame's uniform and tile jobs and draws it into the slot of `into` (slot 0
+    /// when `None`); the slot's damage state is forgotten when the draw fails.
+    fn draw(
+        &mut self,
+        scene: &Scene,
+        stamp: &Stamp,
+        into: Option<&Nv12Frame>,
+    ) -> Result<Duration, GpuError> {
+        self.uniform
+            .fill(scene, stamp, self.width, self.height, &mut self.binner);
+        let slot = into.map_or(0, Nv12Frame::slot);
+        let (uniform, binner) = (&self.uniform, &mut self.binner);
+        self.target
+            .execute(into, |uniform_words, job_words| {
+                write_uniform(uniform_words, uniform);
+                binner.write_jobs(job_words, scene.flash, slot);
+            })
+            .inspect_err(|_| self.binner.forget(slot))
     }
 
     /// Copies the RGBA picture (R first, `width * height * 4` bytes) of the last frame into
