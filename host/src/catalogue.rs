@@ -69,8 +69,6 @@ pub struct Launch {
     pub prepare: Option<Vec<String>>,
     /// Run in the sandbox after the app.
     pub undo: Option<Vec<String>>,
-    /// Whether the app may reach the network.
-    pub network: bool,
 }
 
 /// The apps of one edge: the built-in game first, then the file's in its order.
@@ -345,7 +343,6 @@ fn check(e: Entry, n: usize, search_path: &std::ffi::OsStr) -> Result<App, Entry
             exit_timeout: std::time::Duration::from_secs(exit_timeout_secs),
             prepare: e.prepare,
             undo: e.undo,
-            network: e.network,
         }),
         modes: e.modes,
         fps_cap,
